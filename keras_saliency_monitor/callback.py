@@ -1,0 +1,284 @@
+"""SaliencyMonitor: the Keras callback. Wiring only; the work lives in the other modules.
+
+Reading order: ``__init__`` validates and draws the fixed probe set; ``on_train_begin`` binds the
+model (one compiled gradient per run) and resets per-run state; ``on_epoch_end`` computes the maps
+and numbers on the training thread (the numbers must be in ``logs`` before the next callback reads
+them) and hands rendering, PNG encoding and writing to a background worker; ``on_train_end``
+drains the worker and closes the event file.
+"""
+
+from __future__ import annotations
+
+import os
+import traceback
+import warnings
+
+import keras
+import numpy as np
+
+from keras_saliency_monitor import metrics, probes, render
+from keras_saliency_monitor.explain import Explainer
+from keras_saliency_monitor.writer import BackgroundWorker, EventWriter
+
+SUBDIR = "saliency"  # events go to <log_dir>/saliency, beside Keras TensorBoard's train/validation
+GRID_TAG = "saliency/overlays"  # one labelled grid per logged epoch
+PROBES_TAG = "saliency/probes"  # the probes' overlay tiles, k images per step (for reports)
+
+
+def _positive_int(name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(
+            f"Invalid type for argument `{name}`: expected a positive int, received "
+            f"{type(value).__name__}."
+        )
+    if value < 1:
+        raise ValueError(
+            f"Invalid value for argument `{name}`: expected a positive int, received "
+            f"{name}={value}."
+        )
+    return int(value)
+
+
+class SaliencyMonitor(keras.callbacks.Callback):
+    """Logs gradient saliency of a fixed probe set to TensorBoard at epoch ends.
+
+    At each logged epoch ``e`` it computes saliency maps of the probes against the current weights
+    (``training=False``; nothing about the model, its optimizer or any RNG changes) and writes, at
+    step ``e`` under ``<log_dir>/saliency``: a labelled grid of image + overlay pairs
+    (``saliency/overlays``), the overlay tiles (``saliency/probes``), and scalars under
+    ``saliency/``. The same numbers go into ``logs`` with the prefix ``saliency_`` so
+    ``EarlyStopping``, ``CSVLogger`` and ``History`` see them.
+
+    Args:
+        log_dir: directory of the run; events go to ``<log_dir>/saliency``. Use the same
+            ``log_dir`` as ``keras.callbacks.TensorBoard`` to see both in one run.
+        probe_data: images (N, H, W, C), ``(x, y)`` with sparse or one-hot labels, a
+            ``tf.data.Dataset`` of x or (x, y) (batched or not), or a ``keras.utils.PyDataset``.
+            Images are given exactly as the model sees them (any value range).
+        num_probes: how many probes to draw, once, stratified by class when labels exist.
+            Defaults to 16.
+        method: "vanilla" (default) or "gradient_x_input", and the methods registered in
+            ``keras_saliency_monitor.methods``.
+        target: which class score to explain: "predicted" (default), "label", an int class, or a
+            callable ``logits -> (N,)`` scores built with ``keras.ops``.
+        masks: optional object masks aligned with ``probe_data``: (N, H, W) bool or float, (N, 4)
+            boxes ``(y0, x0, y1, x1)`` in pixels, or a callable ``(x_i, y_i) -> (H, W)``. With
+            masks, ``saliency_focus`` (fraction of saliency inside the mask) is logged.
+        every_n_epochs: log epochs ``0, n, 2n, ...``. Defaults to 1.
+        seed: seed of the probe draw. Defaults to 0.
+        output: index or name of the output to explain, for multi-output models.
+        class_names: optional sequence of class names for captions.
+        display_fn: optional ``x -> images in [0, 1]`` used for display only (e.g. to undo a
+            standardisation). By default each image is min-max rescaled for display.
+        batch_size: images per compiled gradient call; bounds memory. Defaults to 32.
+        clip_percentile: per-map percentile mapped to the top of the colormap. Defaults to 99.
+        smoothing: Gaussian sigma in pixels applied to maps before display. Defaults to 0.
+        cmap: matplotlib colormap name. Defaults to "inferno" (perceptually uniform).
+        alpha: overlay opacity at full saliency. Defaults to 0.5.
+        max_grid_width: cap on the grid image's width in pixels. Defaults to 1024.
+        background: render, encode and write on a background thread. Defaults to True.
+        strict: re-raise faults during training instead of warning. Defaults to False.
+        **method_options: options of the method (see ``methods.METHODS[method].defaults``).
+
+    Raises:
+        ValueError, TypeError: for invalid arguments, naming the argument and the fix.
+
+    Example:
+        >>> monitor = SaliencyMonitor("runs/exp1", (x_val, y_val), num_probes=16)
+        >>> model.fit(x, y, epochs=20, callbacks=[monitor])
+    """
+
+    def __init__(
+        self,
+        log_dir,
+        probe_data,
+        num_probes=16,
+        method="vanilla",
+        target="predicted",
+        masks=None,
+        every_n_epochs=1,
+        seed=0,
+        *,
+        output=None,
+        class_names=None,
+        display_fn=None,
+        batch_size=32,
+        clip_percentile=99.0,
+        smoothing=0.0,
+        cmap="inferno",
+        alpha=0.5,
+        max_grid_width=1024,
+        background=True,
+        strict=False,
+        **method_options,
+    ):
+        super().__init__()
+        if not isinstance(log_dir, (str, os.PathLike)):
+            raise TypeError(
+                "Invalid type for argument `log_dir`: expected a directory path (str or "
+                f"os.PathLike), received {type(log_dir).__name__}."
+            )
+        if os.path.isfile(log_dir):
+            raise ValueError(
+                f"Invalid value for argument `log_dir`: {os.fspath(log_dir)!r} is an existing "
+                "file; pass a directory path."
+            )
+        self.log_dir = os.fspath(log_dir)
+        self.every_n_epochs = _positive_int("every_n_epochs", every_n_epochs)
+        self.explainer = Explainer(method, target, output, batch_size, **method_options)
+        if display_fn is not None and not callable(display_fn):
+            raise TypeError("Invalid type for argument `display_fn`: expected a callable x -> x01.")
+        if not 0 <= alpha <= 1:
+            raise ValueError(
+                f"Invalid value for argument `alpha`: expected 0..1, received {alpha}."
+            )
+        if smoothing < 0:
+            raise ValueError(
+                "Invalid value for argument `smoothing`: expected sigma >= 0, received "
+                f"{smoothing}."
+            )
+        self.render_options = dict(
+            clip_percentile=clip_percentile,
+            sigma=smoothing,
+            cmap=cmap,
+            alpha=alpha,
+            display_fn=display_fn,
+        )
+        self.max_grid_width = _positive_int("max_grid_width", max_grid_width)
+        if self.max_grid_width < 32:
+            raise ValueError(
+                "Invalid value for argument `max_grid_width`: expected at least 32 pixels, "
+                f"received max_grid_width={max_grid_width}."
+            )
+        self.class_names = None if class_names is None else [str(c) for c in class_names]
+        self.background = bool(background)
+        self.strict = bool(strict)
+        self.probes = probes.select_probes(probe_data, num_probes, seed, masks)
+        if target == "label" and self.probes.labels is None:
+            raise ValueError(
+                'Invalid value for argument `target`: target="label" needs class labels; pass '
+                'probe_data=(x, y) or use target="predicted".'
+            )
+        # Rendering the fixed probe images once checks display_fn, cmap and clip_percentile now,
+        # not at the end of the first epoch.
+        self._display, _ = render.render_overlays(
+            self.probes.x, np.zeros(self.probes.x.shape[:3], np.float32), **self.render_options
+        )
+        self._writer = None
+        self._worker = None
+        self._previous_maps = None
+        self.history = {}  # epoch -> dict of the numbers logged at that epoch
+
+    # ---------------------------------------------------------------- Keras hooks
+    def on_train_begin(self, logs=None):
+        self.explainer.bind(self.model, self.probes.x.shape[1:])
+        labels = self.probes.labels
+        if labels is not None and self.explainer.head.num_classes is not None:
+            self._check_labels(labels)
+        events_dir = os.path.join(self.log_dir, SUBDIR)
+        try:
+            os.makedirs(events_dir, exist_ok=True)
+        except OSError as err:
+            raise ValueError(
+                f"Invalid value for argument `log_dir`: cannot create {events_dir!r} ({err}). "
+                "Pass a writable directory."
+            ) from None
+        if self._writer is None:
+            self._writer = EventWriter(events_dir)
+        if self._worker is None:
+            self._worker = BackgroundWorker(synchronous=not self.background)
+        self._previous_maps = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch % self.every_n_epochs:
+            return
+        try:
+            explanation = self.explainer.explain(self.probes.x, self.probes.labels)
+            numbers = self._numbers(explanation)
+            self.history[epoch] = numbers
+            if logs is not None:
+                logs.update(numbers)
+            self._worker.submit(self._write_epoch, epoch, explanation, numbers)
+        except Exception as err:  # noqa: BLE001 - a monitor never kills the training it watches
+            self._fault(f"epoch {epoch}", err)
+
+    def on_train_end(self, logs=None):
+        if self._worker is not None:
+            for name, err, tb in self._worker.drain():
+                self._fault(name, err, tb)
+        if self._writer is not None:
+            try:
+                self._writer.flush()
+            except Exception as err:  # noqa: BLE001
+                self._fault("flush", err)
+
+    # ---------------------------------------------------------------- helpers
+    def _check_labels(self, labels):
+        n = self.explainer.head.num_classes
+        if labels.max() >= n or labels.min() < 0:
+            raise ValueError(
+                f"Invalid value for argument `probe_data`: labels range over "
+                f"[{labels.min()}, {labels.max()}] but the model has {n} classes."
+            )
+
+    def _numbers(self, explanation) -> dict:
+        """Scalar summaries of the maps, named as they appear in ``logs``."""
+        maps = explanation.maps
+        out = {"saliency_concentration": metrics.nanmean(metrics.concentration(maps))}
+        if self._previous_maps is not None:
+            rho = metrics.rank_correlation(self._previous_maps, maps)
+            out["saliency_stability"] = metrics.nanmean(rho)
+        self._previous_maps = maps
+        if self.probes.masks is not None:
+            out["saliency_focus"] = metrics.nanmean(metrics.focus(maps, self.probes.masks))
+        return out
+
+    def _captions(self, explanation):
+        """One caption per probe: true label, explained class and its probability."""
+
+        def name(c):
+            c = int(c)
+            if self.class_names is not None and 0 <= c < len(self.class_names):
+                return self.class_names[c]
+            return str(c)
+
+        regression = self.explainer.head.num_classes is None
+        conf = explanation.confidences
+        captions = []
+        for i, c in enumerate(explanation.classes):
+            parts = [] if self.probes.labels is None else [f"true {name(self.probes.labels[i])}"]
+            if regression:
+                parts.append(f"out {explanation.logits[i, 0]:.3g}")
+            else:
+                parts.append(f"pred {name(c)}" + ("" if conf is None else f" {conf[i]:.2f}"))
+            captions.append("  ".join(parts))
+        return captions
+
+    def _write_epoch(self, epoch, explanation, numbers):
+        """Render, encode and write one epoch (runs on the background worker)."""
+        o = self.render_options
+        maps01 = render.normalize_maps(
+            render.smooth_maps(explanation.maps, o["sigma"]), o["clip_percentile"]
+        )
+        overlays = render.overlay(
+            self._display, render.colorize(maps01, o["cmap"]), o["alpha"], maps01=maps01
+        )
+        grid = render.make_grid(
+            self._display, overlays, self._captions(explanation), max_width=self.max_grid_width
+        )
+        self._writer.add_images(GRID_TAG, grid, epoch)
+        self._writer.add_images(PROBES_TAG, overlays, epoch)
+        for key, value in numbers.items():
+            self._writer.add_scalar("saliency/" + key[len("saliency_") :], value, epoch)
+        self._writer.flush()
+
+    def _fault(self, where, err, tb=None):
+        if self.strict:
+            raise err
+        tb = tb or "".join(traceback.format_exception(type(err), err, err.__traceback__))
+        warnings.warn(
+            f"SaliencyMonitor skipped {where}: {type(err).__name__}: {err}. Training goes on "
+            "(pass strict=True to raise instead).\n" + tb,
+            RuntimeWarning,
+            stacklevel=2,
+        )
