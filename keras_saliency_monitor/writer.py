@@ -1,0 +1,732 @@
+"""TensorBoard event writing in pure Python, and the background thread that runs it.
+
+Why not `tf.summary`: with an integer `update_freq`, Keras's TensorBoard callback installs
+`tf.summary.record_if(step % N == 0)` on the default writer, which silently drops epoch-end images
+(tensorflow/tensorboard#4975). `EventWriter` therefore writes TensorBoard's event-file format
+itself, with no TensorFlow ops and no TensorFlow summary state, so nothing can filter its writes and
+it is safe to call from a background thread.
+
+The tensors have exactly the layouts TF2's `tf.summary.*` ops write, so TensorBoard's dashboards and
+`plugin_event_accumulator.EventAccumulator(...).Tensors(tag)` read them:
+
+| method          | plugin         | tensor                                                      |
+| --------------- | -------------- | ----------------------------------------------------------- |
+| `add_images`    | `"images"`     | DT_STRING `[2 + k]`: width, height (decimal strings), PNGs  |
+| `add_scalar`    | `"scalars"`    | DT_FLOAT rank 0                                             |
+| `add_text`      | `"text"`       | DT_STRING rank 0                                            |
+| `add_histogram` | `"histograms"` | DT_DOUBLE `[bins, 3]`: (left edge, right edge, count) rows  |
+
+File layout: TFRecord framing (length, masked CRC32C of the length, payload, masked CRC32C of the
+payload) around serialized `Event` protos; the first event of each file carries
+`file_version="brain.Event:2"`.
+
+`BackgroundWorker` is a single daemon thread with a bounded queue, so PNG encoding and disk writes
+happen off the training thread without unbounded memory growth.
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import io
+import itertools
+import math
+import operator
+import os
+import queue
+import socket
+import struct
+import threading
+import time
+import traceback
+import warnings
+import weakref
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import numpy as np
+from PIL import Image
+from tensorboard.compat.proto import event_pb2, summary_pb2
+from tensorboard.plugins.histogram import metadata as histogram_metadata
+from tensorboard.plugins.image import metadata as image_metadata
+from tensorboard.plugins.scalar import metadata as scalar_metadata
+from tensorboard.plugins.text import metadata as text_metadata
+from tensorboard.util import tensor_util
+
+__all__ = ["BackgroundWorker", "EventWriter", "JobError"]
+
+# PNG settings, measured on a 1024x1024 RGB grid of photo + heatmap overlays (CPU ms / MB, 2 busy
+# cores): zlib level 6 (Pillow's default) 400 / 1.85; level 1 190 / 2.06; level 1 with the Z_RLE
+# strategy 130-160 / 1.84; level 0 (stored) 86 / 3.15. RLE suits overlays (photographic, few long
+# repeats); it is worse only on flat synthetic images, which are tiny anyway (0.2 MB vs 0.02 MB).
+# `compress_type` is an old Pillow encoder option that Pillow ignores if it ever goes away.
+_PNG_COMPRESS_LEVEL = 1
+_PNG_ZLIB_STRATEGY = 3  # zlib.Z_RLE
+
+# Process-wide counter in event file names: files must sort in creation order, because TensorBoard's
+# DirectoryWatcher reads the files of a run in lexicographic order and never goes back.
+_FILE_COUNTER = itertools.count()
+
+# Longest wait at interpreter exit for queued background jobs before giving up with a warning.
+_EXIT_TIMEOUT_SECONDS = 120.0
+
+# fdatasync skips the timestamp update that fsync also writes; both wait for the data.
+_sync = getattr(os, "fdatasync", os.fsync)
+
+
+# --------------------------------------------------------------------------------------------------
+# CRC32C (Castagnoli), as TFRecord framing requires.
+#
+# TensorBoard's own `masked_crc32c` is a byte-at-a-time Python loop: ~0.27 s per MB, holding the
+# GIL (so it would stall the training thread too). Here the payload is split into `n` rows whose
+# CRCs are computed together with numpy, two bytes per step, then combined exactly: the CRC register
+# update is linear over GF(2), so crc(A || B) = shift_{len(B)}(crc(A)) ^ crc(B) when starting from a
+# zero register. About 8 ms per MB, 35x faster than the pure-Python loop.
+# --------------------------------------------------------------------------------------------------
+
+_CRC32C_POLY = 0x82F63B78  # bit-reflected Castagnoli polynomial
+
+
+def _crc_byte_table() -> np.ndarray:
+    """uint32[256]: register after shifting one zero byte through register value `i`."""
+    table = np.arange(256, dtype=np.uint32)
+    for _ in range(8):
+        table = np.where(table & 1, (table >> 1) ^ np.uint32(_CRC32C_POLY), table >> 1)
+    return table
+
+
+_CRC_TABLE = _crc_byte_table()
+_CRC_TABLE_LIST = _CRC_TABLE.tolist()
+
+
+def _crc_shift16_table() -> np.ndarray:
+    """uint32[65536]: register after shifting two zero bytes through a 16-bit register value."""
+    reg = np.arange(65536, dtype=np.uint32)
+    for _ in range(2):
+        reg = _CRC_TABLE[reg & 0xFF] ^ (reg >> 8)
+    return reg
+
+
+_CRC_TABLE16 = _crc_shift16_table()
+
+
+def _apply_linear(columns: list[int], x: int) -> int:
+    """Applies the GF(2)-linear map whose image of bit i is `columns[i]` to the 32-bit value x."""
+    out = 0
+    while x:
+        low = x & -x
+        out ^= columns[low.bit_length() - 1]
+        x ^= low
+    return out
+
+
+@functools.lru_cache(maxsize=64)
+def _zero_shift_tables(num_bytes: int) -> tuple[tuple[int, ...], ...]:
+    """Byte tables of the map "feed `num_bytes` zero bytes through the CRC register".
+
+    Returns four 256-entry tables T0..T3 such that the map sends r to
+    T0[r & 255] ^ T1[(r >> 8) & 255] ^ T2[(r >> 16) & 255] ^ T3[r >> 24].
+    """
+    one_byte = [_CRC_TABLE_LIST[(1 << i) & 0xFF] ^ ((1 << i) >> 8) for i in range(32)]
+    result = [1 << i for i in range(32)]  # identity
+    power = one_byte
+    n = num_bytes
+    while n:  # exponentiation by squaring of the one-byte shift
+        if n & 1:
+            result = [_apply_linear(power, c) for c in result]
+        power = [_apply_linear(power, c) for c in power]
+        n >>= 1
+    tables = []
+    for k in range(4):
+        table = [0] * 256
+        for v in range(1, 256):
+            low = v & -v
+            table[v] = table[v ^ low] ^ result[8 * k + low.bit_length() - 1]
+        tables.append(tuple(table))
+    return tuple(tables)
+
+
+def _crc32c(data: bytes) -> int:
+    """CRC-32C of `data` (init and final xor 0xFFFFFFFF; check value of b"123456789" 0xE3069283)."""
+    size = len(data)
+    if size < 4096:
+        crc = 0xFFFFFFFF
+        table = _CRC_TABLE_LIST
+        for byte in data:
+            crc = table[(crc ^ byte) & 0xFF] ^ (crc >> 8)
+        return crc ^ 0xFFFFFFFF
+    rows = max(64, min(4096, 2 * math.isqrt(size)))  # balances numpy call overhead and work
+    row_len = -(-size // rows)
+    row_len += row_len & 1  # whole 16-bit words per row
+    total = rows * row_len
+    buf = np.zeros(total, dtype=np.uint8)
+    # Leading zero bytes leave a zero register unchanged, so the payload is right-aligned. Inverting
+    # its first four bytes is equivalent to starting from the 0xFFFFFFFF initial register.
+    buf[total - size :] = np.frombuffer(data, dtype=np.uint8)
+    buf[total - size : total - size + 4] ^= 0xFF
+    words = np.ascontiguousarray(buf.view("<u2").reshape(rows, row_len // 2).T)  # (row_len/2, rows)
+    reg = np.zeros(rows, dtype=np.uint32)
+    low = np.empty(rows, dtype=np.uint32)
+    for word in words:
+        reg ^= word
+        np.bitwise_and(reg, 0xFFFF, out=low)
+        reg >>= 16
+        reg ^= _CRC_TABLE16[low]
+    t0, t1, t2, t3 = _zero_shift_tables(row_len)
+    crc = 0
+    for row_crc in reg.tolist():
+        crc = t0[crc & 0xFF] ^ t1[(crc >> 8) & 0xFF] ^ t2[(crc >> 16) & 0xFF] ^ t3[crc >> 24]
+        crc ^= row_crc
+    return crc ^ 0xFFFFFFFF
+
+
+def _masked_crc32c(data: bytes) -> int:
+    crc = _crc32c(data)
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def _tfrecord(payload: bytes) -> bytes:
+    """One TFRecord: uint64 length, masked CRC of the length, payload, masked CRC of the payload."""
+    header = struct.pack("<Q", len(payload))
+    return b"".join(
+        (
+            header,
+            struct.pack("<I", _masked_crc32c(header)),
+            payload,
+            struct.pack("<I", _masked_crc32c(payload)),
+        )
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Tensors in the layouts of tf.summary.image / scalar / text / histogram.
+# --------------------------------------------------------------------------------------------------
+
+
+def _image_batch(images_u8: Any) -> np.ndarray:
+    """Validates images and returns a (k, H, W, C) uint8 batch, C in {1, 2, 3, 4}."""
+    arr = np.asarray(images_u8)
+    if arr.dtype != np.uint8:
+        raise TypeError(
+            "Invalid value for argument `images_u8`: expected a uint8 array (render the maps to "
+            f"uint8 RGB first), received dtype={arr.dtype}."
+        )
+    if arr.ndim == 2:  # (H, W) grayscale
+        arr = arr[None, :, :, None]
+    elif arr.ndim == 3:  # (H, W, C)
+        arr = arr[None]
+    if arr.ndim != 4 or arr.shape[-1] not in (1, 2, 3, 4) or 0 in arr.shape:
+        raise ValueError(
+            "Invalid value for argument `images_u8`: expected shape (H, W), (H, W, C) or "
+            f"(k, H, W, C) with C in 1..4 and no zero dimension, received shape {arr.shape}."
+        )
+    return arr
+
+
+def _encode_png(image: np.ndarray) -> bytes:
+    """(H, W, C) uint8 -> PNG bytes."""
+    if image.shape[-1] == 1:
+        image = image[..., 0]
+    out = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(image)).save(
+        out, format="PNG", compress_level=_PNG_COMPRESS_LEVEL, compress_type=_PNG_ZLIB_STRATEGY
+    )
+    return out.getvalue()
+
+
+def _histogram_buckets(values: Any, bins: int) -> np.ndarray:
+    """(bins, 3) float64 rows of (left edge, right edge, count), as `tf.summary.histogram` makes.
+
+    Uniform buckets from min to max, the last one closed; all data equal: every edge is that value
+    and the last bucket holds the count; no data: all zeros. Unlike TF, non-finite values are left
+    out (TF's buckets turn to NaN when one value is NaN).
+    """
+    data = np.asarray(values, dtype=np.float64).ravel()
+    data = data[np.isfinite(data)]
+    buckets = np.zeros((bins, 3), dtype=np.float64)
+    if data.size == 0:
+        return buckets
+    lo, hi = float(data.min()), float(data.max())
+    if lo == hi:
+        buckets[:, :2] = hi
+        buckets[-1, 2] = data.size
+        return buckets
+    with np.errstate(all="ignore"):  # overflow only for spans near the float64 limits
+        index = np.floor((data - lo) / ((hi - lo) / bins))  # TF's arithmetic, bit for bit
+    index = np.clip(np.nan_to_num(index), 0, bins - 1).astype(np.int64)
+    edges = np.linspace(lo, hi, bins + 1)
+    edges[-1] = hi
+    buckets[:, 0] = edges[:-1]
+    buckets[:, 1] = edges[1:]
+    buckets[:, 2] = np.bincount(index, minlength=bins)
+    return buckets
+
+
+def _check_tag(tag: Any) -> str:
+    if not isinstance(tag, str) or not tag:
+        raise TypeError(
+            f"Invalid value for argument `tag`: expected a non-empty str, received {tag!r}."
+        )
+    return tag
+
+
+def _check_step(step: Any) -> int:
+    if isinstance(step, bool):
+        raise TypeError(f"Invalid value for argument `step`: expected an int, received {step!r}.")
+    try:
+        return operator.index(step)
+    except TypeError:
+        raise TypeError(
+            f"Invalid value for argument `step`: expected an int, received {step!r}."
+        ) from None
+
+
+# --------------------------------------------------------------------------------------------------
+# EventWriter
+# --------------------------------------------------------------------------------------------------
+
+
+class EventWriter:
+    """Writes TensorBoard summaries to an event file in `logdir`, without TensorFlow.
+
+    Nothing touches the disk until the first write: then the directory and a new event file are
+    created. If the directory (or the file) disappears while the run goes on, the next write creates
+    both again and continues in a new event file; TensorBoard reads all event files of a directory.
+    Writes are buffered; `flush()` hands them to the operating system, after which they survive the
+    process being killed (SIGKILL). Methods are thread-safe.
+
+    Args:
+        logdir: Directory for the event files, e.g. `"runs/exp1/saliency"`.
+        fsync: Make `flush()` also wait until the data is on the disk (`fdatasync`), as TensorFlow's
+            own event writer does, so a machine crash loses nothing flushed either. Costs about
+            2 ms per flush of a 2 MB image on a local SSD; turn it off on network file systems
+            where a sync is a slow round trip. Defaults to `True`.
+
+    Example:
+        >>> writer = EventWriter("runs/exp1/saliency")
+        >>> writer.add_scalar("saliency/focus", 0.71, step=3)
+        >>> writer.add_images("saliency/overlays", grid_u8, step=3)  # (H, W, 3) uint8
+        >>> writer.flush()
+    """
+
+    def __init__(self, logdir: str | os.PathLike, *, fsync: bool = True) -> None:
+        try:
+            self._logdir = os.fspath(logdir)
+        except TypeError:
+            raise TypeError(
+                "Invalid value for argument `logdir`: expected a str or os.PathLike, "
+                f"received {logdir!r}."
+            ) from None
+        self._fsync = bool(fsync)
+        self._lock = threading.Lock()
+        self._file: io.BufferedWriter | None = None
+        self._path: str | None = None
+        _LIVE_WRITERS.add(self)
+
+    @property
+    def logdir(self) -> str:
+        """The log directory, as given."""
+        return self._logdir
+
+    @property
+    def path(self) -> str | None:
+        """Path of the event file being written, or None before the first write."""
+        return self._path
+
+    def add_images(
+        self, tag: str, images_u8: Any, step: int, description: str | None = None
+    ) -> None:
+        """Writes images at `step` as `tf.summary.image` does, one PNG per image.
+
+        Args:
+            tag: Summary tag, e.g. `"saliency/overlays"`.
+            images_u8: uint8 array of shape (H, W, 3), (k, H, W, 3), or grayscale (H, W) or
+                (H, W, 1); 2 and 4 channels (gray + alpha, RGBA) work too. All k images are kept
+                (`tf.summary.image` keeps only `max_outputs=3` by default).
+            step: Global step (the epoch, for the callback).
+            description: Markdown shown in the dashboard. Defaults to `None`.
+
+        Raises:
+            TypeError: `images_u8` is not uint8.
+            ValueError: `images_u8` has an unsupported shape.
+            OSError: The directory or the file cannot be written.
+        """
+        tag, step = _check_tag(tag), _check_step(step)
+        batch = _image_batch(images_u8)  # (k, H, W, C)
+        height, width = batch.shape[1:3]
+        pngs = [_encode_png(image) for image in batch]
+        tensor = tensor_util.make_tensor_proto(
+            [str(width).encode(), str(height).encode(), *pngs], dtype=np.object_
+        )
+        meta = image_metadata.create_summary_metadata(display_name=None, description=description)
+        self._write(tag, tensor, meta, step)
+
+    def add_scalar(self, tag: str, value: Any, step: int, description: str | None = None) -> None:
+        """Writes one number at `step` as `tf.summary.scalar` does (float32).
+
+        Raises:
+            ValueError: `value` is not a single real number.
+        """
+        tag, step = _check_tag(tag), _check_step(step)
+        try:
+            arr = np.asarray(value)
+            ok = arr.shape == () and arr.dtype.kind in "biuf"
+        except Exception:
+            ok = False
+        if not ok:
+            raise ValueError(
+                f"Invalid value for argument `value`: expected a real number, received {value!r}."
+            )
+        tensor = tensor_util.make_tensor_proto(arr.astype(np.float32))
+        meta = scalar_metadata.create_summary_metadata(display_name=None, description=description)
+        self._write(tag, tensor, meta, step)
+
+    def add_histogram(
+        self, tag: str, values: Any, step: int, bins: int = 30, description: str | None = None
+    ) -> None:
+        """Writes a histogram of all elements of `values` as `tf.summary.histogram` does.
+
+        Args:
+            tag: Summary tag.
+            values: Array-like of any shape; NaN and infinite values are left out.
+            step: Global step.
+            bins: Number of uniform buckets between min and max. Defaults to `30`.
+            description: Markdown shown in the dashboard. Defaults to `None`.
+        """
+        tag, step = _check_tag(tag), _check_step(step)
+        if isinstance(bins, bool) or not isinstance(bins, (int, np.integer)) or bins < 1:
+            raise ValueError(
+                "Invalid value for argument `bins`: expected a positive int, "
+                f"received bins={bins!r}."
+            )
+        buckets = _histogram_buckets(values, int(bins))
+        tensor = tensor_util.make_tensor_proto(buckets, dtype=np.float64)
+        meta = histogram_metadata.create_summary_metadata(
+            display_name=None, description=description
+        )
+        self._write(tag, tensor, meta, step)
+
+    def add_text(self, tag: str, text: str, step: int, description: str | None = None) -> None:
+        """Writes a (Markdown) string at `step` as `tf.summary.text` does."""
+        tag, step = _check_tag(tag), _check_step(step)
+        if not isinstance(text, (str, bytes)):
+            raise TypeError(
+                f"Invalid value for argument `text`: expected a str, received {text!r}."
+            )
+        tensor = tensor_util.make_tensor_proto(text, dtype=np.object_)
+        meta = text_metadata.create_summary_metadata(display_name=None, description=description)
+        self._write(tag, tensor, meta, step)
+
+    def flush(self) -> None:
+        """Hands all buffered events to the operating system (and to the disk, with `fsync`).
+
+        Afterwards they survive the process being killed, even by SIGKILL.
+
+        Raises:
+            OSError: The file cannot be written (disk full, ...). The next write opens a new file.
+        """
+        with self._lock:
+            self._flush_locked()
+
+    def close(self) -> None:
+        """Flushes and closes the event file. Idempotent; a later write starts a new event file.
+
+        Raises:
+            OSError: The last buffered events cannot be written.
+        """
+        with self._lock:
+            try:
+                self._flush_locked()
+            finally:
+                self._discard_file_locked()
+
+    def __enter__(self) -> EventWriter:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"EventWriter(logdir={self._logdir!r})"
+
+    # -- internals ---------------------------------------------------------------------------------
+
+    def _write(self, tag: str, tensor: Any, meta: summary_pb2.SummaryMetadata, step: int) -> None:
+        # TF's writers repeat the metadata on every event; TensorBoard reads it from the first.
+        summary = summary_pb2.Summary(
+            value=[summary_pb2.Summary.Value(tag=tag, metadata=meta, tensor=tensor)]
+        )
+        event = event_pb2.Event(wall_time=time.time(), step=step, summary=summary)
+        record = _tfrecord(event.SerializeToString())  # encoded outside the lock
+        with self._lock:
+            self._ensure_file_locked()
+            try:
+                self._file.write(record)
+            except OSError as exc:
+                self._discard_file_locked()
+                raise OSError(
+                    exc.errno, f"Cannot write TensorBoard event file {self._path!r}: {exc}"
+                ) from exc
+
+    def _ensure_file_locked(self) -> None:
+        # One stat per write: writes into a file whose directory was deleted would vanish silently.
+        if self._file is not None and os.path.exists(self._path):
+            return
+        self._discard_file_locked()
+        try:
+            os.makedirs(self._logdir, exist_ok=True)
+        except OSError as exc:
+            raise OSError(
+                exc.errno,
+                f"Cannot create TensorBoard log directory {self._logdir!r}: {exc.strerror or exc}. "
+                "Check that the path is a writable directory.",
+            ) from exc
+        # TF's pattern (events.out.tfevents.<seconds>.<host>...) plus pid and a zero-padded counter.
+        name = (
+            f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}."
+            f"{os.getpid()}.{next(_FILE_COUNTER):06d}.ksm"
+        )
+        path = os.path.join(self._logdir, name)
+        try:
+            file = open(path, "xb")  # kept open until close()
+        except OSError as exc:
+            raise OSError(
+                exc.errno, f"Cannot create TensorBoard event file {path!r}: {exc.strerror or exc}."
+            ) from exc
+        header = event_pb2.Event(
+            wall_time=time.time(),
+            file_version="brain.Event:2",
+            source_metadata=event_pb2.SourceMetadata(writer="keras_saliency_monitor"),
+        )
+        file.write(_tfrecord(header.SerializeToString()))
+        self._file, self._path = file, path
+
+    def _flush_locked(self) -> None:
+        if self._file is None:
+            return
+        try:
+            self._file.flush()
+            if self._fsync:
+                _sync(self._file.fileno())
+        except OSError as exc:
+            self._discard_file_locked()
+            raise OSError(
+                exc.errno, f"Cannot write TensorBoard event file {self._path!r}: {exc}"
+            ) from exc
+
+    def _discard_file_locked(self) -> None:
+        if self._file is None:
+            return
+        try:
+            self._file.close()
+        except OSError:
+            pass  # its directory is gone or the disk failed; the caller reports or recovers
+        self._file = None
+
+
+# --------------------------------------------------------------------------------------------------
+# BackgroundWorker
+# --------------------------------------------------------------------------------------------------
+
+
+class JobError(NamedTuple):
+    """A job that raised, as reported by `BackgroundWorker.drain()`."""
+
+    job_name: str  # the `job_name` given to submit(), else the function's qualified name
+    exception: BaseException  # the exception object, with its __traceback__
+    traceback: str  # the formatted traceback
+
+
+_STOP = object()
+
+
+class BackgroundWorker:
+    """Runs jobs one at a time, in submission order, on a single daemon thread.
+
+    The queue is bounded: `submit` blocks while `maxsize` jobs wait (backpressure; nothing is ever
+    dropped), so memory stays bounded when writing is slower than training. A job that raises does
+    not stop the worker; the error is kept and returned by the next `drain()`, so the caller can
+    warn, or re-raise in strict mode. At interpreter exit, pending jobs of every live worker are
+    run before the process ends. The thread starts on the first `submit`.
+
+    Call `submit`, `drain` and `close` from the thread that owns the worker (the training thread).
+    A job may itself call `submit`; the nested job then runs inline.
+
+    Args:
+        maxsize: Jobs that may wait in the queue besides the running one. Defaults to `2`.
+        synchronous: Run each job inline inside `submit` (for debugging and tests); errors are
+            still captured and reported by `drain()`. Defaults to `False`.
+        name: Thread name. Defaults to `"keras-saliency-monitor-writer"`.
+
+    Example:
+        >>> worker = BackgroundWorker()
+        >>> worker.submit(writer.add_images, "saliency/overlays", grid_u8, epoch)
+        >>> for job_name, exc, tb in worker.drain():
+        ...     warnings.warn(f"{job_name} failed: {exc!r}")
+    """
+
+    def __init__(
+        self,
+        maxsize: int = 2,
+        *,
+        synchronous: bool = False,
+        name: str = "keras-saliency-monitor-writer",
+    ) -> None:
+        if isinstance(maxsize, bool) or not isinstance(maxsize, int) or maxsize < 1:
+            raise ValueError(
+                "Invalid value for argument `maxsize`: expected a positive int, "
+                f"received maxsize={maxsize!r}."
+            )
+        self._synchronous = bool(synchronous)
+        self._name = name
+        self._queue: queue.Queue = queue.Queue(maxsize)
+        self._lifecycle = threading.Lock()  # serialises thread start/stop with enqueueing
+        self._cond = threading.Condition()  # guards _pending and _errors
+        self._pending = 0
+        self._errors: list[JobError] = []
+        self._thread: threading.Thread | None = None
+        _LIVE_WORKERS.add(self)
+
+    @property
+    def synchronous(self) -> bool:
+        return self._synchronous
+
+    @property
+    def pending(self) -> int:
+        """Jobs submitted and not yet finished."""
+        with self._cond:
+            return self._pending
+
+    def submit(
+        self, fn: Callable[..., Any], /, *args: Any, job_name: str | None = None, **kwargs: Any
+    ) -> None:
+        """Queues `fn(*args, **kwargs)`; blocks while the queue is full.
+
+        Args:
+            fn: The job.
+            *args: Positional arguments for `fn`.
+            job_name: Name used in error reports. Defaults to the function's qualified name.
+            **kwargs: Keyword arguments for `fn`.
+        """
+        if not callable(fn):
+            raise TypeError(
+                f"Invalid value for argument `fn`: expected a callable, received {fn!r}."
+            )
+        name = job_name or getattr(fn, "__qualname__", None) or repr(fn)
+        if self._synchronous or threading.current_thread() is self._thread:
+            with self._cond:
+                self._pending += 1
+            self._run_job(name, fn, args, kwargs)
+            return
+        with self._lifecycle:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._loop, name=self._name, daemon=True)
+                self._thread.start()
+            with self._cond:
+                self._pending += 1
+            self._queue.put((name, fn, args, kwargs))  # blocks when full: backpressure
+
+    def drain(self, timeout: float | None = None) -> list[JobError]:
+        """Waits until every submitted job has finished.
+
+        Args:
+            timeout: Seconds to wait at most. Defaults to `None` (no limit).
+
+        Returns:
+            The errors of jobs that raised since the last `drain()`, oldest first.
+
+        Raises:
+            TimeoutError: Jobs are still running after `timeout` seconds; their errors are kept
+                for the next `drain()`.
+            RuntimeError: Called from a job (it would wait for itself).
+        """
+        if self._thread is not None and threading.current_thread() is self._thread:
+            raise RuntimeError("BackgroundWorker.drain() cannot be called from one of its jobs.")
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._pending == 0, timeout):
+                raise TimeoutError(
+                    f"{self._pending} background job(s) still running after {timeout} s."
+                )
+            errors, self._errors = self._errors, []
+        return errors
+
+    def close(self, timeout: float | None = None) -> list[JobError]:
+        """Drains, then stops the thread. Idempotent; a later `submit` starts a new thread.
+
+        Args:
+            timeout: Seconds to wait for pending jobs at most. Defaults to `None` (no limit).
+
+        Returns:
+            The errors `drain()` returns.
+        """
+        errors = self.drain(timeout)
+        with self._lifecycle:
+            thread, self._thread = self._thread, None
+            if thread is not None and thread.is_alive():
+                self._queue.put(_STOP)
+        if thread is not None:
+            thread.join(timeout)
+        return errors
+
+    def __enter__(self) -> BackgroundWorker:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    def _loop(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is _STOP:
+                return
+            self._run_job(*item)
+
+    def _run_job(self, name: str, fn: Callable[..., Any], args: tuple, kwargs: dict) -> None:
+        try:
+            fn(*args, **kwargs)
+        except BaseException as exc:  # SystemExit too, or drain() would hang
+            error = JobError(name, exc, traceback.format_exc())
+            with self._cond:
+                self._errors.append(error)
+        finally:
+            with self._cond:
+                self._pending -= 1
+                if self._pending == 0:
+                    self._cond.notify_all()
+
+
+# --------------------------------------------------------------------------------------------------
+# Interpreter exit: finish queued jobs, then flush every writer.
+# --------------------------------------------------------------------------------------------------
+
+_LIVE_WORKERS: weakref.WeakSet[BackgroundWorker] = weakref.WeakSet()
+_LIVE_WRITERS: weakref.WeakSet[EventWriter] = weakref.WeakSet()
+
+
+def _finish_at_exit() -> None:
+    for worker in list(_LIVE_WORKERS):
+        if worker.pending == 0 and not worker._errors:
+            continue
+        try:
+            errors = worker.drain(_EXIT_TIMEOUT_SECONDS)
+        except TimeoutError as exc:
+            warnings.warn(
+                f"keras_saliency_monitor: gave up on background jobs at exit: {exc}", stacklevel=1
+            )
+            continue
+        for error in errors:
+            warnings.warn(
+                f"keras_saliency_monitor: background job {error.job_name} failed: "
+                f"{error.exception!r}\n{error.traceback}",
+                stacklevel=1,
+            )
+    for writer in list(_LIVE_WRITERS):
+        try:
+            writer.flush()
+        except OSError as exc:
+            warnings.warn(
+                f"keras_saliency_monitor: could not flush {writer!r} at exit: {exc}", stacklevel=1
+            )
+
+
+atexit.register(_finish_at_exit)
