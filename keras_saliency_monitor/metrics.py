@@ -1,0 +1,569 @@
+"""Numbers that say where a saliency map looks and how it changes (numpy only).
+
+Every metric takes raw saliency maps of shape `(N, H, W)`, one per probe, with
+values `>= 0` as returned by `compute_saliency`. The maps are not normalised and
+no range is assumed: each metric is invariant to a positive rescaling of a map,
+so the maps of different epochs and methods can be compared as they are.
+
+Every metric returns a float64 array of shape `(N,)`, one value per probe, so
+the caller can log the mean (`nanmean`) and the spread. A probe gets NaN where
+the metric is undefined for it: an all-zero map, an empty mask, a constant map
+for a rank correlation, or a map holding NaN or inf (e.g. after the weights
+diverged). NaN is a value, not an error: these functions raise only for
+arguments of the wrong shape, type or range.
+
+Example:
+
+```python
+boxes = np.array([[8, 8, 40, 40], [0, 16, 32, 64]])     # (y0, x0, y1, x1)
+masks = masks_from_boxes(boxes, height=64, width=64)     # (2, 64, 64) bool
+per_probe = focus(maps, masks)                           # (2,) float64
+logs["saliency_focus"] = nanmean(per_probe)
+```
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+__all__ = [
+    "concentration",
+    "focus",
+    "focus_lift",
+    "masks_from_boxes",
+    "nanmean",
+    "pointing_game",
+    "rank_correlation",
+]
+
+
+# ----------------------------------------------------------------------------
+# Validation
+# ----------------------------------------------------------------------------
+
+
+def _check_maps(
+    maps, name: str = "maps", *, nonnegative: bool = True, keep_float32: bool = False
+) -> np.ndarray:
+    """Validates saliency maps and returns them as a float `(N, H, W)` array.
+
+    Args:
+        maps: Array-like of shape `(N, H, W)`, real-valued.
+        name: Argument name used in error messages.
+        nonnegative: Whether negative values are rejected. NaN and inf pass:
+            they make the affected probe's result NaN instead.
+        keep_float32: Whether to return float32 when that holds the values
+            exactly (float16, float32, bool, 8- and 16-bit ints), for callers
+            whose sorts are faster on it; otherwise float64 is returned.
+
+    Returns:
+        float64 (or float32, see `keep_float32`) array of shape `(N, H, W)`;
+        no copy when the input already has that dtype.
+
+    Raises:
+        ValueError: If `maps` is not a real array of shape `(N, H, W)` with
+            `H, W >= 1`, or holds negative values when `nonnegative` is set.
+    """
+    raw = np.asarray(maps)
+    if raw.dtype.kind not in "biuf":
+        raise ValueError(
+            f"Invalid value for argument `{name}`: expected a real-valued array of shape "
+            f"(N, H, W), received dtype {raw.dtype}."
+        )
+    if raw.ndim != 3 or raw.shape[1] == 0 or raw.shape[2] == 0:
+        raise ValueError(
+            f"Invalid value for argument `{name}`: expected shape (N, H, W) with H, W >= 1, "
+            f"one saliency map per probe, received shape {raw.shape}."
+        )
+    exact_in_float32 = raw.dtype.kind == "b" or raw.dtype.itemsize <= 2 or raw.dtype == np.float32
+    dtype = np.float32 if keep_float32 and exact_in_float32 else np.float64
+    arr = raw.astype(dtype, copy=False)
+    # `arr < 0` is False for NaN, so NaN maps pass here and become NaN results.
+    if nonnegative and np.any(arr < 0):
+        minimum = float(arr[arr < 0].min())
+        raise ValueError(
+            f"Invalid value for argument `{name}`: expected saliency maps with values >= 0 "
+            f"as returned by `compute_saliency`, received a minimum of {minimum}. "
+            "Reduce signed attributions first, e.g. the max over channels of their absolute value."
+        )
+    return arr
+
+
+def _check_masks(masks, maps: np.ndarray, name: str = "masks") -> np.ndarray:
+    """Validates object masks against validated maps; returns float64 weights.
+
+    Args:
+        masks: Array-like of shape `(N, H, W)`: bool, or numbers in `[0, 1]`
+            (soft masks: the weight of each pixel).
+        maps: The validated maps, float64 of shape `(N, H, W)`.
+        name: Argument name used in error messages.
+
+    Returns:
+        float64 array of shape `(N, H, W)` with values in `[0, 1]`.
+
+    Raises:
+        ValueError: If the shape differs from `maps.shape`, the dtype is not
+            bool or real, or a value lies outside `[0, 1]` (or is NaN).
+    """
+    raw = np.asarray(masks)
+    if raw.dtype.kind not in "biuf":
+        raise ValueError(
+            f"Invalid value for argument `{name}`: expected a bool array or soft weights in "
+            f"[0, 1] of shape (N, H, W) = {maps.shape}, received dtype {raw.dtype}."
+        )
+    if raw.shape != maps.shape:
+        raise ValueError(
+            f"Invalid value for argument `{name}`: expected shape (N, H, W) = {maps.shape} "
+            f"matching the probe maps, received {raw.shape}. Pass one mask per probe at the "
+            "resolution of the maps (`masks_from_boxes` turns boxes into masks)."
+        )
+    arr = raw.astype(np.float64, copy=False)
+    if raw.dtype.kind != "b":
+        # Written so that NaN fails the check too.
+        inside = (arr >= 0.0) & (arr <= 1.0)
+        if not inside.all():
+            bad = arr[~inside]
+            raise ValueError(
+                f"Invalid value for argument `{name}`: expected bool masks or soft weights in "
+                f"[0, 1], received {bad.size} value(s) outside it, e.g. {float(bad[0])}."
+            )
+    return arr
+
+
+def _check_tolerance(tolerance) -> float:
+    """Returns `tolerance` as a float after checking it is finite and >= 0."""
+    if (
+        isinstance(tolerance, bool)
+        or not isinstance(tolerance, numbers.Real)
+        or not np.isfinite(tolerance)
+        or tolerance < 0
+    ):
+        raise ValueError(
+            "Invalid value for argument `tolerance`: expected a finite number of pixels >= 0, "
+            f"received tolerance={tolerance!r}."
+        )
+    return float(tolerance)
+
+
+def _check_size(value, name: str) -> int:
+    """Returns `value` as an int after checking it is a positive integer."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(
+            f"Invalid value for argument `{name}`: expected a positive int (pixels), "
+            f"received {name}={value!r}."
+        )
+    return int(value)
+
+
+# ----------------------------------------------------------------------------
+# Masks
+# ----------------------------------------------------------------------------
+
+
+def masks_from_boxes(boxes, height: int, width: int, *, name: str = "boxes") -> np.ndarray:
+    """Turns bounding boxes into boolean object masks.
+
+    Pixel `(i, j)` covers the square `[i, i + 1) x [j, j + 1)`. A box is clipped
+    to the image, then every pixel it overlaps is in its mask: rows
+    `floor(y0) .. ceil(y1) - 1` and columns `floor(x0) .. ceil(x1) - 1`. For
+    integer boxes that is exactly rows `y0 .. y1 - 1` and columns `x0 .. x1 - 1`
+    (`y1` and `x1` exclusive, like slices).
+
+    Args:
+        boxes: Array-like of shape `(N, 4)`, one `(y0, x0, y1, x1)` box per
+            probe, in pixels of the `(height, width)` image; int or float.
+        height: Image height in pixels, `H`.
+        width: Image width in pixels, `W`.
+        name: Argument name to use in error messages, e.g. `"masks"` when the
+            boxes came in through a `masks=` argument. Defaults to `"boxes"`.
+
+    Returns:
+        bool array of shape `(N, H, W)`, True inside each probe's box. Every
+        mask has at least one True pixel.
+
+    Raises:
+        ValueError: If `boxes` is not a finite real array of shape `(N, 4)`, if
+            a box does not satisfy `y0 < y1` and `x0 < x1` after clipping to the
+            image (inverted, empty, or entirely outside), or if `height` or
+            `width` is not a positive int.
+
+    Example:
+
+    >>> masks_from_boxes([[1, 0, 3, 2]], height=4, width=3).astype(int)[0]
+    array([[0, 0, 0],
+           [1, 1, 0],
+           [1, 1, 0],
+           [0, 0, 0]])
+    """
+    height = _check_size(height, "height")
+    width = _check_size(width, "width")
+    form = (
+        "an array of shape (N, 4) of (y0, x0, y1, x1) boxes in pixels of the "
+        f"{height}x{width} image"
+    )
+    raw = np.asarray(boxes)
+    if raw.dtype.kind not in "iuf":
+        raise ValueError(
+            f"Invalid value for argument `{name}`: expected {form}, received dtype {raw.dtype}."
+        )
+    if raw.ndim != 2 or raw.shape[1] != 4:
+        raise ValueError(
+            f"Invalid value for argument `{name}`: expected {form}, received shape {raw.shape}."
+        )
+    b = raw.astype(np.float64)
+    if not np.isfinite(b).all():
+        raise ValueError(
+            f"Invalid value for argument `{name}`: expected {form} with finite coordinates, "
+            "received NaN or inf."
+        )
+    y0 = np.clip(b[:, 0], 0, height)
+    x0 = np.clip(b[:, 1], 0, width)
+    y1 = np.clip(b[:, 2], 0, height)
+    x1 = np.clip(b[:, 3], 0, width)
+    bad = (y0 >= y1) | (x0 >= x1)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        clipped = (y0[i], x0[i], y1[i], x1[i])
+        raise ValueError(
+            f"Invalid value for argument `{name}`: expected {form} with y0 < y1 and x0 < x1 "
+            f"after clipping to the image (y1, x1 exclusive); received {name}[{i}] = "
+            f"{tuple(raw[i].tolist())}, which clips to {tuple(float(v) for v in clipped)}. "
+            "Boxes in (x0, y0, x1, y1) order must be reordered to (y0, x0, y1, x1)."
+        )
+    rows = np.arange(height)
+    cols = np.arange(width)
+    # (N, H) and (N, W) memberships; their outer product is the (N, H, W) mask.
+    in_rows = (rows >= np.floor(y0)[:, None]) & (rows < np.ceil(y1)[:, None])
+    in_cols = (cols >= np.floor(x0)[:, None]) & (cols < np.ceil(x1)[:, None])
+    return in_rows[:, :, None] & in_cols[:, None, :]
+
+
+# ----------------------------------------------------------------------------
+# Metrics
+# ----------------------------------------------------------------------------
+
+
+def _focus(maps: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """`focus` on validated float64 `(N, H, W)` arrays; returns `(N,)`."""
+    n, h, w = maps.shape
+    flat_maps = maps.reshape(n, h * w)
+    total = flat_maps.sum(axis=1)
+    inside = np.einsum("nk,nk->n", flat_maps, masks.reshape(n, h * w))
+    # NaN or inf anywhere in a (non-negative) map makes its total non-finite.
+    defined = np.isfinite(total) & (total > 0)
+    out = np.full(n, np.nan)
+    np.divide(inside, total, out=out, where=defined)
+    return out
+
+
+def focus(maps, masks) -> np.ndarray:
+    """Fraction of each map's saliency mass that lies inside its object mask.
+
+    This is the relevance mass accuracy of Arras, Osman and Samek (2022),
+    "CLEVR-XAI: A benchmark dataset for the ground truth evaluation of neural
+    network explanations", Information Fusion 81:
+
+        focus_n = sum_{h,w} S_n[h, w] * M_n[h, w] / sum_{h,w} S_n[h, w]
+
+    1.0 means all saliency is on the object, 0.0 all of it off the object. A
+    map that ignores the mask scores about the mask's share of the image; see
+    `focus_lift` for the score relative to that chance level. With a soft mask
+    (weights in `[0, 1]`) each pixel's saliency counts with its weight.
+
+    Args:
+        maps: Raw saliency maps, shape `(N, H, W)`, values `>= 0`.
+        masks: Object masks, shape `(N, H, W)`: bool, or float weights in
+            `[0, 1]`.
+
+    Returns:
+        float64 array of shape `(N,)` with values in `[0, 1]`. NaN for a probe
+        whose map is all zero or holds NaN or inf.
+
+    Raises:
+        ValueError: If `maps` is not `(N, H, W)` and `>= 0`, or `masks` does not
+            match it in shape or lies outside `[0, 1]`.
+    """
+    maps = _check_maps(maps)
+    masks = _check_masks(masks, maps)
+    return _focus(maps, masks)
+
+
+def focus_lift(maps, masks) -> np.ndarray:
+    """Focus relative to chance: `focus` divided by the mask's share of the image.
+
+        lift_n = focus_n / mean_{h,w} M_n[h, w]
+
+    A map that spreads saliency evenly has focus equal to the mask's share of
+    the image (so has, on average, a map placed independently of the object),
+    so lift 1.0 means no better than chance; above 1 the map favours the
+    object, below 1 it avoids it. The largest value, `1 / share`, means all
+    mass is inside the mask. Unlike `focus`, lift can be compared between
+    probes whose objects differ in size.
+    It is the ratio of the relevance mass accuracy of Arras et al. (2022) to
+    its expectation under a uniform map.
+
+    Args:
+        maps: Raw saliency maps, shape `(N, H, W)`, values `>= 0`.
+        masks: Object masks, shape `(N, H, W)`: bool, or float weights in
+            `[0, 1]` (the share is then the mean weight).
+
+    Returns:
+        float64 array of shape `(N,)` with values in `[0, 1 / share]`. NaN for a
+        probe whose mask is empty (all zero), or whose map is all zero or
+        holds NaN or inf.
+
+    Raises:
+        ValueError: As `focus`.
+    """
+    maps = _check_maps(maps)
+    masks = _check_masks(masks, maps)
+    share = masks.mean(axis=(1, 2))
+    out = np.full(maps.shape[0], np.nan)
+    np.divide(_focus(maps, masks), share, out=out, where=share > 0)
+    return out
+
+
+def pointing_game(maps, masks, tolerance: float = 0) -> np.ndarray:
+    """Whether each map's most salient pixel lies on, or near, the object.
+
+    The pointing game of Zhang, Bargal, Lin, Brandt, Shen and Sclaroff (2018),
+    "Top-down neural attention by excitation backprop", IJCV 126: a hit (1.0)
+    if the maximum of the map lies within `tolerance` pixels of the object, a
+    miss (0.0) otherwise. The mean over probes is the hit rate.
+
+    Distances are Euclidean, between pixel centres, at the resolution of the
+    maps: a hit when `min over mask pixels (i, j) of sqrt((r - i)^2 + (c - j)^2)
+    <= tolerance`, with `(r, c)` the most salient pixel. This equals dilating
+    the mask with a disk of radius `tolerance`. Zhang et al. use 15 pixels on
+    the original image; scale it to the map resolution. A pixel belongs to the
+    mask where its weight is > 0, so a soft mask counts by its support. If
+    several pixels share the maximum, the first in C (row-major) order is
+    taken, i.e. the top-most, then left-most one.
+
+    Args:
+        maps: Raw saliency maps, shape `(N, H, W)`, values `>= 0`.
+        masks: Object masks, shape `(N, H, W)`: bool, or float weights in
+            `[0, 1]`.
+        tolerance: Hit radius in pixels, a finite number `>= 0`; 0 means the
+            maximum must be on a mask pixel. Defaults to `0`.
+
+    Returns:
+        float64 array of shape `(N,)` of 0.0 (miss) and 1.0 (hit). NaN for a
+        probe whose mask is empty, or whose map is all zero (it points
+        nowhere) or holds NaN or inf.
+
+    Raises:
+        ValueError: As `focus`, or if `tolerance` is negative or not finite.
+    """
+    maps = _check_maps(maps)
+    masks = _check_masks(masks, maps)
+    tolerance = _check_tolerance(tolerance)
+    n, h, w = maps.shape
+    flat = maps.reshape(n, h * w)
+    # argmax returns the first maximum in C order, or the first NaN if any.
+    peak_index = np.argmax(flat, axis=1)  # (N,)
+    peak = flat[np.arange(n), peak_index]
+    r, c = np.divmod(peak_index, w)
+    support = masks > 0  # (N, H, W)
+    if tolerance < 1:
+        # Centres of distinct pixels are at least 1 apart: only the peak itself counts.
+        hit = support[np.arange(n), r, c]
+    else:
+        # Squared distances from the peak: (N, H) rows and (N, W) columns,
+        # broadcast to (N, H, W). One pass, no per-probe distance transform.
+        dy2 = (np.arange(h)[None, :] - r[:, None]) ** 2
+        dx2 = (np.arange(w)[None, :] - c[:, None]) ** 2
+        near = (dy2[:, :, None] + dx2[:, None, :]) <= tolerance * tolerance
+        hit = (near & support).any(axis=(1, 2))
+    defined = np.isfinite(peak) & (peak > 0) & support.any(axis=(1, 2))
+    return np.where(defined, hit.astype(np.float64), np.nan)
+
+
+def concentration(maps) -> np.ndarray:
+    """Gini coefficient of each map: how concentrated its saliency is.
+
+    With `x_(1) <= ... <= x_(n)` the `n = H * W` values of a map in ascending
+    order (`i` 1-based),
+
+        G = sum_i (2 i - n - 1) x_(i) / (n * sum_i x_(i))
+
+    0 means a uniform map; the maximum, `(n - 1) / n` (-> 1 for large maps),
+    means all mass in one pixel. Of the sparsity measures compared by Hurley
+    and Rickard (2009), "Comparing measures of sparsity", IEEE Trans.
+    Information Theory 55(10), the Gini index is one of two that satisfy all
+    six of their criteria; it is scale-invariant, so raw maps of any magnitude
+    compare. A rising G over epochs means the saliency gathers on fewer pixels.
+
+    Args:
+        maps: Raw saliency maps, shape `(N, H, W)`, values `>= 0`.
+
+    Returns:
+        float64 array of shape `(N,)` with values in `[0, (n - 1) / n]`. NaN for
+        a probe whose map is all zero or holds NaN or inf.
+
+    Raises:
+        ValueError: If `maps` is not `(N, H, W)` with values `>= 0`.
+    """
+    # float32 maps are sorted as they are (the order is exact and the sort
+    # faster), then summed in float64.
+    maps = _check_maps(maps, keep_float32=True)
+    n_probes = maps.shape[0]
+    size = maps.shape[1] * maps.shape[2]
+    ascending = np.sort(maps.reshape(n_probes, size), axis=1).astype(np.float64, copy=False)
+    total = ascending.sum(axis=1)
+    weights = 2.0 * np.arange(1, size + 1) - size - 1.0  # (n,): 2i - n - 1
+    numerator = ascending @ weights
+    defined = np.isfinite(total) & (total > 0)
+    out = np.full(n_probes, np.nan)
+    np.divide(numerator, size * total, out=out, where=defined)
+    # Rounding can leave a uniform map at -1e-17; G >= 0 for non-negative values.
+    return np.maximum(out, 0.0)
+
+
+def _centred_ranks(x: np.ndarray) -> np.ndarray:
+    """Ranks of each row of `x` minus their mean, ties given their average rank.
+
+    Equals `scipy.stats.rankdata(x, axis=1) - (M + 1) / 2` for finite input,
+    vectorised over rows; the values are multiples of 1/2. float32 input takes
+    a faster path: one sort of int64 words packing (value key, flat index)
+    instead of an argsort and a gather.
+
+    Args:
+        x: float32 or float64 array of shape `(N, M)`.
+
+    Returns:
+        float64 array of shape `(N, M)`.
+    """
+    n, m = x.shape
+    if n == 0:
+        return np.empty((0, m))
+    if x.dtype == np.float32 and n * m < 2**31:
+        # Each int64 word holds an order key of the value in its high 32 bits
+        # and the flat index r * M + c in its low 32 bits, so one plain sort
+        # per row yields both the sorted keys and the permutation.
+        packed = np.empty((n, m), dtype=np.int64)
+        words = packed.view(np.int32).reshape(n, m, 2)
+        lo, hi = (0, 1) if np.little_endian else (1, 0)
+        # The key: an int32 in the order of the floats. Non-negative floats
+        # already compare like their bit patterns (the common case: saliency
+        # is >= 0); for negative ones, flip the 31 magnitude bits, after `+ 0`
+        # has turned -0.0 into +0.0 so that the two zeros tie.
+        bits = x.view(np.int32)
+        if (bits < 0).any():  # a sign bit is set somewhere
+            bits = (x + np.float32(0)).view(np.int32)
+            key = bits >> 31  # 0 or -1
+            key &= 0x7FFFFFFF
+            key ^= bits
+            bits = key
+        words[:, :, hi] = bits
+        words[:, :, lo] = np.arange(n * m, dtype=np.int32).reshape(n, m)
+        packed.sort(axis=1)
+        ascending = words[:, :, hi]  # (N, M) strided view: the sorted keys
+    else:
+        packed = None
+        order = np.argsort(x, axis=1)  # (N, M); unstable is fine, ties are averaged
+        ascending = np.take_along_axis(x, order, axis=1)
+    # Runs of equal values in sorted order; every row starts a new run, so in
+    # the flattened (N * M,) view a run never spans two rows.
+    starts_run = np.empty(n * m, dtype=bool)
+    starts_run.reshape(n, m)[:, 0] = True
+    np.not_equal(ascending[:, 1:], ascending[:, :-1], out=starts_run.reshape(n, m)[:, 1:])
+    ends_run = np.empty(n * m, dtype=bool)
+    ends_run[:-1] = starts_run[1:]
+    ends_run[-1] = True
+    # Centred ranks in sorted order: the 1-based position in the row minus
+    # (M + 1) / 2, then the average over each run of ties.
+    sorted_ranks = np.tile(np.arange(1.0, m + 1.0) - (m + 1) / 2.0, n)  # (N * M,)
+    tied = np.flatnonzero(~(starts_run & ends_run))  # positions in runs of length > 1
+    if tied.size:
+        # Typically few for float maps, many in few runs for quantised ones.
+        is_start = starts_run[tied]
+        starts = tied[is_start] % m  # position in the row
+        lengths = np.diff(np.append(np.flatnonzero(is_start), tied.size))
+        # Average of the 1-based positions start + 1 .. start + length, centred.
+        average = starts + (lengths + 1) / 2.0 - (m + 1) / 2.0
+        sorted_ranks[tied] = np.repeat(average, lengths)
+    if packed is not None:
+        packed &= 0xFFFFFFFF  # keep the low 32 bits: the flat indices
+        flat_order = packed
+    else:
+        order += (np.arange(n) * m)[:, None]
+        flat_order = order
+    ranks = np.empty(n * m)
+    ranks[flat_order.ravel()] = sorted_ranks  # back to pixel order
+    return ranks.reshape(n, m)
+
+
+def rank_correlation(maps_a, maps_b) -> np.ndarray:
+    """Spearman rank correlation between two sets of maps, probe by probe.
+
+    Spearman (1904), "The proof and measurement of association between two
+    things", Am. J. Psychology 15: the Pearson correlation of the pixel ranks,
+
+        rho_n = cov(R(a_n), R(b_n)) / (std(R(a_n)) * std(R(b_n)))
+
+    where `R` ranks the `H * W` values of a map, tied values getting the average
+    of their ranks (as `scipy.stats.spearmanr`). Adebayo et al. (2018), "Sanity
+    checks for saliency maps", NeurIPS, compare saliency maps this way. Between
+    two epochs' maps of the same probes it measures stability: 1.0 means the
+    same pixel ordering, near 0 a reshuffle. Ranks ignore any rescaling of a
+    map, so a change in gradient magnitude alone does not count. float32 maps
+    (what `compute_saliency` returns) are ranked faster than float64 ones.
+
+    Args:
+        maps_a: Maps, shape `(N, H, W)`, e.g. of the previous epoch. Any real
+            values: signed attributions are accepted too.
+        maps_b: Maps of the same probes, same shape, e.g. of this epoch.
+
+    Returns:
+        float64 array of shape `(N,)` with values in `[-1, 1]`. NaN for a probe
+        where either map is constant (e.g. all zero) or holds NaN or inf.
+
+    Raises:
+        ValueError: If `maps_a` is not `(N, H, W)`, or `maps_b` differs from it
+            in shape.
+    """
+    a = _check_maps(maps_a, "maps_a", nonnegative=False, keep_float32=True)
+    b = _check_maps(maps_b, "maps_b", nonnegative=False, keep_float32=True)
+    if b.shape != a.shape:
+        raise ValueError(
+            f"Invalid value for argument `maps_b`: expected shape (N, H, W) = {a.shape} "
+            f"matching `maps_a`, received {b.shape}."
+        )
+    n = a.shape[0]
+    size = a.shape[1] * a.shape[2]
+    # Ranks minus their mean (size + 1) / 2: multiples of 1/2, so the sums of
+    # products below are exact for maps of up to about 500 x 500 pixels.
+    ra = _centred_ranks(a.reshape(n, size))
+    rb = _centred_ranks(b.reshape(n, size))
+    cross = np.einsum("nk,nk->n", ra, rb)
+    spread = np.sqrt(np.einsum("nk,nk->n", ra, ra) * np.einsum("nk,nk->n", rb, rb))
+    finite = np.isfinite(a.reshape(n, size)).all(axis=1) & np.isfinite(b.reshape(n, size)).all(
+        axis=1
+    )
+    defined = finite & (spread > 0)
+    out = np.full(n, np.nan)
+    np.divide(cross, spread, out=out, where=defined)
+    return np.clip(out, -1.0, 1.0)
+
+
+def nanmean(x) -> float:
+    """Mean over the values that are not NaN, as a Python float.
+
+    Use it to summarise per-probe metrics, where NaN marks probes for which the
+    metric is undefined. Unlike `np.nanmean` it emits no `RuntimeWarning`
+    when every value is NaN (or there are none).
+
+    Args:
+        x: Array-like of any shape, e.g. the `(N,)` output of a metric.
+
+    Returns:
+        The mean of the non-NaN values, or NaN if there are none.
+    """
+    values = np.asarray(x, dtype=np.float64).ravel()
+    values = values[~np.isnan(values)]
+    if values.size == 0:
+        return float("nan")
+    return float(values.mean())

@@ -1,0 +1,462 @@
+"""Tests for keras_saliency_monitor.metrics: numpy only, checked against hand-computed
+values and independent references (scipy)."""
+
+import re
+import warnings
+
+import numpy as np
+import pytest
+from scipy import ndimage, stats
+
+from keras_saliency_monitor import metrics
+
+
+def _rng(seed=0):
+    return np.random.default_rng(seed)
+
+
+def _box_mask(h, w, y0, x0, y1, x1):
+    mask = np.zeros((h, w), dtype=bool)
+    mask[y0:y1, x0:x1] = True
+    return mask
+
+
+# ----------------------------------------------------------------------------
+# masks_from_boxes
+# ----------------------------------------------------------------------------
+
+
+def test_masks_from_boxes_area_and_exclusive_ends():
+    masks = metrics.masks_from_boxes([[2, 3, 5, 9], [0, 0, 8, 10]], height=8, width=10)
+    assert masks.dtype == bool and masks.shape == (2, 8, 10)
+    np.testing.assert_array_equal(masks[0], _box_mask(8, 10, 2, 3, 5, 9))
+    assert masks[0].sum() == (5 - 2) * (9 - 3)
+    assert masks[1].all()
+
+
+def test_masks_from_boxes_clips_to_image():
+    masks = metrics.masks_from_boxes(np.array([[-4, 6, 3, 99]]), height=8, width=10)
+    np.testing.assert_array_equal(masks[0], _box_mask(8, 10, 0, 6, 3, 10))
+
+
+def test_masks_from_boxes_fractional_box_covers_every_overlapped_pixel():
+    masks = metrics.masks_from_boxes([[1.5, 0.2, 3.1, 1.0]], height=5, width=4)
+    np.testing.assert_array_equal(masks[0], _box_mask(5, 4, 1, 0, 4, 1))
+
+
+def test_masks_from_boxes_doc_example():
+    got = metrics.masks_from_boxes([[1, 0, 3, 2]], height=4, width=3).astype(int)[0]
+    np.testing.assert_array_equal(got, [[0, 0, 0], [1, 1, 0], [1, 1, 0], [0, 0, 0]])
+
+
+def test_masks_from_boxes_empty_list_of_boxes():
+    assert metrics.masks_from_boxes(np.zeros((0, 4)), height=3, width=3).shape == (0, 3, 3)
+
+
+@pytest.mark.parametrize(
+    "boxes, fragment",
+    [
+        (np.zeros(4), "received shape (4,)"),
+        (np.zeros((2, 3)), "received shape (2, 3)"),
+        ([["a", "b", "c", "d"]], "received dtype"),
+        ([[0, 0, np.nan, 4]], "finite"),
+        ([[0, 0, 4, 4], [5, 1, 5, 3]], "boxes[1] = (5, 1, 5, 3)"),  # y0 == y1
+        ([[4, 1, 2, 3]], "boxes[0] = (4, 1, 2, 3)"),  # y0 > y1
+        ([[1, 5, 3, 4]], "boxes[0]"),  # x0 > x1
+        ([[20, 0, 30, 4]], "clips to (10.0, 0.0, 10.0, 4.0)"),  # entirely below the image
+    ],
+)
+def test_masks_from_boxes_errors_name_the_argument_and_the_form(boxes, fragment):
+    with pytest.raises(ValueError) as info:
+        metrics.masks_from_boxes(boxes, height=10, width=10)
+    message = str(info.value)
+    assert "`boxes`" in message
+    assert "(y0, x0, y1, x1)" in message
+    assert fragment in message
+
+
+def test_masks_from_boxes_error_uses_the_callers_argument_name():
+    with pytest.raises(ValueError, match=r"argument `masks`.*masks\[0\]"):
+        metrics.masks_from_boxes([[3, 3, 1, 1]], height=10, width=10, name="masks")
+
+
+@pytest.mark.parametrize("height, width", [(0, 4), (4, -1), (2.5, 4), (True, 4)])
+def test_masks_from_boxes_rejects_bad_image_size(height, width):
+    with pytest.raises(ValueError, match="`height`|`width`"):
+        metrics.masks_from_boxes([[0, 0, 1, 1]], height=height, width=width)
+
+
+# ----------------------------------------------------------------------------
+# focus and focus_lift
+# ----------------------------------------------------------------------------
+
+
+def test_focus_all_mass_inside_is_one_and_lift_is_inverse_share():
+    mask = _box_mask(8, 8, 2, 2, 6, 4)  # 8 of 64 pixels: share 1/8
+    saliency = np.where(mask, _rng().random((8, 8)) + 0.1, 0.0)
+    np.testing.assert_allclose(metrics.focus(saliency[None], mask[None]), [1.0])
+    np.testing.assert_allclose(metrics.focus_lift(saliency[None], mask[None]), [8.0])
+
+
+def test_focus_of_a_uniform_map_is_the_mask_share_and_lift_is_one():
+    masks = metrics.masks_from_boxes([[0, 0, 4, 4], [1, 2, 7, 8], [0, 0, 8, 8]], 8, 8)
+    maps = np.full((3, 8, 8), 0.37)
+    np.testing.assert_allclose(metrics.focus(maps, masks), [16 / 64, 36 / 64, 1.0])
+    np.testing.assert_allclose(metrics.focus_lift(maps, masks), [1.0, 1.0, 1.0])
+
+
+def test_focus_on_a_2x2_map_by_hand():
+    saliency = np.array([[[1.0, 2.0], [3.0, 4.0]]])
+    mask = np.array([[[True, False], [False, True]]])
+    # Inside: 1 + 4 = 5 of a total 10.
+    np.testing.assert_allclose(metrics.focus(saliency, mask), [0.5])
+    # Share 2/4, so lift 0.5 / 0.5 = 1.
+    np.testing.assert_allclose(metrics.focus_lift(saliency, mask), [1.0])
+    # Soft mask: 0.5 * 1 + 1.0 * 4 = 4.5 of 10; share (0.5 + 1) / 4 = 0.375.
+    soft = np.array([[[0.5, 0.0], [0.0, 1.0]]])
+    np.testing.assert_allclose(metrics.focus(saliency, soft), [0.45])
+    np.testing.assert_allclose(metrics.focus_lift(saliency, soft), [0.45 / 0.375])
+
+
+def test_focus_matches_the_definition_on_random_maps_and_ignores_scale():
+    rng = _rng(1)
+    maps = rng.random((5, 12, 9)) ** 3
+    masks = rng.random((5, 12, 9)) < 0.3
+    expected = np.array([maps[i][masks[i]].sum() / maps[i].sum() for i in range(5)])
+    got = metrics.focus(maps, masks)
+    np.testing.assert_allclose(got, expected, rtol=1e-12)
+    np.testing.assert_allclose(metrics.focus(maps * 1e-9, masks), expected, rtol=1e-12)
+    np.testing.assert_allclose(metrics.focus(maps.astype(np.float32), masks), expected, rtol=1e-6)
+    np.testing.assert_allclose(
+        metrics.focus_lift(maps, masks), expected / masks.mean(axis=(1, 2)), rtol=1e-12
+    )
+
+
+def test_focus_nan_only_for_undefined_probes():
+    maps = np.ones((4, 3, 3))
+    maps[1] = 0.0  # all zero: no mass to locate
+    maps[2, 0, 0] = np.nan
+    maps[3, 1, 1] = np.inf
+    masks = np.zeros((4, 3, 3), dtype=bool)
+    masks[:, 0, :] = True
+    got = metrics.focus(maps, masks)
+    np.testing.assert_allclose(got[0], 1 / 3)
+    assert np.isnan(got[1:]).all()
+
+
+def test_focus_lift_is_nan_for_an_empty_mask():
+    maps = _rng().random((2, 4, 4))
+    masks = np.zeros((2, 4, 4), dtype=bool)
+    masks[0, :2] = True
+    np.testing.assert_allclose(metrics.focus(maps, masks)[1], 0.0)  # focus itself is defined
+    lift = metrics.focus_lift(maps, masks)
+    assert np.isfinite(lift[0]) and np.isnan(lift[1])
+
+
+# ----------------------------------------------------------------------------
+# pointing_game
+# ----------------------------------------------------------------------------
+
+
+def test_pointing_game_hit_and_miss():
+    maps = np.zeros((2, 6, 6))
+    maps[0, 1, 1] = 5.0  # peak in the mask
+    maps[1, 5, 5] = 5.0  # peak outside it
+    maps += 0.1
+    masks = metrics.masks_from_boxes([[0, 0, 3, 3], [0, 0, 3, 3]], 6, 6)
+    got = metrics.pointing_game(maps, masks)
+    assert got.dtype == np.float64
+    np.testing.assert_array_equal(got, [1.0, 0.0])
+
+
+def test_pointing_game_tolerance_in_euclidean_pixels():
+    maps = np.zeros((2, 20, 20))
+    maps[:, 10, 10] = 1.0
+    masks = np.zeros((2, 20, 20), dtype=bool)
+    masks[0, 10, 13:16] = True  # nearest mask pixel 3 px to the right
+    masks[1, 12, 12] = True  # 2 px down and 2 px right: sqrt(8) ~ 2.83 px
+    np.testing.assert_array_equal(metrics.pointing_game(maps[:1], masks[:1], tolerance=0), [0])
+    np.testing.assert_array_equal(metrics.pointing_game(maps[:1], masks[:1], tolerance=2), [0])
+    np.testing.assert_array_equal(metrics.pointing_game(maps[:1], masks[:1], tolerance=3), [1])
+    # Euclidean, not Chebyshev (which would count the diagonal pixel as 2 px away).
+    np.testing.assert_array_equal(metrics.pointing_game(maps[1:], masks[1:], tolerance=2), [0])
+    np.testing.assert_array_equal(metrics.pointing_game(maps[1:], masks[1:], tolerance=2.8), [0])
+    np.testing.assert_array_equal(metrics.pointing_game(maps[1:], masks[1:], tolerance=2.83), [1])
+
+
+def test_pointing_game_ties_take_the_first_maximum_in_c_order():
+    maps = np.zeros((1, 4, 6))
+    maps[0, 0, 5] = 2.0  # first maximum in row-major order
+    maps[0, 3, 0] = 2.0
+    on_second = np.zeros((1, 4, 6), dtype=bool)
+    on_second[0, 3, 0] = True
+    np.testing.assert_array_equal(metrics.pointing_game(maps, on_second), [0.0])
+    np.testing.assert_array_equal(metrics.pointing_game(maps, ~on_second), [1.0])
+
+
+def test_pointing_game_matches_a_distance_transform_reference():
+    rng = _rng(2)
+    maps = rng.random((40, 15, 17))
+    masks = np.zeros((40, 15, 17), dtype=bool)
+    for i in range(40):
+        y, x = rng.integers(0, 12), rng.integers(0, 14)
+        masks[i, y : y + rng.integers(1, 4), x : x + rng.integers(1, 4)] = True
+    for tolerance in (0, 1, 1.5, 2, 4, 7.5):
+        expected = []
+        for i in range(40):
+            # Euclidean distance of every pixel to the nearest mask pixel.
+            distance = ndimage.distance_transform_edt(~masks[i])
+            peak = np.unravel_index(np.argmax(maps[i]), maps[i].shape)
+            expected.append(float(distance[peak] <= tolerance))
+        got = metrics.pointing_game(maps, masks, tolerance=tolerance)
+        np.testing.assert_array_equal(got, expected, err_msg=f"tolerance={tolerance}")
+
+
+def test_pointing_game_soft_mask_counts_its_support():
+    maps = np.zeros((1, 3, 3))
+    maps[0, 2, 2] = 1.0
+    soft = np.zeros((1, 3, 3))
+    soft[0, 2, 2] = 0.1
+    np.testing.assert_array_equal(metrics.pointing_game(maps, soft), [1.0])
+
+
+def test_pointing_game_nan_for_empty_mask_and_blank_or_broken_map():
+    maps = np.ones((4, 5, 5))
+    maps[1] = 0.0
+    maps[2, 4, 4] = np.nan
+    maps[3, 0, 0] = np.inf
+    masks = np.ones((4, 5, 5), dtype=bool)
+    empty = masks.copy()
+    empty[0] = False
+    got = metrics.pointing_game(maps, empty, tolerance=3)
+    assert np.isnan(got).all()
+    got = metrics.pointing_game(maps, masks)
+    np.testing.assert_array_equal(got[0], 1.0)
+    assert np.isnan(got[1:]).all()
+
+
+@pytest.mark.parametrize("tolerance", [-1, np.nan, np.inf, "3", None, True])
+def test_pointing_game_rejects_bad_tolerance(tolerance):
+    with pytest.raises(ValueError, match="`tolerance`"):
+        metrics.pointing_game(np.ones((1, 2, 2)), np.ones((1, 2, 2), bool), tolerance=tolerance)
+
+
+# ----------------------------------------------------------------------------
+# concentration
+# ----------------------------------------------------------------------------
+
+
+def test_concentration_of_a_uniform_map_is_zero():
+    np.testing.assert_allclose(metrics.concentration(np.full((2, 7, 9), 3.3)), [0, 0], atol=1e-15)
+
+
+def test_concentration_of_a_single_pixel_is_n_minus_one_over_n():
+    maps = np.zeros((1, 8, 8))
+    maps[0, 3, 5] = 42.0
+    np.testing.assert_allclose(metrics.concentration(maps), [63 / 64], rtol=1e-15)
+
+
+def test_concentration_of_1_2_3_4_by_hand():
+    # n = 4, sum = 10, weights 2i - n - 1 = -3, -1, 1, 3:
+    # G = (-3*1 - 1*2 + 1*3 + 3*4) / (4 * 10) = 10 / 40 = 0.25.
+    # Cross-check with the mean absolute difference: sum over ordered pairs of
+    # |x_i - x_j| = 2 * (1 + 2 + 3 + 1 + 2 + 1) = 20, over 2 n^2 mean = 80: 0.25.
+    maps = np.array([[[3.0, 1.0], [4.0, 2.0]]])  # any pixel order
+    np.testing.assert_allclose(metrics.concentration(maps), [0.25], rtol=1e-15)
+
+
+def test_concentration_matches_the_mean_absolute_difference_definition():
+    rng = _rng(3)
+    maps = rng.random((6, 5, 7)) ** 4
+    maps[2] = np.round(maps[2], 1)  # ties
+    flat = maps.reshape(6, -1)
+    n = flat.shape[1]
+    pairwise = np.abs(flat[:, :, None] - flat[:, None, :]).sum(axis=(1, 2))
+    expected = pairwise / (2 * n * n * flat.mean(axis=1))
+    np.testing.assert_allclose(metrics.concentration(maps), expected, rtol=1e-12)
+    np.testing.assert_allclose(metrics.concentration(maps * 1e6), expected, rtol=1e-12)
+    np.testing.assert_allclose(
+        metrics.concentration(maps.astype(np.float32)),
+        metrics.concentration(maps.astype(np.float32).astype(np.float64)),
+        rtol=1e-12,
+    )
+
+
+def test_concentration_nan_for_blank_or_broken_maps():
+    maps = np.ones((3, 4, 4))
+    maps[1] = 0.0
+    maps[2, 0, 0] = np.nan
+    got = metrics.concentration(maps)
+    np.testing.assert_allclose(got[0], 0.0, atol=1e-15)
+    assert np.isnan(got[1:]).all()
+
+
+# ----------------------------------------------------------------------------
+# rank_correlation
+# ----------------------------------------------------------------------------
+
+
+def _scipy_spearman(a, b):
+    return np.array(
+        [stats.spearmanr(x.ravel(), y.ravel()).statistic for x, y in zip(a, b, strict=True)]
+    )
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64, np.uint8])
+def test_rank_correlation_matches_scipy_with_ties(dtype):
+    rng = _rng(4)
+    low = 0 if dtype == np.uint8 else -3
+    a = rng.integers(low, 6, (9, 13, 11)).astype(dtype)  # many ties
+    b = (a.astype(np.int64) + rng.integers(0, 3, a.shape)).astype(dtype)
+    np.testing.assert_allclose(metrics.rank_correlation(a, b), _scipy_spearman(a, b), atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_rank_correlation_matches_scipy_on_continuous_maps(dtype):
+    rng = _rng(5)
+    a = rng.standard_normal((7, 16, 16)).astype(dtype)
+    b = (a + rng.standard_normal(a.shape)).astype(dtype)
+    np.testing.assert_allclose(metrics.rank_correlation(a, b), _scipy_spearman(a, b), atol=1e-12)
+    # Non-negative maps, as saliency is, take a shortcut in the float32 path.
+    a, b = np.abs(a), np.abs(b)
+    np.testing.assert_allclose(metrics.rank_correlation(a, b), _scipy_spearman(a, b), atol=1e-12)
+
+
+def test_rank_correlation_float32_and_float64_paths_agree():
+    rng = _rng(6)
+    a = np.round(rng.random((4, 10, 10)) * 7, 1).astype(np.float32)
+    a[0, :3] = -0.0  # signed zeros tie with zeros
+    a[0, 3:5] = 0.0
+    b = rng.random((4, 10, 10)).astype(np.float32)
+    np.testing.assert_allclose(
+        metrics.rank_correlation(a, b),
+        metrics.rank_correlation(a.astype(np.float64), b.astype(np.float64)),
+        atol=1e-15,
+    )
+    np.testing.assert_allclose(metrics.rank_correlation(a, b), _scipy_spearman(a, b), atol=1e-12)
+
+
+def test_rank_correlation_identical_reversed_and_rescaled():
+    rng = _rng(7)
+    a = rng.random((3, 6, 6))
+    np.testing.assert_allclose(metrics.rank_correlation(a, a), [1, 1, 1], atol=1e-15)
+    np.testing.assert_allclose(metrics.rank_correlation(a, 1 - a), [-1, -1, -1], atol=1e-15)
+    # Only the ordering counts: a monotone transform changes nothing.
+    np.testing.assert_allclose(metrics.rank_correlation(a, 5 * a**3), [1, 1, 1], atol=1e-15)
+
+
+def test_rank_correlation_nan_for_constant_or_broken_maps():
+    rng = _rng(8)
+    a = rng.random((4, 5, 5))
+    b = rng.random((4, 5, 5))
+    a[1] = 0.0
+    b[2] = 7.0
+    a[3, 2, 2] = np.nan
+    got = metrics.rank_correlation(a, b)
+    assert np.isfinite(got[0])
+    assert np.isnan(got[1:]).all()
+
+
+def test_rank_correlation_shape_mismatch_names_maps_b():
+    with pytest.raises(ValueError, match=r"`maps_b`.*\(2, 4, 4\).*\(2, 4, 5\)"):
+        metrics.rank_correlation(np.ones((2, 4, 4)), np.ones((2, 4, 5)))
+
+
+def test_rank_correlation_leaves_its_inputs_alone():
+    rng = _rng(9)
+    a = rng.random((3, 4, 4)).astype(np.float32)
+    b = rng.random((3, 4, 4))
+    a0, b0 = a.copy(), b.copy()
+    metrics.rank_correlation(a, b)
+    np.testing.assert_array_equal(a, a0)
+    np.testing.assert_array_equal(b, b0)
+
+
+# ----------------------------------------------------------------------------
+# nanmean
+# ----------------------------------------------------------------------------
+
+
+def test_nanmean_skips_nan_and_returns_a_python_float():
+    got = metrics.nanmean(np.array([1.0, np.nan, 3.0]))
+    assert type(got) is float and got == 2.0
+
+
+@pytest.mark.parametrize("values", [[np.nan, np.nan], []])
+def test_nanmean_of_nothing_is_nan_without_a_warning(values):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = metrics.nanmean(np.array(values))
+    assert type(got) is float and np.isnan(got)
+
+
+# ----------------------------------------------------------------------------
+# Validation and the shared contract
+# ----------------------------------------------------------------------------
+
+
+def test_mask_shape_mismatch_message():
+    maps = np.ones((16, 64, 64))
+    expected = (
+        "Invalid value for argument `masks`: expected shape (N, H, W) = (16, 64, 64) "
+        "matching the probe maps, received (16, 32, 32)."
+    )
+    for function in (metrics.focus, metrics.focus_lift, metrics.pointing_game):
+        with pytest.raises(ValueError, match=re.escape(expected)):
+            function(maps, np.ones((16, 32, 32), dtype=bool))
+
+
+@pytest.mark.parametrize("maps", [np.ones((4, 4)), np.ones((2, 4, 4, 3)), np.ones((2, 0, 4))])
+def test_maps_of_the_wrong_shape_name_the_argument(maps):
+    with pytest.raises(ValueError, match=r"argument `maps`: expected shape \(N, H, W\)"):
+        metrics.concentration(maps)
+    with pytest.raises(ValueError, match=r"argument `maps_a`: expected shape \(N, H, W\)"):
+        metrics.rank_correlation(maps, maps)
+
+
+def test_negative_maps_are_rejected_with_the_fix():
+    maps = np.ones((1, 3, 3))
+    maps[0, 1, 1] = -0.5
+    with pytest.raises(ValueError, match=r"`maps`.*>= 0.*-0\.5.*absolute value"):
+        metrics.focus(maps, np.ones((1, 3, 3), bool))
+    with pytest.raises(ValueError, match="`maps`"):
+        metrics.concentration(maps)
+
+
+@pytest.mark.parametrize("bad", [1.5, -0.1, np.nan])
+def test_mask_values_outside_unit_interval_are_rejected(bad):
+    masks = np.zeros((1, 3, 3))
+    masks[0, 0, 0] = bad
+    with pytest.raises(ValueError, match=r"`masks`.*\[0, 1\]"):
+        metrics.focus(np.ones((1, 3, 3)), masks)
+
+
+def test_non_numeric_maps_are_rejected():
+    with pytest.raises(ValueError, match="`maps`.*real-valued"):
+        metrics.concentration(np.full((1, 2, 2), "x"))
+
+
+_MASKED = {
+    "focus": metrics.focus,
+    "focus_lift": metrics.focus_lift,
+    "pointing_game": metrics.pointing_game,
+}
+_UNMASKED = {
+    "concentration": metrics.concentration,
+    "rank_correlation": lambda maps: metrics.rank_correlation(maps, maps[::-1]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_MASKED) + sorted(_UNMASKED))
+@pytest.mark.parametrize("n", [0, 1, 5])
+def test_every_metric_returns_float64_per_probe(name, n):
+    rng = _rng(10)
+    maps = rng.random((n, 6, 7)).astype(np.float32)
+    masks = rng.random((n, 6, 7)) < 0.5
+    masks[:, 0, 0] = True
+    if name in _MASKED:
+        got = _MASKED[name](maps, masks)
+    else:
+        got = _UNMASKED[name](maps)
+    assert got.dtype == np.float64 and got.shape == (n,)
+    assert np.isfinite(got).all()
