@@ -17,12 +17,15 @@ import keras
 import numpy as np
 
 from keras_saliency_monitor import metrics, probes, render
+from keras_saliency_monitor.alarm import FocusAlarm
 from keras_saliency_monitor.explain import Explainer
 from keras_saliency_monitor.writer import BackgroundWorker, EventWriter
 
 SUBDIR = "saliency"  # events go to <log_dir>/saliency, beside Keras TensorBoard's train/validation
 GRID_TAG = "saliency/overlays"  # one labelled grid per logged epoch
 PROBES_TAG = "saliency/probes"  # the probes' overlay tiles, k images per step (for reports)
+INFO_TAG = "saliency/probes_info"  # text: which probes, their labels (first logged step)
+ALARM_TAG = "saliency/alarm"  # text: the shortcut alarm, when it fires
 
 
 def _positive_int(name, value):
@@ -76,6 +79,15 @@ class SaliencyMonitor(keras.callbacks.Callback):
         cmap: matplotlib colormap name. Defaults to "inferno" (perceptually uniform).
         alpha: overlay opacity at full saliency. Defaults to 0.5.
         max_grid_width: cap on the grid image's width in pixels. Defaults to 1024.
+        pointing_tolerance: pixels within which the most salient pixel counts as a hit on the
+            mask for ``saliency_pointing_game``. Defaults to 0.
+        alarm_threshold: with masks, warn once when ``saliency_focus_lift`` stays below this
+            for ``alarm_patience`` logged epochs after ``alarm_warmup`` ones. None disables it.
+            Defaults to 1.5.
+        alarm_patience: see ``alarm_threshold``. Defaults to 2.
+        alarm_warmup: logged epochs ignored by the alarm at the start of a run. Defaults to 1.
+        stop_on_alarm: also stop training (``model.stop_training = True``) when the alarm fires.
+            Defaults to False.
         background: render, encode and write on a background thread. Defaults to True.
         strict: re-raise faults during training instead of warning. Defaults to False.
         **method_options: options of the method (see ``methods.METHODS[method].defaults``).
@@ -108,6 +120,11 @@ class SaliencyMonitor(keras.callbacks.Callback):
         cmap="inferno",
         alpha=0.5,
         max_grid_width=1024,
+        pointing_tolerance=0,
+        alarm_threshold=1.5,
+        alarm_patience=2,
+        alarm_warmup=1,
+        stop_on_alarm=False,
         background=True,
         strict=False,
         **method_options,
@@ -151,6 +168,15 @@ class SaliencyMonitor(keras.callbacks.Callback):
                 f"received max_grid_width={max_grid_width}."
             )
         self.class_names = None if class_names is None else [str(c) for c in class_names]
+        if not (np.isfinite(pointing_tolerance) and pointing_tolerance >= 0):
+            raise ValueError(
+                "Invalid value for argument `pointing_tolerance`: expected pixels >= 0, received "
+                f"{pointing_tolerance!r}."
+            )
+        self.pointing_tolerance = float(pointing_tolerance)
+        self.alarm = FocusAlarm(alarm_threshold, alarm_patience, alarm_warmup)
+        self.stop_on_alarm = bool(stop_on_alarm)
+        self.alarm_message = None  # the alarm's text once it fired in the current run
         self.background = bool(background)
         self.strict = bool(strict)
         self.probes = probes.select_probes(probe_data, num_probes, seed, masks)
@@ -188,17 +214,21 @@ class SaliencyMonitor(keras.callbacks.Callback):
         if self._worker is None:
             self._worker = BackgroundWorker(synchronous=not self.background)
         self._previous_maps = None
+        self._info_written = False
+        self.alarm.reset()
+        self.alarm_message = None
 
     def on_epoch_end(self, epoch, logs=None):
         if epoch % self.every_n_epochs:
             return
         try:
             explanation = self.explainer.explain(self.probes.x, self.probes.labels)
-            numbers = self._numbers(explanation)
+            numbers, per_probe = self._measure(explanation)
             self.history[epoch] = numbers
             if logs is not None:
                 logs.update(numbers)
-            self._worker.submit(self._write_epoch, epoch, explanation, numbers)
+            message = self._check_alarm(epoch, numbers, per_probe)
+            self._worker.submit(self._write_epoch, epoch, explanation, numbers, per_probe, message)
         except Exception as err:  # noqa: BLE001 - a monitor never kills the training it watches
             self._fault(f"epoch {epoch}", err)
 
@@ -221,40 +251,73 @@ class SaliencyMonitor(keras.callbacks.Callback):
                 f"[{labels.min()}, {labels.max()}] but the model has {n} classes."
             )
 
-    def _numbers(self, explanation) -> dict:
-        """Scalar summaries of the maps, named as they appear in ``logs``."""
+    def _measure(self, explanation):
+        """Scalars for ``logs`` (prefix ``saliency_``) and the per-probe values behind them."""
         maps = explanation.maps
-        out = {"saliency_concentration": metrics.nanmean(metrics.concentration(maps))}
+        per_probe = {"concentration": metrics.concentration(maps)}
         if self._previous_maps is not None:
-            rho = metrics.rank_correlation(self._previous_maps, maps)
-            out["saliency_stability"] = metrics.nanmean(rho)
+            per_probe["stability"] = metrics.rank_correlation(self._previous_maps, maps)
         self._previous_maps = maps
-        if self.probes.masks is not None:
-            out["saliency_focus"] = metrics.nanmean(metrics.focus(maps, self.probes.masks))
-        return out
+        masks = self.probes.masks
+        if masks is not None:
+            per_probe["focus"] = metrics.focus(maps, masks)
+            per_probe["focus_lift"] = metrics.focus_lift(maps, masks)
+            per_probe["pointing_game"] = metrics.pointing_game(
+                maps, masks, tolerance=self.pointing_tolerance
+            )
+        numbers = {"saliency_" + k: metrics.nanmean(v) for k, v in per_probe.items()}
+        return numbers, per_probe
+
+    def _check_alarm(self, epoch, numbers, per_probe):
+        """Feed the focus lift to the alarm; warn (and stop, if asked) the first time it fires."""
+        if "saliency_focus_lift" not in numbers:
+            return None
+        names = None
+        if self.probes.labels is not None:
+            names = [self._class_name(c) for c in self.probes.labels]
+        message = self.alarm.update(
+            epoch, numbers["saliency_focus_lift"], per_probe["focus_lift"], names
+        )
+        if message is None:
+            return None
+        self.alarm_message = message
+        warnings.warn(message, UserWarning, stacklevel=3)
+        if self.stop_on_alarm and self.model is not None:
+            self.model.stop_training = True
+        return message
+
+    def _class_name(self, c):
+        c = int(c)
+        if self.class_names is not None and 0 <= c < len(self.class_names):
+            return self.class_names[c]
+        return str(c)
+
+    def _probes_info(self):
+        """Markdown table of the probes, for TensorBoard's text dashboard."""
+        rows = ["| probe | index in probe_data | label |", "|---|---|---|"]
+        for k, i in enumerate(self.probes.indices):
+            label = "" if self.probes.labels is None else self._class_name(self.probes.labels[k])
+            rows.append(f"| {k} | {int(i)} | {label} |")
+        return "\n".join(rows)
 
     def _captions(self, explanation):
         """One caption per probe: true label, explained class and its probability."""
-
-        def name(c):
-            c = int(c)
-            if self.class_names is not None and 0 <= c < len(self.class_names):
-                return self.class_names[c]
-            return str(c)
-
         regression = self.explainer.head.num_classes is None
         conf = explanation.confidences
         captions = []
         for i, c in enumerate(explanation.classes):
-            parts = [] if self.probes.labels is None else [f"true {name(self.probes.labels[i])}"]
+            parts = []
+            if self.probes.labels is not None:
+                parts.append(f"true {self._class_name(self.probes.labels[i])}")
             if regression:
                 parts.append(f"out {explanation.logits[i, 0]:.3g}")
             else:
-                parts.append(f"pred {name(c)}" + ("" if conf is None else f" {conf[i]:.2f}"))
+                conf_text = "" if conf is None else f" {conf[i]:.2f}"
+                parts.append(f"pred {self._class_name(c)}{conf_text}")
             captions.append("  ".join(parts))
         return captions
 
-    def _write_epoch(self, epoch, explanation, numbers):
+    def _write_epoch(self, epoch, explanation, numbers, per_probe, message):
         """Render, encode and write one epoch (runs on the background worker)."""
         o = self.render_options
         maps01 = render.normalize_maps(
@@ -270,6 +333,15 @@ class SaliencyMonitor(keras.callbacks.Callback):
         self._writer.add_images(PROBES_TAG, overlays, epoch)
         for key, value in numbers.items():
             self._writer.add_scalar("saliency/" + key[len("saliency_") :], value, epoch)
+        for key, values in per_probe.items():
+            finite = values[np.isfinite(values)]
+            if finite.size:
+                self._writer.add_histogram(f"saliency/{key}_per_probe", finite, epoch)
+        if not self._info_written:
+            self._writer.add_text(INFO_TAG, self._probes_info(), epoch)
+            self._info_written = True
+        if message is not None:
+            self._writer.add_text(ALARM_TAG, message, epoch)
         self._writer.flush()
 
     def _fault(self, where, err, tb=None):
