@@ -17,6 +17,81 @@ def _demo(args) -> int:
     return 0
 
 
+def _csv(kind, convert=str):
+    """argparse type: "a,b,c" -> [a, b, c]."""
+
+    def parse(text):
+        items = [t.strip() for t in text.split(",") if t.strip()]
+        try:
+            return [convert(t) for t in items]
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected comma-separated {kind}, received {text!r}"
+            ) from None
+
+    return parse
+
+
+def _error(command, message) -> int:
+    print(f"keras-saliency-monitor {command}: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _report(args) -> int:
+    from keras_saliency_monitor import report
+
+    progress = report.Progress(enabled=False if args.no_progress else None)
+    try:
+        summary = report.write_report(
+            args.logdir,
+            args.out,
+            runs=args.runs,
+            probes=args.probes,
+            max_epochs=args.max_epochs,
+            progress=progress,
+        )
+    except report.ReportError as err:
+        return _error("report", err)
+    except KeyboardInterrupt:
+        print("\nkeras-saliency-monitor report: interrupted; nothing written", file=sys.stderr)
+        return 130
+    print(
+        f"wrote {summary.path}: {', '.join(summary.runs)}, {summary.epochs} logged epochs, "
+        f"{summary.size / 1e6:.2f} MB"
+    )
+    return 0
+
+
+def _tensorboard(args) -> int:
+    import os
+
+    from keras_saliency_monitor import launcher
+
+    if not os.path.isdir(args.logdir):
+        return _error("tensorboard", f"log dir {args.logdir!r} is not a directory")
+    print(f"Starting TensorBoard on {args.logdir} (takes a few seconds)...", flush=True)
+    try:
+        board = launcher.launch(
+            args.logdir, port=args.port, host=args.host, max_images=args.max_images
+        )
+    except ValueError as err:
+        return _error("tensorboard", err)
+    except launcher.LaunchError as err:
+        hint = " Pass --port 0 for a free port." if "in use" in str(err) else ""
+        print(f"keras-saliency-monitor tensorboard: error: {err}{hint}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:  # while TensorBoard starts; the launcher stops it at exit
+        print("\nkeras-saliency-monitor tensorboard: interrupted", file=sys.stderr)
+        return 130
+    board.echo_to(sys.stderr)  # TensorBoard's own warnings from now on
+    print(
+        f"TensorBoard: {board.url}  (every logged image reachable: --samples_per_plugin "
+        f"images={args.max_images}). Press Ctrl-C to stop.",
+        flush=True,
+    )
+    return launcher.serve_forever(board)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="keras-saliency-monitor",
@@ -35,6 +110,75 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--epochs", type=int, default=None, help="epochs per run (default: tuned)")
     demo.add_argument("--seed", type=int, default=0, help="data and weight seed (default: 0)")
     demo.set_defaults(func=_demo)
+
+    rep = sub.add_parser(
+        "report",
+        help="write every logged epoch as a GIF, a PNG filmstrip or a self-contained HTML page",
+        description="Reads the saliency event files under LOGDIR (every step, with TensorBoard's "
+        "reader) and writes OUT by its extension: .gif (one frame per logged epoch, runs side by "
+        "side), .png (filmstrip: rows = probes, columns = epochs), .html (a self-contained page: "
+        "filmstrips, curves, probe labels, runs side by side). A run is a directory "
+        "holding saliency events, named by its path under LOGDIR without the trailing "
+        "'saliency' (runs/demo/clean/saliency -> clean).",
+    )
+    rep.add_argument("logdir", metavar="LOGDIR", help="log directory, searched recursively")
+    rep.add_argument(
+        "--out", "-o", required=True, metavar="FILE", help="output file: .gif, .png or .html"
+    )
+    rep.add_argument(
+        "--runs",
+        type=_csv("run names"),
+        default=None,
+        metavar="A,B",
+        help="runs to include, in this order (default: all)",
+    )
+    rep.add_argument(
+        "--probes",
+        type=_csv("probe indices", int),
+        default=None,
+        metavar="I,J",
+        help="probe indices (rows) to show, e.g. 0,3,5 (default: all)",
+    )
+    rep.add_argument(
+        "--max-epochs",
+        type=int,
+        default=12,
+        metavar="N",
+        help="filmstrip columns per run; first and last epoch always kept (default: 12)",
+    )
+    rep.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    rep.set_defaults(func=_report)
+
+    from keras_saliency_monitor.launcher import DEFAULT_MAX_IMAGES
+
+    tb = sub.add_parser(
+        "tensorboard",
+        help="start TensorBoard with every logged image reachable (not only 10 per tag)",
+        description="Starts the real TensorBoard (python -m tensorboard.main) on LOGDIR with "
+        "--samples_per_plugin images=K, so the step slider reaches every logged epoch, waits "
+        "until it answers and prints its URL. Ctrl-C stops it.",
+    )
+    tb.add_argument("logdir", metavar="LOGDIR", help="log directory (e.g. runs/demo)")
+    tb.add_argument(
+        "--port",
+        type=int,
+        default=6006,
+        metavar="N",
+        help="port; 0 picks a free one (default: 6006)",
+    )
+    tb.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to bind (default: 127.0.0.1, this machine only)",
+    )
+    tb.add_argument(
+        "--max-images",
+        type=int,
+        default=DEFAULT_MAX_IMAGES,
+        metavar="K",
+        help=f"images kept per tag (default: {DEFAULT_MAX_IMAGES}; 0 would show none)",
+    )
+    tb.set_defaults(func=_tensorboard)
     return parser
 
 

@@ -1,0 +1,307 @@
+"""The report command on event files of real fits: GIF, PNG filmstrip, HTML page, errors."""
+
+import base64
+import html.parser
+import io
+import os
+import warnings
+
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+
+from keras_saliency_monitor import SaliencyMonitor, cli, report
+from keras_saliency_monitor.callback import PROBES_TAG
+from keras_saliency_monitor.writer import EventWriter
+
+from .helpers import tiny_cnn, tiny_data
+
+EPOCHS = 14
+SHORT_EPOCHS = 4
+NUM_PROBES = 6
+CLASS_NAMES = ["top", "middle", "bottom"]
+_TRAINED = {}
+
+
+def train_runs_once(tmp_path_factory):
+    """Two real runs in one log dir, trained once per test session (test_launcher uses it too).
+
+    ``clean``: 14 epochs, object masks (so focus numbers are logged) and Keras's TensorBoard
+    callback (loss and accuracy in train/ and validation/). ``shortcut``: 4 epochs, no masks: a
+    second run with fewer logged epochs than the first.
+    """
+    if "logdir" not in _TRAINED:
+        logdir = tmp_path_factory.mktemp("runs")
+        x, y = tiny_data()
+        masks = np.zeros(x.shape[:3], bool)
+        for i, label in enumerate(y):  # tiny_data's bright square
+            r = 1 + 3 * label
+            masks[i, r : r + 3, 2:5] = True
+        for name, epochs, run_masks in (("clean", EPOCHS, masks), ("shortcut", SHORT_EPOCHS, None)):
+            keras.utils.set_random_seed(0)
+            model = tiny_cnn()
+            monitor = SaliencyMonitor(
+                logdir / name, (x, y), num_probes=NUM_PROBES, masks=run_masks,
+                class_names=CLASS_NAMES,
+            )  # fmt: skip
+            board = keras.callbacks.TensorBoard(log_dir=str(logdir / name), write_graph=False)
+            with warnings.catch_warnings():
+                # Keras 3.15's own validation loop on NumPy 2 (np.array(x) without `copy`).
+                warnings.filterwarnings("ignore", category=DeprecationWarning, module="keras")
+                model.fit(
+                    x, y, epochs=epochs, batch_size=16, verbose=0,
+                    validation_data=(x[:12], y[:12]), callbacks=[board, monitor],
+                )  # fmt: skip
+        _TRAINED["logdir"] = str(logdir)
+    return _TRAINED["logdir"]
+
+
+@pytest.fixture(scope="module")
+def logdir(tmp_path_factory):
+    return train_runs_once(tmp_path_factory)
+
+
+def _report(capsys, *argv):
+    """Runs the CLI; returns (exit code, stdout, stderr)."""
+    code = cli.main(["report", *map(str, argv), "--no-progress"])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+class _Page(html.parser.HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.img_src, self.h2, self.svg, self.scripts, self.links = [], [], 0, 0, 0
+        self._in_h2 = False
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "img":
+            self.img_src.append(attrs.get("src", ""))
+        self.svg += tag == "svg"
+        self.scripts += tag == "script"
+        self.links += tag == "link"
+        self._in_h2 = tag == "h2"
+
+    def handle_endtag(self, tag):
+        if tag == "h2":
+            self._in_h2 = False
+
+    def handle_data(self, data):
+        if self._in_h2:
+            self.h2.append(data.strip())
+
+
+def _decode_data_uri(src):
+    header, payload = src.split(",", 1)
+    assert header.endswith(";base64")
+    return Image.open(io.BytesIO(base64.b64decode(payload)))
+
+
+# --------------------------------------------------------------------------------------- GIF
+
+
+def test_gif_has_one_frame_per_logged_epoch(logdir, tmp_path, capsys):
+    out = tmp_path / "clean.gif"
+    code, stdout, err = _report(capsys, logdir, "--out", out, "--runs", "clean")
+    assert code == 0, err
+    assert "14 logged epochs" in stdout
+    with Image.open(out) as gif:
+        assert gif.format == "GIF"
+        assert gif.n_frames == EPOCHS
+        single_width = gif.size[0]
+        frames = []
+        for k in range(gif.n_frames):
+            gif.seek(k)
+            frames.append(np.asarray(gif.convert("RGB")))
+    assert frames[0].std() > 20  # tiles, not an empty canvas
+    assert any(not np.array_equal(frames[0], f) for f in frames[1:])  # the maps evolve
+
+    # Two runs side by side: the union of their epochs (the short run holds its last frame).
+    both = tmp_path / "both.gif"
+    code, _, err = _report(capsys, logdir, "--out", both)
+    assert code == 0, err
+    with Image.open(both) as gif:
+        assert gif.n_frames == EPOCHS
+        assert gif.size[0] > 2 * single_width - 20
+
+
+# ---------------------------------------------------------------------------------- filmstrip
+
+
+def test_png_filmstrip_has_the_expected_size_and_is_not_blank(logdir, tmp_path, capsys):
+    out = tmp_path / "strip.png"
+    code, _, err = _report(
+        capsys, logdir, "--out", out, "--runs", "clean", "--probes", "0,3", "--max-epochs", "5"
+    )
+    assert code == 0, err
+    th, tw = report.tile_display_size(12, 12)  # tiny_data's 12x12 images, enlarged
+    assert (th, tw) == (72, 72)
+    with Image.open(out) as image:
+        assert image.format == "PNG"
+        strip = np.asarray(image.convert("RGB"))
+    assert strip.shape == (
+        report.TITLE_HEIGHT + report.HEADER_HEIGHT + 2 * (th + report.SEP) + report.SEP,
+        report.LABEL_WIDTH + report.SEP + 5 * (tw + report.SEP),
+        3,
+    )
+    tiles = strip[report.TITLE_HEIGHT + report.HEADER_HEIGHT :, report.LABEL_WIDTH :]
+    assert tiles.mean() > 30 and tiles.std() > 20  # overlays, not a blank or black canvas
+    # Columns hold different epochs: the first and the last differ.
+    first = tiles[:th, report.SEP : report.SEP + tw]
+    last = tiles[:th, -tw:]
+    assert not np.array_equal(first, last)
+
+
+def test_filmstrip_stacks_runs_with_their_own_columns(logdir, tmp_path, capsys):
+    out = tmp_path / "both.png"
+    code, _, err = _report(capsys, logdir, "--out", out, "--max-epochs", "3")
+    assert code == 0, err
+    th, tw = report.tile_display_size(12, 12)
+    block_h = report.TITLE_HEIGHT + report.HEADER_HEIGHT + NUM_PROBES * (th + report.SEP)
+    block_h += report.SEP
+    with Image.open(out) as image:
+        assert image.size == (report.LABEL_WIDTH + report.SEP + 3 * (tw + report.SEP), 2 * block_h)
+
+
+def test_sample_columns_keeps_first_and_last_evenly():
+    steps = list(range(0, 100, 2))
+    cols = report.sample_columns(steps, 7)
+    assert len(cols) == 7 and cols[0] == 0 and cols[-1] == 98
+    assert cols == sorted(set(cols))
+    gaps = np.diff([steps.index(c) for c in cols])
+    assert gaps.max() - gaps.min() <= 1
+    assert report.sample_columns([3, 4, 5], 12) == [3, 4, 5]
+    assert report.sample_columns(list(range(14)), 2) == [0, 13]
+
+
+# --------------------------------------------------------------------------------------- HTML
+
+
+def test_html_is_self_contained_and_shows_every_run(logdir, tmp_path, capsys):
+    out = tmp_path / "report.html"
+    code, _, err = _report(capsys, logdir, "--out", out)
+    assert code == 0, err
+    text = out.read_text(encoding="utf-8")
+    for forbidden in ("http://", "https://", 'src="/', "<script src", "<link", "@import", "url("):
+        assert forbidden not in text
+    page = _Page()
+    page.feed(text)
+    page.close()
+    assert page.scripts == 0 and page.links == 0
+    assert page.img_src and all(src.startswith("data:") for src in page.img_src)
+    formats = [_decode_data_uri(src).format for src in page.img_src]
+    assert "GIF" in formats and formats.count("PNG") == 2  # animation + one filmstrip per run
+    assert page.h2[1:] == ["clean", "shortcut"]  # runs side by side, in name order
+    assert page.svg >= 4  # curves: saliency scalars, loss and accuracy
+    for needle in ("saliency/focus", "saliency/concentration", "loss", "accuracy"):
+        assert needle in text
+    for name in CLASS_NAMES:  # the probes' labels, from saliency/probes_info
+        assert f"<td>{name}</td>" in text
+
+
+def test_html_runs_in_the_order_asked_and_probes_picked(logdir, tmp_path, capsys):
+    out = tmp_path / "pick.html"
+    code, _, err = _report(
+        capsys, logdir, "--out", out, "--runs", "shortcut,clean", "--probes", "1"
+    )
+    assert code == 0, err
+    page = _Page()
+    page.feed(out.read_text(encoding="utf-8"))
+    assert page.h2[1:] == ["shortcut", "clean"]
+    th, tw = report.tile_display_size(12, 12)
+    strips = [_decode_data_uri(s) for s in page.img_src if s.startswith("data:image/png")]
+    assert [s.size[1] for s in strips] == [
+        report.TITLE_HEIGHT + report.HEADER_HEIGHT + th + 2 * report.SEP
+    ] * 2
+
+
+def test_report_without_probes_info_or_metrics(tmp_path, capsys):
+    """Event files with only the probe tiles (no labels, scalars or Keras logs) still report."""
+    rng = np.random.default_rng(0)
+    with EventWriter(tmp_path / "logs" / "saliency") as writer:
+        for step in (0, 2, 4):
+            writer.add_images(PROBES_TAG, rng.integers(0, 255, (3, 16, 16, 3), np.uint8), step)
+    out = tmp_path / "plain.html"
+    code, _, err = _report(capsys, tmp_path / "logs", "--out", out)
+    assert code == 0, err
+    text = out.read_text(encoding="utf-8")
+    assert "No probe labels logged" in text and "<h2>logs</h2>" in text
+    code, _, err = _report(capsys, tmp_path / "logs", "--out", tmp_path / "plain.gif")
+    assert code == 0, err
+    with Image.open(tmp_path / "plain.gif") as gif:
+        assert gif.n_frames == 3
+
+
+# ----------------------------------------------------------------------------- progress bar
+
+
+def test_progress_bar_draws_on_its_stream_only_after_the_delay(logdir, tmp_path):
+    stream = io.StringIO()
+    report.write_report(
+        logdir, tmp_path / "a.png", progress=report.Progress(stream, delay=0.0, enabled=True)
+    )
+    drawn = stream.getvalue()
+    assert "reading events" in drawn and "100%" in drawn and drawn.endswith("\n")
+    quiet = io.StringIO()
+    report.write_report(
+        logdir, tmp_path / "b.png", progress=report.Progress(quiet, delay=3600, enabled=True)
+    )
+    assert quiet.getvalue() == ""
+
+
+# ------------------------------------------------------------------------------------ errors
+
+
+def _one_line_error(code, err, *needles):
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith("keras-saliency-monitor report: error: ")
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def test_error_log_dir_without_saliency_events(logdir, tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, _, err = _report(capsys, empty, "--out", tmp_path / "r.html")
+    _one_line_error(code, err, "no saliency events", str(empty), "0 directories")
+    # Keras's own logs but no saliency: says what it searched.
+    train = os.path.join(logdir, "clean", "train")
+    code, _, err = _report(capsys, train, "--out", tmp_path / "r.html")
+    _one_line_error(code, err, "no saliency events", "1 directory with 1 event file")
+    code, _, err = _report(capsys, tmp_path / "missing", "--out", tmp_path / "r.html")
+    _one_line_error(code, err, "does not exist")
+    assert not (tmp_path / "r.html").exists()
+
+
+def test_error_unknown_extension_lists_the_valid_ones(logdir, tmp_path, capsys):
+    code, _, err = _report(capsys, logdir, "--out", tmp_path / "r.jpg")
+    _one_line_error(code, err, "'.jpg'", ".gif, .png, .html")
+    code, _, err = _report(capsys, logdir, "--out", tmp_path / "report")
+    _one_line_error(code, err, "(none)")
+
+
+def test_error_unwritable_output(logdir, tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    code, _, err = _report(capsys, logdir, "--out", blocker / "r.html")
+    _one_line_error(code, err, "cannot write", "not a directory")
+    code, _, err = _report(capsys, logdir, "--out", blocker / "sub" / "r.png")
+    _one_line_error(code, err, "cannot write", "not a directory")
+    (tmp_path / "dir.html").mkdir()
+    code, _, err = _report(capsys, logdir, "--out", tmp_path / "dir.html")
+    _one_line_error(code, err, "cannot write", "is a directory")
+
+
+def test_error_bad_run_probe_or_epochs(logdir, tmp_path, capsys):
+    out = tmp_path / "r.png"
+    code, _, err = _report(capsys, logdir, "--out", out, "--runs", "clean,nope")
+    _one_line_error(code, err, "unknown run nope", "clean, shortcut")
+    code, _, err = _report(capsys, logdir, "--out", out, "--probes", "0,6")
+    _one_line_error(code, err, "probe 6 out of range", "6 probes (0-5)")
+    code, _, err = _report(capsys, logdir, "--out", out, "--max-epochs", "1")
+    _one_line_error(code, err, "--max-epochs")
+    assert not out.exists()
