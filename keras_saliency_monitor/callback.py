@@ -1,15 +1,26 @@
 """SaliencyMonitor: the Keras callback. Wiring only; the work lives in the other modules.
 
 Reading order: ``__init__`` validates and draws the fixed probe set; ``on_train_begin`` binds the
-model (one compiled gradient per run) and resets per-run state; ``on_epoch_end`` computes the maps
-and numbers on the training thread (the numbers must be in ``logs`` before the next callback reads
-them) and hands rendering, PNG encoding and writing to a background worker; ``on_train_end``
-drains the worker and closes the event file.
+model (one compiled gradient per run), decides whether this process writes (the chief) and resets
+per-run state; ``on_epoch_end`` computes the maps and numbers on the training thread (the numbers
+must be in ``logs`` before the next callback reads them) and hands rendering, PNG encoding and
+writing to a background worker; ``on_train_end`` drains the worker and flushes the event file.
+
+Faults during training (non-finite maps, a failing disk, any exception while computing or writing)
+go through ``_fault``: one warning per kind of fault and run, every occurrence counted in
+``faults``; with ``strict=True`` they are raised instead, out of ``fit``.
+
+Durability: the write job of a logged epoch runs while the next epoch trains; every
+``on_epoch_end`` first waits for the job still running (a no-op when writing is faster than an
+epoch), so at most one epoch's events are ever in flight. With ``durable=True`` ``on_epoch_end``
+returns only after its own epoch is on disk.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import time
 import traceback
 import warnings
 
@@ -26,6 +37,7 @@ GRID_TAG = "saliency/overlays"  # one labelled grid per logged epoch
 PROBES_TAG = "saliency/probes"  # the probes' overlay tiles, k images per step (for reports)
 INFO_TAG = "saliency/probes_info"  # text: which probes, their labels (first logged step)
 ALARM_TAG = "saliency/alarm"  # text: the shortcut alarm, when it fires
+FAULT_COLOR = (255, 0, 0)  # frame drawn around the overlay tile of a probe with a non-finite map
 
 
 def _positive_int(name, value):
@@ -40,6 +52,86 @@ def _positive_int(name, value):
             f"{name}={value}."
         )
     return int(value)
+
+
+def _is_chief(environ=None) -> bool:
+    """Whether this process writes events: True unless TF_CONFIG names another process as chief.
+
+    The chief is the task of type "chief" (or TF1's "master"); without one in the cluster, worker 0.
+    No TF_CONFIG (or one without a task) means single-process training, which writes. Evaluators
+    and parameter servers never write.
+    """
+    raw = (os.environ if environ is None else environ).get("TF_CONFIG", "")
+    if not raw.strip():
+        return True
+    try:
+        config = json.loads(raw)
+        task = config.get("task") or {}
+        cluster = config.get("cluster") or {}
+        task_type = task.get("type")
+        index = int(task.get("index", 0))
+    except (ValueError, TypeError, AttributeError):
+        return True  # TensorFlow itself rejects a malformed TF_CONFIG; writing twice loses nothing
+    if not task_type:
+        return True
+    if task_type in ("chief", "master"):
+        return True
+    if task_type == "worker":
+        return index == 0 and not ("chief" in cluster or "master" in cluster)
+    return False
+
+
+def _check_log_dir(log_dir):
+    """Fail fast when ``log_dir`` or ``<log_dir>/saliency`` is a file or cannot be created.
+
+    Nothing is created here: the nearest existing ancestor of the events directory must be a
+    writable directory.
+    """
+    if not isinstance(log_dir, (str, os.PathLike)):
+        raise TypeError(
+            "Invalid type for argument `log_dir`: expected a directory path (str or "
+            f"os.PathLike), received {type(log_dir).__name__}."
+        )
+    log_dir = os.fspath(log_dir)
+    if "://" in log_dir:
+        raise ValueError(
+            f"Invalid value for argument `log_dir`: {log_dir!r} is a URL; events are written "
+            "with local file operations. Pass a local or mounted directory (and sync it to remote "
+            "storage if needed)."
+        )
+    events_dir = os.path.join(log_dir, SUBDIR)
+    for path in (log_dir, events_dir):
+        if os.path.exists(path) and not os.path.isdir(path):
+            raise ValueError(
+                f"Invalid value for argument `log_dir`: {path!r} is an existing file; pass a "
+                "directory path."
+            )
+    existing = os.path.abspath(events_dir)
+    while not os.path.exists(existing) and os.path.dirname(existing) != existing:
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise ValueError(
+            f"Invalid value for argument `log_dir`: {log_dir!r} cannot be created because "
+            f"{existing!r} is a file, not a directory. Pass a path under a writable directory."
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(
+            f"Invalid value for argument `log_dir`: {log_dir!r} cannot be created or written: no "
+            f"write permission on {existing!r}. Pass a path under a writable directory."
+        )
+    return log_dir
+
+
+def _frame(tiles, which, color=FAULT_COLOR):
+    """Copy of (N, H, W, 3) uint8 tiles with a coloured frame around the tiles where ``which``."""
+    out = np.array(tiles, copy=True)
+    t = max(1, min(out.shape[1:3]) // 12)  # frame width, pixels
+    c = np.asarray(color, np.uint8)
+    out[which, :t] = c
+    out[which, -t:] = c
+    out[which, :, :t] = c
+    out[which, :, -t:] = c
+    return out
 
 
 class SaliencyMonitor(keras.callbacks.Callback):
@@ -89,16 +181,37 @@ class SaliencyMonitor(keras.callbacks.Callback):
         stop_on_alarm: also stop training (``model.stop_training = True``) when the alarm fires.
             Defaults to False.
         background: render, encode and write on a background thread. Defaults to True.
-        strict: re-raise faults during training instead of warning. Defaults to False.
+        durable: return from ``on_epoch_end`` only once that epoch's events are flushed and
+            synced to disk, so a hard kill (SIGKILL, OOM killer, preemption) after an epoch's end
+            loses nothing of it; costs the render and write time on the training thread. By
+            default a logged epoch's write overlaps the next epoch's training and is waited for
+            at the next epoch end, so a hard kill loses at most the most recent logged epoch.
+            Defaults to False.
+        strict: raise faults during training (non-finite maps, failing disk, any exception while
+            computing, rendering or writing, including those of the background thread at the
+            next hook) out of ``fit`` instead of warning once per kind and going on. Defaults to
+            False.
         **method_options: options of the method (see ``methods.METHODS[method].defaults``).
+
+    Attributes:
+        history: ``{epoch: {name: value}}``, the numbers put into ``logs`` this far.
+        faults: ``{kind: [where, ...]}``, every fault of the current run ("non_finite",
+            "compute", "write", "stalled"); only the first of each kind is warned about.
 
     Raises:
         ValueError, TypeError: for invalid arguments, naming the argument and the fix.
+
+    Multi-process training (TF_CONFIG): every process computes the numbers into ``logs`` (so
+    ``EarlyStopping`` decides the same everywhere); only the chief (or worker 0 when the cluster has
+    no chief) creates the directory and writes events.
 
     Example:
         >>> monitor = SaliencyMonitor("runs/exp1", (x_val, y_val), num_probes=16)
         >>> model.fit(x, y, epochs=20, callbacks=[monitor])
     """
+
+    # Longest wait of the training thread for one write job; beyond it the writer counts as stuck.
+    WRITE_TIMEOUT_SECONDS = 60.0
 
     def __init__(
         self,
@@ -126,21 +239,17 @@ class SaliencyMonitor(keras.callbacks.Callback):
         alarm_warmup=1,
         stop_on_alarm=False,
         background=True,
+        durable=False,
         strict=False,
         **method_options,
     ):
         super().__init__()
-        if not isinstance(log_dir, (str, os.PathLike)):
-            raise TypeError(
-                "Invalid type for argument `log_dir`: expected a directory path (str or "
-                f"os.PathLike), received {type(log_dir).__name__}."
-            )
-        if os.path.isfile(log_dir):
-            raise ValueError(
-                f"Invalid value for argument `log_dir`: {os.fspath(log_dir)!r} is an existing "
-                "file; pass a directory path."
-            )
-        self.log_dir = os.fspath(log_dir)
+        if _is_chief():
+            self.log_dir = _check_log_dir(log_dir)
+        elif isinstance(log_dir, (str, os.PathLike)):
+            self.log_dir = os.fspath(log_dir)  # never touched by a process that does not write
+        else:
+            _check_log_dir(log_dir)  # raises the TypeError
         self.every_n_epochs = _positive_int("every_n_epochs", every_n_epochs)
         self.explainer = Explainer(method, target, output, batch_size, **method_options)
         if display_fn is not None and not callable(display_fn):
@@ -178,6 +287,7 @@ class SaliencyMonitor(keras.callbacks.Callback):
         self.stop_on_alarm = bool(stop_on_alarm)
         self.alarm_message = None  # the alarm's text once it fired in the current run
         self.background = bool(background)
+        self.durable = bool(durable)
         self.strict = bool(strict)
         self.probes = probes.select_probes(probe_data, num_probes, seed, masks)
         if target == "label" and self.probes.labels is None:
@@ -192,8 +302,13 @@ class SaliencyMonitor(keras.callbacks.Callback):
         )
         self._writer = None
         self._worker = None
+        self._chief = True
         self._previous_maps = None
+        self._info_written = False
+        self._stalled = False  # a write job outlived WRITE_TIMEOUT_SECONDS: stop waiting for it
+        self._wait_seconds = []  # time the training thread waited for write jobs, per wait
         self.history = {}  # epoch -> dict of the numbers logged at that epoch
+        self.faults = {}  # kind -> [where, ...] in the current run
 
     # ---------------------------------------------------------------- Keras hooks
     def on_train_begin(self, logs=None):
@@ -201,24 +316,35 @@ class SaliencyMonitor(keras.callbacks.Callback):
         labels = self.probes.labels
         if labels is not None and self.explainer.head.num_classes is not None:
             self._check_labels(labels)
-        events_dir = os.path.join(self.log_dir, SUBDIR)
-        try:
-            os.makedirs(events_dir, exist_ok=True)
-        except OSError as err:
-            raise ValueError(
-                f"Invalid value for argument `log_dir`: cannot create {events_dir!r} ({err}). "
-                "Pass a writable directory."
-            ) from None
-        if self._writer is None:
-            self._writer = EventWriter(events_dir)
-        if self._worker is None:
-            self._worker = BackgroundWorker(synchronous=not self.background)
+        self._chief = _is_chief()
+        if self._chief:
+            events_dir = os.path.join(self.log_dir, SUBDIR)
+            try:
+                os.makedirs(events_dir, exist_ok=True)
+            except OSError as err:
+                raise ValueError(
+                    f"Invalid value for argument `log_dir`: cannot create {events_dir!r} ({err}). "
+                    "Pass a writable directory."
+                ) from None
+            if self._writer is None:
+                self._writer = EventWriter(events_dir)
+            if self._worker is None:
+                self._worker = BackgroundWorker(synchronous=not self.background)
         self._previous_maps = None
         self._info_written = False
+        self._stalled = False
+        self._wait_seconds = []
+        self.faults = {}
         self.alarm.reset()
         self.alarm_message = None
 
+    def on_epoch_begin(self, epoch, logs=None):
+        self._report_write_errors()  # strict mode: a failed write stops fit at the next hook
+
     def on_epoch_end(self, epoch, logs=None):
+        # The previous epoch's write had a whole epoch to finish: wait for what is left of it
+        # (usually nothing) so that at most one epoch's events are ever in flight.
+        idle = self._wait_for_writes(0.0 if self._stalled else self.WRITE_TIMEOUT_SECONDS, epoch)
         if epoch % self.every_n_epochs:
             return
         try:
@@ -228,19 +354,51 @@ class SaliencyMonitor(keras.callbacks.Callback):
             if logs is not None:
                 logs.update(numbers)
             message = self._check_alarm(epoch, numbers, per_probe)
-            self._worker.submit(self._write_epoch, epoch, explanation, numbers, per_probe, message)
         except Exception as err:  # noqa: BLE001 - a monitor never kills the training it watches
-            self._fault(f"epoch {epoch}", err)
+            self._fault("compute", f"epoch {epoch}", err)
+            return
+        broken = ~(
+            np.isfinite(explanation.maps).all(axis=(1, 2))
+            & np.isfinite(explanation.logits).all(axis=1)
+        )
+        if broken.any():
+            self._fault(
+                "non_finite",
+                f"epoch {epoch}",
+                FloatingPointError(
+                    f"NaN or inf in the saliency of {int(broken.sum())} of {len(broken)} probes "
+                    f"at epoch {epoch}: the model's weights or activations have diverged. Their "
+                    "numbers are NaN and their tiles are framed in red"
+                ),
+            )
+        if not self._chief:
+            return  # numbers computed, as on every process; only the chief writes
+        if not idle:
+            return  # the writer is stuck (reported as "stalled"); skip this epoch's images
+        try:
+            self._worker.submit(
+                self._write_epoch,
+                epoch,
+                explanation,
+                numbers,
+                per_probe,
+                message,
+                broken,
+                job_name=f"writing epoch {epoch}",
+            )
+        except Exception as err:  # noqa: BLE001
+            self._fault("write", f"epoch {epoch}", err)
+            return
+        if self.durable:
+            self._wait_for_writes(self.WRITE_TIMEOUT_SECONDS, epoch)
 
     def on_train_end(self, logs=None):
-        if self._worker is not None:
-            for name, err, tb in self._worker.drain():
-                self._fault(name, err, tb)
+        self._wait_for_writes(self.WRITE_TIMEOUT_SECONDS, "train end")
         if self._writer is not None:
             try:
                 self._writer.flush()
             except Exception as err:  # noqa: BLE001
-                self._fault("flush", err)
+                self._fault("write", "flush at train end", err)
 
     # ---------------------------------------------------------------- helpers
     def _check_labels(self, labels):
@@ -300,7 +458,7 @@ class SaliencyMonitor(keras.callbacks.Callback):
             rows.append(f"| {k} | {int(i)} | {label} |")
         return "\n".join(rows)
 
-    def _captions(self, explanation):
+    def _captions(self, explanation, broken):
         """One caption per probe: true label, explained class and its probability."""
         regression = self.explainer.head.num_classes is None
         conf = explanation.confidences
@@ -314,43 +472,95 @@ class SaliencyMonitor(keras.callbacks.Callback):
             else:
                 conf_text = "" if conf is None else f" {conf[i]:.2f}"
                 parts.append(f"pred {self._class_name(c)}{conf_text}")
-            captions.append("  ".join(parts))
+            mark = "NON-FINITE saliency\n" if broken[i] else ""
+            captions.append(mark + "  ".join(parts))
         return captions
 
-    def _write_epoch(self, epoch, explanation, numbers, per_probe, message):
-        """Render, encode and write one epoch (runs on the background worker)."""
-        o = self.render_options
-        maps01 = render.normalize_maps(
-            render.smooth_maps(explanation.maps, o["sigma"]), o["clip_percentile"]
-        )
-        overlays = render.overlay(
-            self._display, render.colorize(maps01, o["cmap"]), o["alpha"], maps01=maps01
-        )
-        grid = render.make_grid(
-            self._display, overlays, self._captions(explanation), max_width=self.max_grid_width
-        )
-        self._writer.add_images(GRID_TAG, grid, epoch)
-        self._writer.add_images(PROBES_TAG, overlays, epoch)
-        for key, value in numbers.items():
-            self._writer.add_scalar("saliency/" + key[len("saliency_") :], value, epoch)
-        for key, values in per_probe.items():
-            finite = values[np.isfinite(values)]
-            if finite.size:
-                self._writer.add_histogram(f"saliency/{key}_per_probe", finite, epoch)
-        if not self._info_written:
-            self._writer.add_text(INFO_TAG, self._probes_info(), epoch)
-            self._info_written = True
-        if message is not None:
-            self._writer.add_text(ALARM_TAG, message, epoch)
-        self._writer.flush()
+    def _write_epoch(self, epoch, explanation, numbers, per_probe, message, broken):
+        """Render, encode and write one epoch (runs on the background worker).
 
-    def _fault(self, where, err, tb=None):
+        The numbers go first, so a failure while rendering still leaves them logged; the flush at
+        the end hands everything to the operating system (and the disk) before the job counts as
+        done.
+        """
+        w = self._writer
+        try:
+            for key, value in numbers.items():
+                w.add_scalar("saliency/" + key[len("saliency_") :], value, epoch)
+            for key, values in per_probe.items():
+                finite = values[np.isfinite(values)]
+                if finite.size:
+                    w.add_histogram(f"saliency/{key}_per_probe", finite, epoch)
+            if not self._info_written:
+                w.add_text(INFO_TAG, self._probes_info(), epoch)
+                self._info_written = True
+            if message is not None:
+                w.add_text(ALARM_TAG, message, epoch)
+            o = self.render_options
+            maps01 = render.normalize_maps(  # non-finite maps come out all zero
+                render.smooth_maps(explanation.maps, o["sigma"]), o["clip_percentile"]
+            )
+            overlays = render.overlay(
+                self._display, render.colorize(maps01, o["cmap"]), o["alpha"], maps01=maps01
+            )
+            if broken.any():
+                overlays = _frame(overlays, broken)
+            grid = render.make_grid(
+                self._display,
+                overlays,
+                self._captions(explanation, broken),
+                max_width=self.max_grid_width,
+            )
+            w.add_images(GRID_TAG, grid, epoch)
+            w.add_images(PROBES_TAG, overlays, epoch)
+        finally:
+            w.flush()
+
+    def _wait_for_writes(self, timeout, where):
+        """Wait (at most ``timeout`` s) until no write job runs; report the jobs' errors.
+
+        Returns:
+            False when a job is still running: the writer is stuck (a hung network file system),
+            and waiting for it again would hold training up every epoch.
+        """
+        if self._worker is None:
+            return True
+        start = time.perf_counter()
+        idle = self._worker.wait(timeout)
+        self._wait_seconds.append(time.perf_counter() - start)
+        self._report_write_errors()
+        if not idle and not self._stalled:
+            self._fault(
+                "stalled",
+                f"epoch {where}" if isinstance(where, int) else where,
+                TimeoutError(
+                    f"a write job has been running for over {timeout:g} s; images are skipped "
+                    "until it finishes"
+                ),
+            )
+        self._stalled = not idle
+        return idle
+
+    def _report_write_errors(self):
+        if self._worker is None:
+            return
+        for name, err, tb in self._worker.take_errors():
+            self._fault("write", name, err, tb)
+
+    def _fault(self, kind, where, err, tb=None):
+        """A fault during training: raise in strict mode, else warn once per kind and run."""
+        self.faults.setdefault(kind, []).append(where)
         if self.strict:
             raise err
-        tb = tb or "".join(traceback.format_exception(type(err), err, err.__traceback__))
+        if len(self.faults[kind]) > 1:
+            return
+        if tb is None and err.__traceback__ is not None:
+            tb = "".join(traceback.format_exception(type(err), err, err.__traceback__))
         warnings.warn(
-            f"SaliencyMonitor skipped {where}: {type(err).__name__}: {err}. Training goes on "
-            "(pass strict=True to raise instead).\n" + tb,
+            f"SaliencyMonitor: {kind} fault at {where}: {type(err).__name__}: {err}. Training "
+            f"goes on; later faults of this kind in this run are only counted in "
+            f"`monitor.faults[{kind!r}]` (pass strict=True to raise instead)."
+            + (f"\n{tb}" if tb else ""),
             RuntimeWarning,
-            stacklevel=2,
+            stacklevel=3,
         )

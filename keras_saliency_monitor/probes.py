@@ -106,6 +106,8 @@ def read_pool(probe_data):
         xs, ys = [np.asarray(x)], [None if y is None else np.asarray(y)]
     if not xs:
         raise _bad("probe_data", "at least one image", "received an empty dataset")
+    if len(xs) == 1:  # an array given as is: no copy of what may be a large pool
+        return xs[0], ys[0]
     try:
         x = np.concatenate(xs, axis=0)
     except ValueError as err:
@@ -117,6 +119,15 @@ def read_pool(probe_data):
 
 def check_images(x, argument="probe_data") -> np.ndarray:
     """Validate an image batch and return it as float32 (N, H, W, C)."""
+    return _as_float32(_check_image_pool(x, argument), argument)
+
+
+def _check_image_pool(x, argument="probe_data") -> np.ndarray:
+    """Validate an image pool without copying it: (N, H, W, C) in its own dtype.
+
+    A large uint8 pool (say 10,000 validation images) is never converted to float32 as a whole:
+    only the drawn probes are (see :func:`select_probes`).
+    """
     if x.dtype.kind in "OSUV":
         raise TypeError(
             f"Invalid type for argument `{argument}`: expected numeric images, received an array "
@@ -135,13 +146,33 @@ def check_images(x, argument="probe_data") -> np.ndarray:
         )
     if len(x) == 0:
         raise _bad(argument, "at least one image", "received an empty array")
-    x = x.astype(np.float32, copy=False)
-    if not np.all(np.isfinite(x)):
-        bad = np.unique(np.nonzero(~np.isfinite(x))[0])
-        raise _bad(
-            argument, "finite pixel values", f"received NaN or inf in image(s) {bad[:10].tolist()}"
-        )
+    if x.dtype.kind == "f":
+        # Checked in slices of about 64 MB: the boolean mask of a whole pool can be large.
+        step = max(1, (64 << 20) // max(1, x[0].nbytes))
+        bad = []
+        for start in range(0, len(x), step):
+            chunk = x[start : start + step]
+            finite = np.isfinite(chunk).reshape(len(chunk), -1).all(axis=1)
+            bad.extend((np.flatnonzero(~finite) + start).tolist())
+            if len(bad) >= 10:
+                break
+        if bad:
+            raise _bad(
+                argument, "finite pixel values", f"received NaN or inf in image(s) {bad[:10]}"
+            )
     return x
+
+
+def _as_float32(x, argument="probe_data") -> np.ndarray:
+    out = np.ascontiguousarray(x, dtype=np.float32)
+    if not np.all(np.isfinite(out)):  # float64 values beyond float32's range
+        bad = np.flatnonzero(~np.isfinite(out).reshape(len(out), -1).all(axis=1))
+        raise _bad(
+            argument,
+            "finite pixel values within float32's range",
+            f"received values that overflow float32 in image(s) {bad[:10].tolist()}",
+        )
+    return out
 
 
 def class_labels(y, n) -> np.ndarray | None:
@@ -181,13 +212,24 @@ def stratified_indices(labels, pool_size, num_probes, seed) -> np.ndarray:
     return chosen[np.lexsort((np.arange(len(chosen)), labels[chosen]))]
 
 
-def _mask_array(masks, x, y, argument="masks"):
-    """Masks as float32 (M, H, W) aligned with the pool, from arrays, boxes or a callable."""
+def _mask_array(masks, x, y, idx, argument="masks"):
+    """Masks of the probes ``idx`` as float32 (n, H, W), from arrays, boxes or a callable.
+
+    Arrays and boxes are checked against the whole pool (one mask per image of probe_data); a
+    callable is called for the drawn probes only.
+    """
     m, h, w = x.shape[0], x.shape[1], x.shape[2]
     if callable(masks):
-        out = np.stack([np.asarray(masks(x[i], None if y is None else y[i])) for i in range(m)])
+        out = np.stack(
+            [
+                np.asarray(masks(_as_float32(x[i : i + 1])[0], None if y is None else y[i]))
+                for i in idx
+            ]
+        )
+        expected = len(idx)
     else:
         out = np.asarray(masks)
+        expected = m
     if out.ndim == 2 and out.shape[1] == 4 and not (out.shape == (h, w)):
         from keras_saliency_monitor import metrics
 
@@ -200,16 +242,22 @@ def _mask_array(masks, x, y, argument="masks"):
             f"masks shaped (N, H, W) = (N, {h}, {w}) or boxes (N, 4)",
             f"received shape {out.shape}",
         )
-    if out.shape[0] != m:
+    if out.shape[0] != expected:
         raise _bad(argument, f"one mask per probe-data image ({m})", f"received {out.shape[0]}")
-    out = out.astype(np.float32)
-    if not np.all(np.isfinite(out)) or out.min() < 0 or out.max() > 1:
+    if out.dtype.kind not in "biuf":
+        raise TypeError(
+            f"Invalid type for argument `{argument}`: expected boolean or numeric masks, "
+            f"received dtype {out.dtype}."
+        )
+    low, high = out.min(), out.max()  # NaN fails both comparisons below
+    if not (low >= 0 and high <= 1):
         raise _bad(
             argument,
             "boolean masks or floats in [0, 1]",
             f"received values in [{np.nanmin(out)}, {np.nanmax(out)}]",
         )
-    return out
+    chosen = out if callable(masks) else out[idx]
+    return np.ascontiguousarray(chosen, dtype=np.float32)
 
 
 def check_num_probes(num_probes) -> int:
@@ -243,9 +291,8 @@ def select_probes(probe_data, num_probes=16, seed=0, masks=None) -> ProbeSet:
     """
     num_probes = check_num_probes(num_probes)
     x, y = read_pool(probe_data)
-    x = check_images(x)
+    x = _check_image_pool(x)  # validated in place; only the probes are converted to float32
     labels = class_labels(y, len(x))
-    mask_pool = None if masks is None else _mask_array(masks, x, y)
     if len(x) < num_probes:
         warnings.warn(
             f"probe_data holds {len(x)} images, fewer than num_probes={num_probes}; all of them "
@@ -254,8 +301,8 @@ def select_probes(probe_data, num_probes=16, seed=0, masks=None) -> ProbeSet:
         )
     idx = stratified_indices(labels, len(x), num_probes, seed)
     return ProbeSet(
-        x=np.ascontiguousarray(x[idx]),
+        x=_as_float32(x[idx]),
         labels=None if labels is None else labels[idx],
-        masks=None if mask_pool is None else mask_pool[idx],
+        masks=None if masks is None else _mask_array(masks, x, y, idx),
         indices=idx,
     )

@@ -545,12 +545,14 @@ class BackgroundWorker:
 
     The queue is bounded: `submit` blocks while `maxsize` jobs wait (backpressure; nothing is ever
     dropped), so memory stays bounded when writing is slower than training. A job that raises does
-    not stop the worker; the error is kept and returned by the next `drain()`, so the caller can
-    warn, or re-raise in strict mode. At interpreter exit, pending jobs of every live worker are
-    run before the process ends. The thread starts on the first `submit`.
+    not stop the worker; the error is kept and returned by the next `drain()` (or, without waiting,
+    `take_errors()`), so the caller can warn, or re-raise in strict mode. `wait()` waits for the
+    jobs without taking their errors, e.g. to keep at most one job in flight. At interpreter exit,
+    pending jobs of every live worker are run before the process ends. The thread starts on the
+    first `submit`.
 
-    Call `submit`, `drain` and `close` from the thread that owns the worker (the training thread).
-    A job may itself call `submit`; the nested job then runs inline.
+    Call `submit`, `wait`, `drain` and `close` from the thread that owns the worker (the training
+    thread). A job may itself call `submit`; the nested job then runs inline.
 
     Args:
         maxsize: Jobs that may wait in the queue besides the running one. Defaults to `2`.
@@ -625,6 +627,32 @@ class BackgroundWorker:
             with self._cond:
                 self._pending += 1
             self._queue.put((name, fn, args, kwargs))  # blocks when full: backpressure
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Waits until every submitted job has finished, leaving their errors in place.
+
+        Args:
+            timeout: Seconds to wait at most; 0 only checks. Defaults to `None` (no limit).
+
+        Returns:
+            True when no job is pending, False when jobs are still running after `timeout`.
+
+        Raises:
+            RuntimeError: Called from a job (it would wait for itself).
+        """
+        if self._thread is not None and threading.current_thread() is self._thread:
+            raise RuntimeError("BackgroundWorker.wait() cannot be called from one of its jobs.")
+        with self._cond:
+            return self._cond.wait_for(lambda: self._pending == 0, timeout)
+
+    def take_errors(self) -> list[JobError]:
+        """Returns the errors of jobs that raised since the last call (or `drain()`), at once.
+
+        Does not wait: a job still running reports its error to a later call.
+        """
+        with self._cond:
+            errors, self._errors = self._errors, []
+        return errors
 
     def drain(self, timeout: float | None = None) -> list[JobError]:
         """Waits until every submitted job has finished.
