@@ -27,7 +27,7 @@ import warnings
 import keras
 import numpy as np
 
-from keras_saliency_monitor import metrics, probes, render
+from keras_saliency_monitor import arrays, metrics, probes, render
 from keras_saliency_monitor.alarm import FocusAlarm
 from keras_saliency_monitor.explain import Explainer
 from keras_saliency_monitor.writer import BackgroundWorker, EventWriter
@@ -180,6 +180,9 @@ class SaliencyMonitor(keras.callbacks.Callback):
         alarm_warmup: logged epochs ignored by the alarm at the start of a run. Defaults to 1.
         stop_on_alarm: also stop training (``model.stop_training = True``) when the alarm fires.
             Defaults to False.
+        save_arrays: also save each logged epoch's raw maps (float32, with classes, logits and
+            labels) to ``<log_dir>/saliency/arrays/epoch_NNNN.npz`` for notebooks; load them with
+            ``keras_saliency_monitor.arrays.load_arrays(log_dir)``. Defaults to False.
         background: render, encode and write on a background thread. Defaults to True.
         durable: return from ``on_epoch_end`` only once that epoch's events are flushed and
             synced to disk, so a hard kill (SIGKILL, OOM killer, preemption) after an epoch's end
@@ -238,6 +241,7 @@ class SaliencyMonitor(keras.callbacks.Callback):
         alarm_patience=2,
         alarm_warmup=1,
         stop_on_alarm=False,
+        save_arrays=False,
         background=True,
         durable=False,
         strict=False,
@@ -286,6 +290,7 @@ class SaliencyMonitor(keras.callbacks.Callback):
         self.alarm = FocusAlarm(alarm_threshold, alarm_patience, alarm_warmup)
         self.stop_on_alarm = bool(stop_on_alarm)
         self.alarm_message = None  # the alarm's text once it fired in the current run
+        self.save_arrays = bool(save_arrays)
         self.background = bool(background)
         self.durable = bool(durable)
         self.strict = bool(strict)
@@ -513,8 +518,22 @@ class SaliencyMonitor(keras.callbacks.Callback):
             )
             w.add_images(GRID_TAG, grid, epoch)
             w.add_images(PROBES_TAG, overlays, epoch)
+            if self.save_arrays:
+                self._save_arrays(epoch, explanation)
         finally:
             w.flush()
+
+    def _save_arrays(self, epoch, explanation):
+        extra = {
+            "classes": explanation.classes,
+            "logits": explanation.logits,
+            "indices": self.probes.indices,
+        }
+        if explanation.confidences is not None:
+            extra["confidences"] = explanation.confidences
+        if self.probes.labels is not None:
+            extra["labels"] = self.probes.labels
+        arrays.save_epoch(self.log_dir, epoch, explanation.maps, **extra)
 
     def _wait_for_writes(self, timeout, where):
         """Wait (at most ``timeout`` s) until no write job runs; report the jobs' errors.

@@ -92,3 +92,21 @@ def test_sigkill_mid_write_never_leaves_a_torn_file(tmp_path):
         step = int(data["step"])
         assert step % 5 == epoch
         np.testing.assert_array_equal(data["maps"], maps + step)  # one whole write
+
+
+def test_monitor_save_arrays_equals_logged_maps(tmp_path):
+    """save_arrays=True leaves one npz per logged epoch holding the maps of that epoch."""
+    from keras_saliency_monitor import SaliencyMonitor, compute_saliency
+
+    from .helpers import tiny_cnn, tiny_data
+
+    x, y = tiny_data()
+    model = tiny_cnn()
+    monitor = SaliencyMonitor(tmp_path, (x, y), num_probes=5, save_arrays=True)
+    model.fit(x, y, epochs=2, batch_size=16, verbose=0, callbacks=[monitor])
+    saved = arrays.load_arrays(str(tmp_path))
+    assert sorted(saved) == [0, 1]
+    np.testing.assert_allclose(
+        saved[1]["maps"], compute_saliency(model, monitor.probes.x), rtol=1e-5, atol=1e-8
+    )
+    np.testing.assert_array_equal(saved[1]["labels"], monitor.probes.labels)
