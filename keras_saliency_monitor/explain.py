@@ -75,12 +75,17 @@ class Explainer:
     """Explains batches of images with one method and one target, compiled once.
 
     Args:
-        method: one of ``methods.METHODS``. Defaults to "vanilla".
+        method: one of ``methods.METHODS`` (see :func:`compute_attributions`). Defaults to
+            "vanilla".
         target: "predicted", "label", an int class index, or a callable ``logits -> (N,)`` score
             built from ``keras.ops``. Defaults to "predicted".
         output: index or name of the output to explain for multi-output models.
         batch_size: largest chunk of images per compiled call. Defaults to 32.
         **options: the method's options (see ``methods.METHODS[method].defaults``).
+
+    Raises:
+        ValueError, TypeError: for an unknown method, an unknown option or a bad option value,
+            naming it (before any model is seen).
     """
 
     def __init__(self, method="vanilla", target="predicted", output=None, batch_size=32, **options):
@@ -91,6 +96,7 @@ class Explainer:
         self.batch_size = check_batch_size(batch_size)
         self.model = None
         self.head = None
+        self.layer = None  # for layer methods (Grad-CAM): the LayerChoice read, after bind
         self._grad = None
         self._input_shape = None
 
@@ -100,7 +106,16 @@ class Explainer:
         return 0 if self._grad is None else self._grad.trace_count
 
     def bind(self, model, input_shape):
-        """Build the logits view and compiled gradient for ``model`` (no-op if already bound)."""
+        """Build the logits view and compiled gradient for ``model`` (no-op if already bound).
+
+        Input methods get a :class:`gradients.InputGradient`; layer methods (Grad-CAM) a
+        :class:`gradients.LayerGradient` over the chosen layer. Either way one compiled function
+        serves every ``explain`` call of the run.
+
+        Raises:
+            ValueError: when the images do not fit the model, a class target is out of range, or
+                an option does not fit the model (e.g. Grad-CAM's ``layer`` names no 4-D layer).
+        """
         input_shape = tuple(int(d) for d in input_shape)
         if self.model is model and self._input_shape == input_shape:
             return self
@@ -108,9 +123,16 @@ class Explainer:
         logits_fn, head = targets.build_logits_fn(model, self.output)
         if isinstance(self.target, int) and head.num_classes is not None:
             targets.requested_classes(self.target, 1, None, head)  # range check, fails fast
-        self._grad = gradients.InputGradient(
-            logits_fn, head, input_shape, target=self.target, batch_size=self.batch_size
-        )
+        if self.method.check_shape is not None:
+            self.method.check_shape(self.options, input_shape)
+        compiled = dict(target=self.target, batch_size=self.batch_size)
+        layer = None
+        if self.method.wrt == "layer":
+            layer_fn, layer = gradients.build_layer_fn(model, self.options["layer"], self.output)
+            grad = gradients.LayerGradient(layer_fn, head, input_shape, **compiled)
+        else:
+            grad = gradients.InputGradient(logits_fn, head, input_shape, **compiled)
+        self._grad, self.layer = grad, layer
         self.model, self.head, self._input_shape = model, head, input_shape
         return self
 
@@ -120,9 +142,12 @@ class Explainer:
             raise RuntimeError("Explainer.explain() called before bind(model, input_shape).")
         x = np.asarray(x, np.float32)
         requested = targets.requested_classes(self.target, len(x), labels, self.head)
+        # The one call every method needs: it fixes the explained class of each example.
         first = self._grad(x, requested)
         attributions, extras = self.method.attribute(self._grad, x, first, **self.options)
         maps = self.method.to_map(attributions).astype(np.float32, copy=False)
+        if self.layer is not None:
+            extras = {**extras, "layer": self.layer.name}
         conf = targets.confidences(first.logits, first.classes, self.head)
         return Explanation(
             maps,
@@ -175,27 +200,70 @@ def compute_attributions(
     batch_size=32,
     **options,
 ) -> np.ndarray:
-    """Signed attributions of each image's class score, shaped like the input.
+    """Attributions of each image's class score, shaped like the input.
+
+    Signed for vanilla, gradient x input and integrated gradients; smoothgrad returns mean
+    magnitudes and gradcam a non-negative single-channel map.
 
     The score is the pre-activation logit (a final softmax or sigmoid is stripped without touching
-    the model). The model runs with ``training=False``; nothing about it changes.
+    the model). The model runs with ``training=False``; nothing about it, nor NumPy's global RNG
+    or Keras's seed generators, changes. All gradient evaluations (SmoothGrad's samples, IG's
+    steps) go through one compiled function in chunks of at most ``batch_size`` images.
+
+    Methods and their options (keyword arguments; any other option is a ``TypeError``):
+
+    - ``"vanilla"`` (Simonyan et al. 2013): d score / d input. Map: max over channels of |.|.
+    - ``"gradient_x_input"``: gradient times input. Map: |sum over channels|.
+    - ``"smoothgrad"`` (Smilkov et al. 2017): the mean over ``samples`` noisy copies
+      ``x + sigma * eps`` of |gradient|, per channel (non-negative). Map: max over channels, so
+      ``noise=0`` gives exactly the vanilla map.
+
+      - ``samples``: number of noisy copies. Defaults to 25.
+      - ``noise``: sigma as a fraction of each image's own range, ``sigma = noise * (max(x_i) -
+        min(x_i))``. Defaults to 0.15.
+      - ``seed``: seed of the draws, ``np.random.default_rng(seed).standard_normal((samples, H,
+        W, C), float32)``, shared by all images and identical on every call. Defaults to 0.
+    - ``"integrated_gradients"`` (Sundararajan et al. 2017): (x - x') times the average gradient
+      on the straight path from the baseline x' to x, midpoint rule. Map: |sum over channels|.
+
+      - ``steps``: intervals of the midpoint rule (``steps`` gradient evaluations at
+        ``alpha = (k + 0.5) / steps``, plus one at the baseline for f(x')). Defaults to 64.
+      - ``baseline``: None (zeros), a float (constant image), ``"blur"`` (the image blurred by a
+        Gaussian of sigma max(H, W) / 16 pixels), an array broadcastable to the images, or a
+        deterministic callable ``x -> baseline``. Defaults to None.
+
+      :func:`explain` also returns ``extras["completeness_gap"]`` (N,): sum of attributions
+      minus (f(x) - f(x')), and ``extras["score_delta"]`` = f(x) - f(x'). More steps shrink it.
+    - ``"gradcam"`` (Selvaraju et al. 2017): ReLU of the sum of a layer's activation maps
+      weighted by the spatial mean of their gradients, resized bilinearly to the input. Returned
+      as (N, H, W, 1) (no per-channel attribution); the map is that channel. Needs a Functional
+      or Sequential model.
+
+      - ``layer``: layer name, also of a layer inside a nested model, or a path such as
+        ``"backbone/conv3"``. Defaults to None: the last layer with a 4-D (N, h, w, k) output,
+        looking inside nested backbones and passing over a trailing pooling layer (the last
+        conv block's output). ``explain(...).extras["layer"]`` names the layer used.
 
     Args:
         model: a Keras 3 model (TensorFlow backend) taking (N, H, W, C) images.
         images: array (N, H, W, C), in the value range the model was trained on.
-        method: "vanilla" or "gradient_x_input" (and the methods registered in ``methods``).
+        method: "vanilla" (default), "gradient_x_input", "smoothgrad", "integrated_gradients"
+            or "gradcam".
         target: "predicted" (default), "label" (needs ``labels``), an int class, or a callable
             ``logits -> (N,)`` scores.
         labels: (N,) int class ids, for target="label".
         output: index or name of the output to explain, for multi-output models.
         batch_size: images per compiled call; bounds memory. Defaults to 32.
-        **options: the method's options.
+        **options: the method's options (above).
 
     Returns:
-        float32 array (N, H, W, C), raw (not normalised).
+        float32 array (N, H, W, C) (Grad-CAM: (N, H, W, 1)), raw (not normalised).
+
+    Raises:
+        ValueError, TypeError: for an invalid argument or option, naming it.
 
     Example:
-        >>> attr = compute_attributions(model, x_val[:8], method="gradient_x_input")
+        >>> attr = compute_attributions(model, x_val[:8], method="integrated_gradients", steps=128)
     """
     return explain(
         model, images, method, target, labels, output, batch_size, **options
@@ -214,10 +282,13 @@ def compute_saliency(
 ) -> np.ndarray:
     """Non-negative saliency maps (N, H, W), raw (no normalisation: rendering does that).
 
-    ``vanilla`` is Simonyan et al. 2013: max over channels of |d score / d input|. Arguments are
-    those of :func:`compute_attributions`.
+    Arguments, methods and options are those of :func:`compute_attributions`; each method's map:
+    vanilla and smoothgrad, max over channels of |attribution| (Simonyan et al. 2013);
+    gradient_x_input and integrated_gradients, |sum over channels|; gradcam, the Grad-CAM map
+    itself.
 
     Example:
         >>> maps = compute_saliency(model, x_val[:8])  # (8, H, W) >= 0
+        >>> maps = compute_saliency(model, x_val[:8], method="smoothgrad", samples=50, noise=0.1)
     """
     return explain(model, images, method, target, labels, output, batch_size, **options).maps
