@@ -170,7 +170,8 @@ class SaliencyMonitor(keras.callbacks.Callback):
         clip_percentile: per-map percentile mapped to the top of the colormap. Defaults to 99.
         smoothing: Gaussian sigma in pixels applied to maps before display. Defaults to 0.
         cmap: matplotlib colormap name. Defaults to "inferno" (perceptually uniform).
-        alpha: overlay opacity at full saliency. Defaults to 0.5.
+        alpha: heatmap opacity at full saliency, over a dimmed grey copy of the image (the
+            colour image is shown beside it). Defaults to 0.8.
         max_grid_width: cap on the grid image's width in pixels. Defaults to 1024.
         pointing_tolerance: pixels within which the most salient pixel counts as a hit on the
             mask for ``saliency_pointing_game``. Defaults to 0.
@@ -235,7 +236,7 @@ class SaliencyMonitor(keras.callbacks.Callback):
         clip_percentile=99.0,
         smoothing=0.0,
         cmap="inferno",
-        alpha=0.5,
+        alpha=0.8,
         max_grid_width=1024,
         pointing_tolerance=0,
         alarm_threshold=1.5,
@@ -306,6 +307,7 @@ class SaliencyMonitor(keras.callbacks.Callback):
         self._display, _ = render.render_overlays(
             self.probes.x, np.zeros(self.probes.x.shape[:3], np.float32), **self.render_options
         )
+        self._backdrop = render.dim_grey(self._display)  # what the heat is drawn over
         self._writer = None
         self._worker = None
         self._chief = True
@@ -507,7 +509,7 @@ class SaliencyMonitor(keras.callbacks.Callback):
                 render.smooth_maps(explanation.maps, o["sigma"]), o["clip_percentile"]
             )
             overlays = render.overlay(
-                self._display, render.colorize(maps01, o["cmap"]), o["alpha"], maps01=maps01
+                self._backdrop, render.colorize(maps01, o["cmap"]), o["alpha"], maps01=maps01
             )
             if broken.any():
                 overlays = _frame(overlays, broken)

@@ -377,6 +377,31 @@ def overlay(display_u8, heat_u8, alpha: float = 0.5, maps01=None) -> np.ndarray:
     return out.astype(np.uint8)
 
 
+def dim_grey(display_u8, low: float = 0.15, span: float = 0.6) -> np.ndarray:
+    """A dimmed grey copy of display images: the backdrop a heatmap reads best on.
+
+    Colour in the backdrop competes with the colormap, and a bright backdrop hides its dark end;
+    grey luminance squeezed into ``[low, low + span]`` keeps the scene recognisable while the heat
+    stands out. The original colours are shown beside the overlay in the grid.
+
+    Args:
+        display_u8: `(N, H, W, 3)` uint8 images.
+        low: grey level of black, in [0, 1]. Defaults to 0.15.
+        span: grey range the image's luminance is mapped to. Defaults to 0.6.
+
+    Returns:
+        `(N, H, W, 3)` uint8 array.
+    """
+    display = np.asarray(display_u8)
+    if display.dtype != np.uint8 or display.ndim != 4 or display.shape[-1] != 3:
+        raise ValueError(
+            f"`display_u8` must be uint8 (N, H, W, 3); received {display.dtype} {display.shape}."
+        )
+    grey = display.mean(axis=-1, dtype=np.float32) * np.float32(span / 255.0) + np.float32(low)
+    grey = np.clip(grey * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    return np.repeat(grey[..., None], 3, axis=-1)
+
+
 def render_overlays(
     images,
     maps,

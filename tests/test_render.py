@@ -496,3 +496,17 @@ def test_make_grid_validates_arguments():
         render.make_grid(display.astype(np.float32), over, None)
     with pytest.raises(ValueError, match="same shape"):
         render.make_grid(display, over[:1], None)
+
+
+def test_dim_grey_maps_luminance_into_the_dimmed_range():
+    from keras_saliency_monitor.render import dim_grey
+
+    img = np.zeros((1, 2, 2, 3), np.uint8)
+    img[0, 0, 0] = 255  # white
+    img[0, 1, 1] = (255, 0, 0)  # red: luminance taken as the channel mean, 85
+    out = dim_grey(img)
+    assert out.dtype == np.uint8 and out.shape == img.shape
+    assert (out[..., 0] == out[..., 2]).all()  # grey
+    np.testing.assert_array_equal(out[0, 0, 0], [int(0.75 * 255 + 0.5)] * 3)  # 0.15 + 0.6
+    np.testing.assert_array_equal(out[0, 0, 1], [int(0.15 * 255 + 0.5)] * 3)  # black -> 0.15
+    np.testing.assert_array_equal(out[0, 1, 1], [int((0.15 + 0.6 / 3) * 255 + 0.5)] * 3)
