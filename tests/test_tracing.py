@@ -1,0 +1,123 @@
+"""Traced once per run: 10 epochs of a real fit compile the gradient once, for every method.
+
+Two independent counters: the explainer's own ``trace_count`` (a Python side effect of tracing)
+and TensorFlow's ``experimental_get_tracing_count()`` of every ``tf.function`` the explainer holds.
+The probe count is not a multiple of ``batch_size``, so the last chunk has another size than the
+others: a fixed ``input_signature`` with a free batch dimension must absorb that without a retrace.
+"""
+
+import os
+
+import keras
+import pytest
+import tensorflow as tf
+
+from keras_saliency_monitor import SaliencyMonitor, methods
+from keras_saliency_monitor.callback import GRID_TAG
+
+from .helpers import read_images, tiny_cnn, tiny_data
+
+EPOCHS = 10
+NUM_PROBES = 10
+BATCH_SIZE = 4  # chunks of 4, 4, 2: the last one differs
+SMALL = 3  # samples / steps for methods that have them: cheap, still several passes
+
+
+def _small_options(name):
+    defaults = methods.METHODS[name].defaults
+    return {key: SMALL for key in ("samples", "steps") if key in defaults}
+
+
+def _tf_functions(explainer):
+    """Every tf.function the explainer holds, at most two attributes deep (not the model's)."""
+    found = {}
+
+    def visit(obj, path, depth):
+        if hasattr(obj, "experimental_get_tracing_count"):
+            found.setdefault(id(obj), (path, obj))
+            return
+        if depth == 0 or not hasattr(obj, "__dict__"):
+            return
+        for name, value in sorted(vars(obj).items(), key=lambda kv: kv[0].startswith("_")):
+            if name in ("model", "_model", "head") or value is None:
+                continue
+            if isinstance(value, (int, float, str, bytes, tuple, list, dict)):
+                continue
+            visit(value, f"{path}.{name}", depth - 1)
+
+    visit(explainer, "explainer", 2)
+    return list(found.values())
+
+
+class _Watch(keras.callbacks.Callback):
+    """Placed after the monitor: what its explainer holds at each epoch end."""
+
+    def __init__(self, monitor):
+        super().__init__()
+        self.monitor = monitor
+        self.seen = []  # per epoch: (trace_count, {path: (id of the tf.function, its count)})
+
+    def on_epoch_end(self, epoch, logs=None):
+        explainer = self.monitor.explainer
+        functions = {
+            path: (id(fn), fn.experimental_get_tracing_count())
+            for path, fn in _tf_functions(explainer)
+        }
+        self.seen.append((explainer.trace_count, functions))
+
+
+@pytest.mark.parametrize("method", list(methods.METHODS))
+def test_no_retracing_across_epochs_with_uneven_last_chunk(tmp_path, method):
+    x, y = tiny_data(n=24)
+    model = tiny_cnn()
+    monitor = SaliencyMonitor(
+        tmp_path,
+        (x, y),
+        num_probes=NUM_PROBES,
+        method=method,
+        batch_size=BATCH_SIZE,
+        **_small_options(method),
+    )
+    assert NUM_PROBES % BATCH_SIZE != 0
+    watch = _Watch(monitor)
+    model.fit(x, y, epochs=EPOCHS, batch_size=24, verbose=0, callbacks=[monitor, watch])
+
+    assert monitor.explainer.trace_count == 1
+    # Traced at the first logged epoch, then never again, and never rebuilt: a fresh compiled
+    # function per epoch would also count one trace, but would not be the same object.
+    assert len(watch.seen) == EPOCHS
+    assert all(trace_count == 1 for trace_count, _ in watch.seen), watch.seen
+
+    # TensorFlow's own count, independent of the package's counter.
+    first = watch.seen[0][1]
+    assert first, "found no tf.function on the explainer to count traces of"
+    assert all(functions == first for _, functions in watch.seen), watch.seen
+    counts = {path: count for path, (_, count) in first.items()}
+    assert all(c <= 1 for c in counts.values()), counts
+    assert sum(counts.values()) >= 1, counts
+
+    # Nothing dropped: every epoch's grid is in the event file after on_train_end.
+    grids = read_images(os.path.join(tmp_path, "saliency"), GRID_TAG)
+    assert sorted(grids) == list(range(EPOCHS))
+
+
+def test_second_fit_reuses_the_compiled_gradient(tmp_path):
+    x, y = tiny_data(n=24)
+    model = tiny_cnn()
+    monitor = SaliencyMonitor(tmp_path, (x, y), num_probes=NUM_PROBES, batch_size=BATCH_SIZE)
+    model.fit(x, y, epochs=2, batch_size=24, verbose=0, callbacks=[monitor])
+    model.fit(x, y, epochs=4, initial_epoch=2, batch_size=24, verbose=0, callbacks=[monitor])
+    assert monitor.explainer.trace_count == 1
+    counts = [fn.experimental_get_tracing_count() for _, fn in _tf_functions(monitor.explainer)]
+    assert counts and max(counts) == 1, counts
+    grids = read_images(os.path.join(tmp_path, "saliency"), GRID_TAG)
+    assert sorted(grids) == [0, 1, 2, 3]
+
+
+def test_tracing_counter_is_tensorflows():
+    # Guards the independent check above: the counter exists and counts a retrace.
+    fn = tf.function(lambda v: v * 2)
+    fn(tf.constant([1.0]))
+    fn(tf.constant([1.0, 2.0, 3.0]))
+    fn(tf.constant([[1.0]]))
+    assert fn.experimental_get_tracing_count() >= 2
