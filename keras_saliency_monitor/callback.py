@@ -29,6 +29,7 @@ import numpy as np
 
 from keras_saliency_monitor import arrays, metrics, probes, render
 from keras_saliency_monitor.alarm import FocusAlarm
+from keras_saliency_monitor.checks import positive_int
 from keras_saliency_monitor.explain import Explainer
 from keras_saliency_monitor.writer import BackgroundWorker, EventWriter
 
@@ -38,20 +39,6 @@ PROBES_TAG = "saliency/probes"  # the probes' overlay tiles, k images per step (
 INFO_TAG = "saliency/probes_info"  # text: which probes, their labels (first logged step)
 ALARM_TAG = "saliency/alarm"  # text: the shortcut alarm, when it fires
 FAULT_COLOR = (255, 0, 0)  # frame drawn around the overlay tile of a probe with a non-finite map
-
-
-def _positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(
-            f"Invalid type for argument `{name}`: expected a positive int, received "
-            f"{type(value).__name__}."
-        )
-    if value < 1:
-        raise ValueError(
-            f"Invalid value for argument `{name}`: expected a positive int, received "
-            f"{name}={value}."
-        )
-    return int(value)
 
 
 def _is_chief(environ=None) -> bool:
@@ -256,7 +243,7 @@ class SaliencyMonitor(keras.callbacks.Callback):
             self.log_dir = os.fspath(log_dir)  # never touched by a process that does not write
         else:
             _check_log_dir(log_dir)  # raises the TypeError
-        self.every_n_epochs = _positive_int("every_n_epochs", every_n_epochs)
+        self.every_n_epochs = positive_int("every_n_epochs", every_n_epochs)
         self.explainer = Explainer(method, target, output, batch_size, **method_options)
         if display_fn is not None and not callable(display_fn):
             raise TypeError("Invalid type for argument `display_fn`: expected a callable x -> x01.")
@@ -276,7 +263,7 @@ class SaliencyMonitor(keras.callbacks.Callback):
             alpha=alpha,
             display_fn=display_fn,
         )
-        self.max_grid_width = _positive_int("max_grid_width", max_grid_width)
+        self.max_grid_width = positive_int("max_grid_width", max_grid_width)
         if self.max_grid_width < 32:
             raise ValueError(
                 "Invalid value for argument `max_grid_width`: expected at least 32 pixels, "

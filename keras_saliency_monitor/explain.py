@@ -12,6 +12,7 @@ from typing import NamedTuple
 import numpy as np
 
 from keras_saliency_monitor import gradients, methods, targets
+from keras_saliency_monitor.checks import positive_int
 
 
 class Explanation(NamedTuple):
@@ -23,20 +24,6 @@ class Explanation(NamedTuple):
     classes: np.ndarray  # (N,) int32: the class explained for each example
     confidences: np.ndarray | None  # (N,) probability of that class; None for regression
     extras: dict  # method-specific diagnostics, e.g. IG's completeness gap
-
-
-def check_batch_size(batch_size) -> int:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)):
-        raise TypeError(
-            "Invalid type for argument `batch_size`: expected a positive int, received "
-            f"{type(batch_size).__name__}."
-        )
-    if batch_size < 1:
-        raise ValueError(
-            "Invalid value for argument `batch_size`: expected a positive int, received "
-            f"batch_size={batch_size}."
-        )
-    return int(batch_size)
 
 
 def model_input_shape(model):
@@ -93,7 +80,7 @@ class Explainer:
         self.options = methods.validate_options(method, options)
         self.target = targets.validate_target(target)
         self.output = output
-        self.batch_size = check_batch_size(batch_size)
+        self.batch_size = positive_int("batch_size", batch_size)
         self.model = None
         self.head = None
         self.layer = None  # for layer methods (Grad-CAM): the LayerChoice read, after bind

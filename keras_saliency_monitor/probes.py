@@ -13,6 +13,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from keras_saliency_monitor.checks import positive_int
+
 # How many examples we read from a dataset to sample probes from. Stratification needs labels of
 # the pool, so a huge or infinite dataset is read only this far.
 MAX_POOL = 4096
@@ -260,20 +262,6 @@ def _mask_array(masks, x, y, idx, argument="masks"):
     return np.ascontiguousarray(chosen, dtype=np.float32)
 
 
-def check_num_probes(num_probes) -> int:
-    if isinstance(num_probes, bool) or not isinstance(num_probes, (int, np.integer)):
-        raise TypeError(
-            "Invalid type for argument `num_probes`: expected a positive int, received "
-            f"{type(num_probes).__name__}."
-        )
-    if num_probes < 1:
-        raise ValueError(
-            "Invalid value for argument `num_probes`: expected a positive int, received "
-            f"num_probes={num_probes}."
-        )
-    return int(num_probes)
-
-
 def select_probes(probe_data, num_probes=16, seed=0, masks=None) -> ProbeSet:
     """Read ``probe_data`` and draw the fixed probe set.
 
@@ -289,7 +277,7 @@ def select_probes(probe_data, num_probes=16, seed=0, masks=None) -> ProbeSet:
     Returns:
         A :class:`ProbeSet`.
     """
-    num_probes = check_num_probes(num_probes)
+    num_probes = positive_int("num_probes", num_probes)
     x, y = read_pool(probe_data)
     x = _check_image_pool(x)  # validated in place; only the probes are converted to float32
     labels = class_labels(y, len(x))
