@@ -682,7 +682,7 @@ def main(argv=None) -> int:
     for line in slopes(models, 64, probe_slope, sample_counts, reps, data):
         print("  " + line, flush=True)
 
-    d = demo_share(pairs=1 if quick else 6, epochs=2, n_train=300 if quick else 1500)
+    d = demo_share(pairs=2 if quick else 6, epochs=2, n_train=300 if quick else 1500)
     print(
         f"\nShare of a demo-like epoch ({d['source']}, {d['n_train']} train + 300 val images "
         f"64x64, batch 32, 24 probes with masks, {d['epochs']}-epoch fits, {d['pairs']} pairs): "

@@ -298,7 +298,7 @@ class SaliencyMonitor(keras.callbacks.Callback):
         self._writer = None
         self._worker = None
         self._chief = True
-        self._previous_maps = None
+        self._previous_ranked = None
         self._info_written = False
         self._stalled = False  # a write job outlived WRITE_TIMEOUT_SECONDS: stop waiting for it
         self._wait_seconds = []  # time the training thread waited for write jobs, per wait
@@ -325,7 +325,7 @@ class SaliencyMonitor(keras.callbacks.Callback):
                 self._writer = EventWriter(events_dir)
             if self._worker is None:
                 self._worker = BackgroundWorker(synchronous=not self.background)
-        self._previous_maps = None
+        self._previous_ranked = None
         self._info_written = False
         self._stalled = False
         self._wait_seconds = []
@@ -408,9 +408,11 @@ class SaliencyMonitor(keras.callbacks.Callback):
         """Scalars for ``logs`` (prefix ``saliency_``) and the per-probe values behind them."""
         maps = explanation.maps
         per_probe = {"concentration": metrics.concentration(maps)}
-        if self._previous_maps is not None:
-            per_probe["stability"] = metrics.rank_correlation(self._previous_maps, maps)
-        self._previous_maps = maps
+        # Each epoch's maps are ranked once; the next epoch's stability reuses these ranks.
+        ranked = metrics.rank_maps(maps)
+        if self._previous_ranked is not None:
+            per_probe["stability"] = metrics.rank_correlation_of(self._previous_ranked, ranked)
+        self._previous_ranked = ranked
         masks = self.probes.masks
         if masks is not None:
             per_probe["focus"] = metrics.focus(maps, masks)

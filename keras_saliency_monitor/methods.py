@@ -399,7 +399,11 @@ def resize_bilinear(maps: np.ndarray, size) -> np.ndarray:
     """
     rows = _interpolation_matrix(int(size[0]), maps.shape[1])  # (H, h)
     cols = _interpolation_matrix(int(size[1]), maps.shape[2])  # (W, w)
-    return rows @ maps.astype(np.float64) @ cols.T  # (N, H, W); matmul, not a 3-operand einsum
+    # Two 2-operand einsums, not matmul: numpy's matmul hands these small products to
+    # OpenBLAS's thread pool, which fights TensorFlow's still-spinning threads right after the
+    # gradient call (measured 31 ms instead of 1 ms for 8 maps 32x32 -> 128x128).
+    tmp = np.einsum("Hh,nhw->nHw", rows, maps.astype(np.float64))  # (N, H, w)
+    return np.einsum("nHw,Ww->nHW", tmp, cols)  # (N, H, W)
 
 
 def _gradcam(grad, x, first, **_):
