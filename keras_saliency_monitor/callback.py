@@ -420,6 +420,15 @@ class SaliencyMonitor(keras.callbacks.Callback):
             per_probe["pointing_game"] = metrics.pointing_game(
                 maps, masks, tolerance=self.pointing_tolerance
             )
+        extras = explanation.extras
+        if "completeness_gap" in extras:
+            # Integrated gradients: |sum of attributions - (f(x) - f(baseline))| relative to
+            # |f(x) - f(baseline)|; raise `steps` while this is more than a few percent.
+            delta = np.abs(np.asarray(extras["score_delta"], np.float64))
+            gap = np.abs(np.asarray(extras["completeness_gap"], np.float64))
+            per_probe["completeness_gap"] = np.where(
+                delta > 0, gap / np.maximum(delta, 1e-12), np.nan
+            )
         numbers = {"saliency_" + k: metrics.nanmean(v) for k, v in per_probe.items()}
         return numbers, per_probe
 

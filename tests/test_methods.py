@@ -457,3 +457,21 @@ def test_every_method_contract(conv_net, method):
     assert first.attributions.dtype == np.float32 and first.attributions.shape[:3] == x.shape[:3]
     np.testing.assert_array_equal(second.maps, maps)
     assert explainer.trace_count == 1
+
+
+def test_monitor_logs_the_relative_completeness_gap_of_integrated_gradients(tmp_path):
+    """The callback's saliency_completeness_gap equals |gap| / |f(x) - f(x')| from explain()."""
+    from keras_saliency_monitor import SaliencyMonitor
+    from keras_saliency_monitor.explain import explain as explain_once
+
+    from .helpers import tiny_cnn, tiny_data
+
+    x, y = tiny_data()
+    model = tiny_cnn()
+    monitor = SaliencyMonitor(
+        tmp_path, (x, y), num_probes=4, method="integrated_gradients", steps=16, background=False
+    )
+    history = model.fit(x, y, epochs=1, batch_size=16, verbose=0, callbacks=[monitor])
+    ref = explain_once(model, monitor.probes.x, method="integrated_gradients", steps=16).extras
+    expected = np.mean(np.abs(ref["completeness_gap"]) / np.abs(ref["score_delta"]))
+    np.testing.assert_allclose(history.history["saliency_completeness_gap"][0], expected, rtol=1e-4)
