@@ -1,16 +1,91 @@
 """Command line: ``keras-saliency-monitor demo | report | tensorboard``.
 
 Each sub-command lives in its own module; this file only parses arguments and dispatches, and
-imports TensorFlow lazily so ``--help`` is instant.
+imports TensorFlow lazily so ``--help`` and ``--version`` are instant. ``python -m
+keras_saliency_monitor`` runs the same :func:`main`.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import sys
+import tempfile
+
+from keras_saliency_monitor import logdirs
+
+PROG = "keras-saliency-monitor"
+DISTRIBUTION = "keras-saliency-monitor"  # the name pyproject.toml installs under
+
+# TensorFlow's C++ log threshold: 0 all, 1 no INFO, 2 no WARNING, 3 no ERROR. 2, as TensorFlow's
+# own docs suggest for quiet use; a value the user exported wins.
+_TF_LOG_LEVEL = "TF_CPP_MIN_LOG_LEVEL"
+# absl's C++ log line: severity letter, MMDD, hh:mm:ss.us (TF: 00:00:<epoch>), thread, file:line]
+_ABSL_LINE = re.compile(rb"^([IWEF])\d{4} [\d:.]+ +\d+ [^\]]+\] ")
+_ABSL_BANNER = b"WARNING: All log messages before absl::InitializeLog() is called"
+_CPU_GUARD_TAIL = b"To enable the following instructions:"  # second line of an INFO message
+_NO_CUDA_DRIVER = b"Could not find cuda drivers"
+_CUINIT = b"failed call to cuInit"
+
+
+def _tf_log_level() -> int:
+    try:
+        return int(os.environ.get(_TF_LOG_LEVEL, "0"))
+    except ValueError:
+        return 0
+
+
+def _keep_line(line: bytes, level: int, no_driver: bool) -> bool:
+    """Whether a line TensorFlow printed while importing stays on stderr at log ``level``."""
+    if line.startswith(_ABSL_BANNER) or line.startswith(_CPU_GUARD_TAIL):
+        return False
+    match = _ABSL_LINE.match(line)
+    if match is None:
+        return True  # not a C++ log line: a Python warning, a traceback; always kept
+    if no_driver and _CUINIT in line:
+        return False  # no CUDA driver installed, so the failed cuInit is expected, not an error
+    return "IWEF".index(match.group(1).decode()) >= level
+
+
+def _import_tensorflow_quietly() -> None:
+    """Imports TensorFlow with its start-up log lines below ``TF_CPP_MIN_LOG_LEVEL`` dropped.
+
+    TensorFlow 2.21 prints 6 lines (oneDNN, "no CUDA driver", each twice, after absl's "before
+    absl::InitializeLog()" banner) before absl is initialized, which no environment variable
+    reaches (measured: TF_CPP_MIN_LOG_LEVEL=3 and CUDA_VISIBLE_DEVICES=-1 leave all 6), and an
+    ERROR "failed call to cuInit ... (303)" on a machine without a GPU driver. So stderr's file
+    descriptor points to a temporary file while TensorFlow loads and finds its devices; then the
+    lines kept are written back. Cost: none measurable next to the ~3-5 s import.
+    """
+    level = _tf_log_level()
+    if "tensorflow" in sys.modules or level <= 0:
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with tempfile.TemporaryFile() as captured:
+            os.dup2(captured.fileno(), 2)
+            try:
+                import tensorflow as tf
+
+                tf.config.list_physical_devices()  # the cuInit probe, while still captured
+            finally:
+                sys.stderr.flush()
+                os.dup2(saved, 2)
+                captured.seek(0)
+                lines = captured.read().splitlines(keepends=True)
+                no_driver = any(_NO_CUDA_DRIVER in line for line in lines)
+                kept = b"".join(line for line in lines if _keep_line(line, level, no_driver))
+                if kept:
+                    sys.stderr.write(kept.decode(errors="replace"))
+                    sys.stderr.flush()
+    finally:
+        os.close(saved)
 
 
 def _demo(args) -> int:
+    _import_tensorflow_quietly()
     from keras_saliency_monitor import demo
 
     demo.run_demo(log_dir=args.log_dir, epochs=args.epochs, seed=args.seed)
@@ -33,11 +108,14 @@ def _csv(kind, convert=str):
 
 
 def _error(command, message) -> int:
-    print(f"keras-saliency-monitor {command}: error: {message}", file=sys.stderr)
+    print(f"{PROG} {command}: error: {message}", file=sys.stderr)
     return 2
 
 
 def _report(args) -> int:
+    if logdirs.has_saliency_events(args.logdir):
+        # TensorBoard's event reader imports TensorFlow; without events, report errors before.
+        _import_tensorflow_quietly()
     from keras_saliency_monitor import report
 
     progress = report.Progress(enabled=False if args.no_progress else None)
@@ -63,12 +141,17 @@ def _report(args) -> int:
 
 
 def _tensorboard(args) -> int:
-    import os
-
     from keras_saliency_monitor import launcher
 
     if not os.path.isdir(args.logdir):
         return _error("tensorboard", f"log dir {args.logdir!r} is not a directory")
+    if not logdirs.has_saliency_events(args.logdir):
+        # Not an error: training may be about to write there, and TensorBoard shows it live.
+        print(
+            f"{PROG} tensorboard: warning: no saliency events under {args.logdir!r} yet "
+            f"(SaliencyMonitor writes them to <log_dir>/{logdirs.SALIENCY_DIR})",
+            file=sys.stderr,
+        )
     print(f"Starting TensorBoard on {args.logdir} (takes a few seconds)...", flush=True)
     try:
         board = launcher.launch(
@@ -92,11 +175,36 @@ def _tensorboard(args) -> int:
     return launcher.serve_forever(board)
 
 
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version(DISTRIBUTION)
+    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        from keras_saliency_monitor import __version__
+
+        return __version__
+
+
+class _VersionAction(argparse.Action):
+    """``--version``: like argparse's, but reads the installed metadata only when asked."""
+
+    def __init__(
+        self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None
+    ):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"{PROG} {_version()}")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="keras-saliency-monitor",
+        prog=PROG,
         description="See what your Keras image model looks at while it trains.",
     )
+    parser.add_argument("--version", action=_VersionAction, help="print the version and exit")
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser(
@@ -183,6 +291,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    """Runs one sub-command; returns its exit code (0 ok, 1 failed, 2 usage error, 130 Ctrl-C)."""
+    # Before anything imports TensorFlow (C++ reads it once, at load). Inherited by TensorBoard.
+    os.environ.setdefault(_TF_LOG_LEVEL, "2")
     args = build_parser().parse_args(argv)
     return int(args.func(args) or 0)
 
