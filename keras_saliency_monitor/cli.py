@@ -166,12 +166,17 @@ def _tensorboard(args) -> int:
     except KeyboardInterrupt:  # while TensorBoard starts; the launcher stops it at exit
         print("\nkeras-saliency-monitor tensorboard: interrupted", file=sys.stderr)
         return 130
-    board.echo_to(sys.stderr)  # TensorBoard's own warnings from now on
-    print(
-        f"TensorBoard: {board.url}  (every logged image reachable: --samples_per_plugin "
-        f"images={args.max_images}). Press Ctrl-C to stop.",
-        flush=True,
-    )
+    try:
+        board.echo_to(sys.stderr)  # TensorBoard's own warnings from now on
+        print(
+            f"TensorBoard: {board.url}  (every logged image reachable: --samples_per_plugin "
+            f"images={args.max_images}). Press Ctrl-C to stop.",
+            flush=True,
+        )
+    except KeyboardInterrupt:  # TensorBoard is up: the user's stop, as in serve_forever
+        print("Stopping TensorBoard...", flush=True)
+        board.stop()
+        return 0
     return launcher.serve_forever(board)
 
 
