@@ -8,6 +8,8 @@ keras_saliency_monitor`` runs the same :func:`main`.
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import os
 import re
 import sys
@@ -18,8 +20,8 @@ from keras_saliency_monitor import logdirs
 PROG = "keras-saliency-monitor"
 DISTRIBUTION = "keras-saliency-monitor"  # the name pyproject.toml installs under
 
-# TensorFlow's C++ log threshold: 0 all, 1 no INFO, 2 no WARNING, 3 no ERROR. 2, as TensorFlow's
-# own docs suggest for quiet use; a value the user exported wins.
+# TensorFlow's C++ log threshold: 0 all, 1 no INFO, 2 no WARNING, 3 no ERROR. We default to 2
+# (errors only, as the tests and the launched TensorBoard use); a value the user exported wins.
 _TF_LOG_LEVEL = "TF_CPP_MIN_LOG_LEVEL"
 # absl's C++ log line: severity letter, MMDD, hh:mm:ss.us (TF: 00:00:<epoch>), thread, file:line]
 _ABSL_LINE = re.compile(rb"^([IWEF])\d{4} [\d:.]+ +\d+ [^\]]+\] ")
@@ -48,8 +50,8 @@ def _keep_line(line: bytes, level: int, no_driver: bool) -> bool:
     return "IWEF".index(match.group(1).decode()) >= level
 
 
-def _import_tensorflow_quietly() -> None:
-    """Imports TensorFlow with its start-up log lines below ``TF_CPP_MIN_LOG_LEVEL`` dropped.
+def _import_quietly(name: str) -> None:
+    """Imports ``name`` with TensorFlow's start-up lines below ``TF_CPP_MIN_LOG_LEVEL`` dropped.
 
     TensorFlow 2.21 prints 6 lines (oneDNN, "no CUDA driver", each twice, after absl's "before
     absl::InitializeLog()" banner) before absl is initialized, which no environment variable
@@ -57,9 +59,12 @@ def _import_tensorflow_quietly() -> None:
     ERROR "failed call to cuInit ... (303)" on a machine without a GPU driver. So stderr's file
     descriptor points to a temporary file while TensorFlow loads and finds its devices; then the
     lines kept are written back. Cost: none measurable next to the ~3-5 s import.
+
+    Args:
+        name: ``"tensorflow"``, or ``"keras"`` (which loads TensorFlow only on its backend).
     """
     level = _tf_log_level()
-    if "tensorflow" in sys.modules or level <= 0:
+    if "tensorflow" in sys.modules or level <= 0 or importlib.util.find_spec(name) is None:
         return
     sys.stderr.flush()
     saved = os.dup(2)
@@ -67,9 +72,9 @@ def _import_tensorflow_quietly() -> None:
         with tempfile.TemporaryFile() as captured:
             os.dup2(captured.fileno(), 2)
             try:
-                import tensorflow as tf
-
-                tf.config.list_physical_devices()  # the cuInit probe, while still captured
+                importlib.import_module(name)
+                if "tensorflow" in sys.modules:  # the cuInit probe, while still captured
+                    sys.modules["tensorflow"].config.list_physical_devices()
             finally:
                 sys.stderr.flush()
                 os.dup2(saved, 2)
@@ -85,7 +90,7 @@ def _import_tensorflow_quietly() -> None:
 
 
 def _demo(args) -> int:
-    _import_tensorflow_quietly()
+    _import_quietly("keras")
     from keras_saliency_monitor import demo
 
     demo.run_demo(log_dir=args.log_dir, epochs=args.epochs, seed=args.seed)
@@ -115,7 +120,7 @@ def _error(command, message) -> int:
 def _report(args) -> int:
     if logdirs.has_saliency_events(args.logdir):
         # TensorBoard's event reader imports TensorFlow; without events, report errors before.
-        _import_tensorflow_quietly()
+        _import_quietly("tensorflow")
     from keras_saliency_monitor import report
 
     progress = report.Progress(enabled=False if args.no_progress else None)
@@ -192,7 +197,10 @@ def _version() -> str:
 
 
 class _VersionAction(argparse.Action):
-    """``--version``: like argparse's, but reads the installed metadata only when asked."""
+    """``--version``: like argparse's, but reads the installed metadata only when asked.
+
+    ``importlib.metadata.version`` costs 54-67 ms here, as much as all of ``--help`` (57 ms).
+    """
 
     def __init__(
         self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None
