@@ -11,10 +11,12 @@ stability) from the saved maps. float32 is what the monitor computed, bit for bi
 per pixel before compression, e.g. 16 probes at 64x64 = 256 KiB per epoch (zlib typically saves
 10-30% on gradient maps); use ``every_n_epochs`` to thin out long runs.
 
-Writes are atomic: the file is written under a temporary name in the same directory, flushed to
-disk, then renamed over the final name with ``os.replace``, so a process killed at any moment
-leaves either the previous complete file or the new complete file, never a torn one. Leftover
-temporary files (``.epoch_*.tmp``) of a killed writer are ignored by :func:`load_arrays`.
+Writes are atomic and never overwrite: the file is written under a temporary name in the same
+directory, flushed to disk, then hard-linked to the final name (``os.link`` fails when that name
+exists), so a process killed at any moment leaves no torn file, and an epoch file already there
+(an earlier run into the same directory) is never replaced: ``save_epoch`` raises
+``FileExistsError`` instead. Leftover temporary files (``.epoch_*.tmp``) of a killed writer are
+ignored by :func:`load_arrays`.
 
 Example:
     >>> from keras_saliency_monitor.arrays import load_arrays
@@ -30,7 +32,14 @@ import tempfile
 
 import numpy as np
 
-__all__ = ["ARRAYS_SUBDIR", "arrays_dir", "epoch_path", "load_arrays", "save_epoch"]
+__all__ = [
+    "ARRAYS_SUBDIR",
+    "arrays_dir",
+    "epoch_path",
+    "last_saved_epoch",
+    "load_arrays",
+    "save_epoch",
+]
 
 ARRAYS_SUBDIR = os.path.join("saliency", "arrays")  # relative to the run's log_dir
 _NAME = re.compile(r"^epoch_(\d+)\.npz$")
@@ -76,6 +85,7 @@ def save_epoch(log_dir, epoch: int, maps, /, **extra) -> str:
 
     Raises:
         ValueError, TypeError: invalid ``epoch``, ``maps`` or extra arrays.
+        FileExistsError: the epoch's file exists already (it is never overwritten).
         OSError: the directory or the file cannot be written (nothing is left behind).
 
     Example:
@@ -110,14 +120,33 @@ def save_epoch(log_dir, epoch: int, maps, /, **extra) -> str:
             np.savez_compressed(f, **payload)  # a file object: numpy adds no ".npz" suffix
             f.flush()
             _sync(f.fileno())
-        os.replace(tmp, final)
-    except BaseException:
+        _publish(tmp, final)
+    finally:
         try:
             os.unlink(tmp)
         except OSError:
             pass
-        raise
     return final
+
+
+def _publish(tmp: str, final: str) -> None:
+    """Gives the written file ``tmp`` its final name, atomically, unless that name exists."""
+    try:
+        os.link(tmp, final)  # atomic, and fails with FileExistsError instead of replacing
+        return
+    except FileExistsError:
+        raise FileExistsError(
+            f"{final!r} exists already: saved arrays are never overwritten. Use a new log_dir "
+            "or move the old run's arrays away."
+        ) from None
+    except OSError:
+        pass  # a file system without hard links (FAT, some network mounts): check, then rename
+    if os.path.exists(final):
+        raise FileExistsError(
+            f"{final!r} exists already: saved arrays are never overwritten. Use a new log_dir "
+            "or move the old run's arrays away."
+        )
+    os.replace(tmp, final)
 
 
 def load_arrays(log_dir) -> dict[int, dict[str, np.ndarray]]:
@@ -143,3 +172,13 @@ def load_arrays(log_dir) -> dict[int, dict[str, np.ndarray]]:
         with np.load(path, allow_pickle=False) as data:
             out[epoch] = {key: data[key] for key in data.files}
     return out
+
+
+def last_saved_epoch(log_dir) -> int | None:
+    """The largest epoch (step) saved under ``log_dir``, or None when nothing was saved."""
+    try:
+        names = os.listdir(arrays_dir(log_dir))
+    except OSError:
+        return None
+    epochs = [int(m.group(1)) for m in map(_NAME.match, names) if m]
+    return max(epochs, default=None)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import time
 import traceback
 import warnings
@@ -29,9 +30,14 @@ import numpy as np
 
 from keras_saliency_monitor import arrays, metrics, probes, render
 from keras_saliency_monitor.alarm import FocusAlarm
-from keras_saliency_monitor.checks import positive_int
+from keras_saliency_monitor.checks import positive_int, real_number
 from keras_saliency_monitor.explain import Explainer
-from keras_saliency_monitor.writer import BackgroundWorker, EventWriter
+from keras_saliency_monitor.writer import BackgroundWorker, EventWriter, last_step
+
+try:
+    import fcntl  # POSIX: one writer per events directory (see _lock_events_dir)
+except ImportError:  # pragma: no cover - Windows: no detection of a second writer
+    fcntl = None
 
 SUBDIR = "saliency"  # events go to <log_dir>/saliency, beside Keras TensorBoard's train/validation
 GRID_TAG = "saliency/overlays"  # one labelled grid per logged epoch
@@ -39,6 +45,7 @@ PROBES_TAG = "saliency/probes"  # the probes' overlay tiles, k images per step (
 INFO_TAG = "saliency/probes_info"  # text: which probes, their labels (first logged step)
 ALARM_TAG = "saliency/alarm"  # text: the shortcut alarm, when it fires
 FAULT_COLOR = (255, 0, 0)  # frame drawn around the overlay tile of a probe with a non-finite map
+LOCK_NAME = ".writer.lock"  # in <log_dir>/saliency: held by the one monitor writing there
 
 
 def _is_chief(environ=None) -> bool:
@@ -72,7 +79,7 @@ def _check_log_dir(log_dir):
     """Fail fast when ``log_dir`` or ``<log_dir>/saliency`` is a file or cannot be created.
 
     Nothing is created here: the nearest existing ancestor of the events directory must be a
-    writable directory.
+    writable directory. Returns the absolute path.
     """
     if not isinstance(log_dir, (str, os.PathLike)):
         raise TypeError(
@@ -80,6 +87,11 @@ def _check_log_dir(log_dir):
             f"os.PathLike), received {type(log_dir).__name__}."
         )
     log_dir = os.fspath(log_dir)
+    if not log_dir:
+        raise ValueError(
+            "Invalid value for argument `log_dir`: expected a directory path, received an empty "
+            'string. Pass e.g. log_dir="runs/exp1".'
+        )
     if "://" in log_dir:
         raise ValueError(
             f"Invalid value for argument `log_dir`: {log_dir!r} is a URL; events are written "
@@ -106,7 +118,26 @@ def _check_log_dir(log_dir):
             f"Invalid value for argument `log_dir`: {log_dir!r} cannot be created or written: no "
             f"write permission on {existing!r}. Pass a path under a writable directory."
         )
-    return log_dir
+    # Absolute now: an os.chdir during training must not split the run into two directories.
+    return os.path.abspath(log_dir)
+
+
+def _class_names(class_names):
+    """``class_names`` as a list of str (None stays None); a bare string is refused."""
+    if class_names is None:
+        return None
+    if isinstance(class_names, (str, bytes)):
+        raise TypeError(
+            "Invalid type for argument `class_names`: expected a sequence of names, one per "
+            f"class, received the string {class_names!r} (it would be split into letters). Pass "
+            f"e.g. class_names=[{class_names!r}, ...]."
+        )
+    if isinstance(class_names, (dict, set, frozenset)) or not hasattr(class_names, "__iter__"):
+        raise TypeError(
+            "Invalid type for argument `class_names`: expected a list or tuple of names in class "
+            f"order, received {type(class_names).__name__}. Pass e.g. class_names=['cat', 'dog']."
+        )
+    return [c.decode() if isinstance(c, bytes) else str(c) for c in class_names]
 
 
 def _frame(tiles, which, color=FAULT_COLOR):
@@ -202,8 +233,11 @@ class SaliencyMonitor(keras.callbacks.Callback):
         >>> model.fit(x, y, epochs=20, callbacks=[monitor])
     """
 
-    # Longest wait of the training thread for one write job; beyond it the writer counts as stuck.
+    # Longest wait of the training thread for one write job; beyond it the writer counts as stuck,
+    # and nothing is waited for any more in that fit.
     WRITE_TIMEOUT_SECONDS = 60.0
+    # Longest wait at the end of a fit whose writer has stalled (a last chance to close the file).
+    STALLED_END_SECONDS = 1.0
 
     def __init__(
         self,
@@ -240,22 +274,21 @@ class SaliencyMonitor(keras.callbacks.Callback):
         if _is_chief():
             self.log_dir = _check_log_dir(log_dir)
         elif isinstance(log_dir, (str, os.PathLike)):
-            self.log_dir = os.fspath(log_dir)  # never touched by a process that does not write
+            self.log_dir = os.path.abspath(log_dir)  # never touched by a non-writing process
         else:
             _check_log_dir(log_dir)  # raises the TypeError
         self.every_n_epochs = positive_int("every_n_epochs", every_n_epochs)
         self.explainer = Explainer(method, target, output, batch_size, **method_options)
         if display_fn is not None and not callable(display_fn):
-            raise TypeError("Invalid type for argument `display_fn`: expected a callable x -> x01.")
-        if not 0 <= alpha <= 1:
-            raise ValueError(
-                f"Invalid value for argument `alpha`: expected 0..1, received {alpha}."
+            raise TypeError(
+                "Invalid type for argument `display_fn`: expected a callable x -> images in "
+                f"[0, 1] (or None), received {type(display_fn).__name__}."
             )
-        if smoothing < 0:
-            raise ValueError(
-                "Invalid value for argument `smoothing`: expected sigma >= 0, received "
-                f"{smoothing}."
-            )
+        alpha = real_number("alpha", alpha, 0, 1, "an opacity in [0, 1]")
+        smoothing = real_number("smoothing", smoothing, 0, None, "a Gaussian sigma >= 0 (0: none)")
+        clip_percentile = real_number(
+            "clip_percentile", clip_percentile, 0, 100, "a percentile in (0, 100]"
+        )
         self.render_options = dict(
             clip_percentile=clip_percentile,
             sigma=smoothing,
@@ -269,13 +302,10 @@ class SaliencyMonitor(keras.callbacks.Callback):
                 "Invalid value for argument `max_grid_width`: expected at least 32 pixels, "
                 f"received max_grid_width={max_grid_width}."
             )
-        self.class_names = None if class_names is None else [str(c) for c in class_names]
-        if not (np.isfinite(pointing_tolerance) and pointing_tolerance >= 0):
-            raise ValueError(
-                "Invalid value for argument `pointing_tolerance`: expected pixels >= 0, received "
-                f"{pointing_tolerance!r}."
-            )
-        self.pointing_tolerance = float(pointing_tolerance)
+        self.class_names = _class_names(class_names)
+        self.pointing_tolerance = real_number(
+            "pointing_tolerance", pointing_tolerance, 0, None, "a distance in pixels >= 0"
+        )
         self.alarm = FocusAlarm(alarm_threshold, alarm_patience, alarm_warmup)
         self.stop_on_alarm = bool(stop_on_alarm)
         self.alarm_message = None  # the alarm's text once it fired in the current run
@@ -283,12 +313,14 @@ class SaliencyMonitor(keras.callbacks.Callback):
         self.background = bool(background)
         self.durable = bool(durable)
         self.strict = bool(strict)
-        self.probes = probes.select_probes(probe_data, num_probes, seed, masks)
-        if target == "label" and self.probes.labels is None:
-            raise ValueError(
-                'Invalid value for argument `target`: target="label" needs class labels; pass '
-                'probe_data=(x, y) or use target="predicted".'
-            )
+        self.probes = probes.select_probes(
+            probe_data,
+            num_probes,
+            seed,
+            masks,
+            class_names=self.class_names,
+            require_labels=isinstance(target, str) and target == "label",
+        )
         # Rendering the fixed probe images once checks display_fn, cmap and clip_percentile now,
         # not at the end of the first epoch.
         self._display, _ = render.render_overlays(
@@ -297,21 +329,29 @@ class SaliencyMonitor(keras.callbacks.Callback):
         self._backdrop = render.dim_grey(self._display)  # what the heat is drawn over
         self._writer = None
         self._worker = None
+        self._lock_file = None  # open, locked file in the events directory while a fit writes
+        self._last_step = None  # the largest step this monitor (or its log_dir) has logged
+        self._step_offset = None  # step - epoch in the current fit, fixed at its first epoch
         self._chief = True
         self._previous_ranked = None
         self._info_written = False
         self._stalled = False  # a write job outlived WRITE_TIMEOUT_SECONDS: stop waiting for it
         self._wait_seconds = []  # time the training thread waited for write jobs, per wait
-        self.history = {}  # epoch -> dict of the numbers logged at that epoch
+        self.history = {}  # step (the epoch, in a first fit) -> the numbers logged at it
         self.faults = {}  # kind -> [where, ...] in the current run
 
     # ---------------------------------------------------------------- Keras hooks
     def on_train_begin(self, logs=None):
+        self._check_image_model()
         self.explainer.bind(self.model, self.probes.x.shape[1:])
+        self._check_target()
         labels = self.probes.labels
         if labels is not None and self.explainer.head.num_classes is not None:
             self._check_labels(labels)
         self._chief = _is_chief()
+        # A fit that ended in an exception never reached on_train_end: release what it left.
+        self._release_writer(self.WRITE_TIMEOUT_SECONDS, "train begin")
+        self._step_offset = None
         if self._chief:
             events_dir = os.path.join(self.log_dir, SUBDIR)
             try:
@@ -321,10 +361,15 @@ class SaliencyMonitor(keras.callbacks.Callback):
                     f"Invalid value for argument `log_dir`: cannot create {events_dir!r} ({err}). "
                     "Pass a writable directory."
                 ) from None
-            if self._writer is None:
-                self._writer = EventWriter(events_dir)
-            if self._worker is None:
-                self._worker = BackgroundWorker(synchronous=not self.background)
+            self._lock_events_dir(events_dir)
+            # Continue after whatever this directory holds already (an earlier fit, a killed
+            # process), so that no step is ever reused and no arrays file overwritten.
+            for found in (last_step(events_dir), arrays.last_saved_epoch(self.log_dir)):
+                if found is not None and (self._last_step is None or found > self._last_step):
+                    self._last_step = found
+            # A new event file per fit: the previous fit closed its own.
+            self._writer = EventWriter(events_dir)
+            self._worker = BackgroundWorker(synchronous=not self.background)
         self._previous_ranked = None
         self._info_written = False
         self._stalled = False
@@ -339,13 +384,15 @@ class SaliencyMonitor(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         # The previous epoch's write had a whole epoch to finish: wait for what is left of it
         # (usually nothing) so that at most one epoch's events are ever in flight.
-        idle = self._wait_for_writes(0.0 if self._stalled else self.WRITE_TIMEOUT_SECONDS, epoch)
+        idle = self._wait_for_writes(self._write_timeout(), epoch)
+        step = self._step(epoch)
         if epoch % self.every_n_epochs:
             return
+        self._last_step = step  # consumed even if writing fails: a step is never reused
         try:
             explanation = self.explainer.explain(self.probes.x, self.probes.labels)
             numbers, per_probe = self._measure(explanation)
-            self.history[epoch] = numbers
+            self.history[step] = numbers
             if logs is not None:
                 logs.update(numbers)
             message = self._check_alarm(epoch, numbers, per_probe)
@@ -385,15 +432,31 @@ class SaliencyMonitor(keras.callbacks.Callback):
             self._fault("write", f"epoch {epoch}", err)
             return
         if self.durable:
-            self._wait_for_writes(self.WRITE_TIMEOUT_SECONDS, epoch)
+            self._wait_for_writes(self._write_timeout(), epoch)
 
     def on_train_end(self, logs=None):
-        self._wait_for_writes(self.WRITE_TIMEOUT_SECONDS, "train end")
-        if self._writer is not None:
-            try:
-                self._writer.flush()
-            except Exception as err:  # noqa: BLE001
-                self._fault("write", "flush at train end", err)
+        # Bounded whatever the disk does: at most WRITE_TIMEOUT_SECONDS in all (STALLED_END_SECONDS
+        # once a write has stalled), then the event file is closed on the worker thread, so a
+        # job stuck in the file system can hold neither this thread nor the process.
+        timeout = self._write_timeout(end=True)
+        start = time.monotonic()
+        try:
+            self._wait_for_writes(timeout, "train end")
+        finally:
+            left = max(0.0, timeout - (time.monotonic() - start))
+            self._release_writer(left, "train end")
+
+    def _step(self, epoch):
+        """The TensorBoard step (and ``save_arrays`` file number) of ``epoch`` in this fit.
+
+        ``epoch`` itself in a first fit (or with an ``initial_epoch`` after the last logged
+        step); a later fit into the same directory that starts at an epoch already logged
+        continues after the last logged step. Fixed at the fit's first epoch end.
+        """
+        if self._step_offset is None:
+            last = self._last_step
+            self._step_offset = 0 if last is None or epoch > last else last + 1 - epoch
+        return epoch + self._step_offset
 
     # ---------------------------------------------------------------- helpers
     def _check_labels(self, labels):
@@ -489,6 +552,7 @@ class SaliencyMonitor(keras.callbacks.Callback):
         the end hands everything to the operating system (and the disk) before the job counts as
         done.
         """
+        epoch = self._step(epoch)  # the step this epoch is written at (see _step)
         w = self._writer
         try:
             for key, value in numbers.items():
@@ -560,6 +624,137 @@ class SaliencyMonitor(keras.callbacks.Callback):
             )
         self._stalled = not idle
         return idle
+
+    def _write_timeout(self, end=False):
+        """How long the training thread may wait for the writer now.
+
+        WRITE_TIMEOUT_SECONDS until a write stalls; after that, nothing for the rest of the fit
+        (STALLED_END_SECONDS at its end), so one fit waits for a stuck disk at most once.
+        """
+        if "stalled" not in self.faults:
+            return self.WRITE_TIMEOUT_SECONDS
+        return min(self.STALLED_END_SECONDS, self.WRITE_TIMEOUT_SECONDS) if end else 0.0
+
+    def _release_writer(self, timeout, where):
+        """Close the event file and stop the worker thread, waiting ``timeout`` s at most.
+
+        The file is closed by a job on the worker thread, after the writes queued before it, so
+        this thread never blocks on a file held by a stuck write. A worker that does not finish
+        in time is abandoned (its daemon thread keeps its job; nothing waits for it, not even
+        interpreter exit). Afterwards no thread of ours refers to this callback, the model or
+        the file, and the events directory is unlocked for the next writer.
+        """
+        worker, writer = self._worker, self._writer
+        self._worker = self._writer = None
+        try:
+            if worker is None:
+                return
+            if writer is not None:
+                worker.submit(writer.close, job_name=f"closing the event file at {where}")
+            stopped = worker.shutdown(timeout)
+            for name, err, tb in worker.take_errors():
+                self._fault("write", name, err, tb)
+            if not stopped and not self._stalled:
+                self._stalled = True
+                self._fault(
+                    "stalled",
+                    where,
+                    TimeoutError(
+                        f"writing has not finished after {timeout:g} s; the event file is left "
+                        "to a background thread and closed if the disk comes back"
+                    ),
+                )
+        finally:
+            self._unlock_events_dir()
+
+    def _lock_events_dir(self, events_dir):
+        """Refuse a second writer in ``events_dir``: another monitor, here or in another process.
+
+        Two writers would put their events under the same tags and steps, indistinguishable.
+        The lock (``flock`` on ``<log_dir>/saliency/.writer.lock``) lives from ``on_train_begin``
+        to ``on_train_end``; the kernel drops it when a process dies, so a killed run never
+        blocks the next one. Where ``flock`` is missing or unsupported there is no detection.
+        """
+        if fcntl is None or self._lock_file is not None:
+            return
+        path = os.path.join(events_dir, LOCK_NAME)
+        try:
+            lock_file = open(path, "a+")  # noqa: SIM115 - held open until on_train_end
+        except OSError:
+            return  # could not even create the file: the writer will report the real problem
+        try:
+            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock_file.seek(0)
+            holder = lock_file.read(200).strip() or "unknown"
+            lock_file.close()
+            raise ValueError(
+                f"Invalid value for argument `log_dir`: {events_dir!r} is being written by another "
+                f"SaliencyMonitor ({holder}); two writers in one directory would mix their "
+                "images under the same tags and steps. Give each monitor its own log_dir (e.g. "
+                "runs/exp1/vanilla and runs/exp1/gradcam), or let the other fit end first."
+            ) from None
+        except OSError:
+            lock_file.close()  # a file system without locks (some network mounts)
+            return
+        try:
+            lock_file.seek(0)
+            lock_file.truncate()
+            lock_file.write(f"process {os.getpid()} on {socket.gethostname()}\n")
+            lock_file.flush()
+        except OSError:
+            pass  # the holder's name is only for the message
+        self._lock_file = lock_file
+
+    def _unlock_events_dir(self):
+        lock_file, self._lock_file = self._lock_file, None
+        if lock_file is not None:
+            try:
+                lock_file.close()  # closing drops the flock
+            except OSError:
+                pass
+
+    def _check_image_model(self):
+        """Fail fast, with the right fix, for a model whose input is not an image (H, W, C)."""
+        try:
+            inputs = self.model.inputs
+        except (AttributeError, ValueError):
+            return  # a subclassed model not built yet: the bind checks it on the first call
+        if not inputs or len(inputs) != 1 or len(inputs[0].shape) == 4:
+            return  # several inputs: the bind explains what is supported
+        shape = tuple(inputs[0].shape[1:])
+        raise ValueError(
+            "Invalid value for argument `probe_data`: probes are images of shape "
+            f"{self.probes.x.shape[1:]} but the model takes inputs of shape {shape}, not images "
+            "(H, W, C). SaliencyMonitor explains image models; for a model on vectors or "
+            "sequences use compute_attributions on its inputs instead."
+        )
+
+    def _check_target(self):
+        """Call a callable ``target`` once on zero logits, so that a broken one fails now.
+
+        Otherwise its error would surface only inside the compiled gradient at the end of the
+        first epoch, as a warning opening with a graph traceback.
+        """
+        target = self.explainer.target
+        if not callable(target):
+            return
+        width = self.explainer.head.num_outputs
+        try:
+            scores = np.asarray(keras.ops.convert_to_numpy(target(keras.ops.zeros((2, width)))))
+        except Exception as err:  # noqa: BLE001 - any error of the user's function
+            raise ValueError(
+                "Invalid value for argument `target`: the target callable failed on logits of "
+                f"shape (2, {width}) with {type(err).__name__}: {err}. It must map (N, "
+                f"{width}) logits to (N,) scores with keras.ops, e.g. "
+                "target=lambda z: z[:, 0]."
+            ) from err
+        if scores.size != 2:
+            raise ValueError(
+                "Invalid value for argument `target`: the target callable must map (N, "
+                f"{width}) logits to (N,) scores, one per example; for N=2 it returned shape "
+                f"{scores.shape}. E.g. target=lambda z: z[:, 0]."
+            )
 
     def _report_write_errors(self):
         if self._worker is None:

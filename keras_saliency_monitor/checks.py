@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 
@@ -23,3 +25,33 @@ def positive_int(name: str, value) -> int:
             f"{name}={value}."
         )
     return int(value)
+
+
+def real_number(name: str, value, low=None, high=None, what="a number") -> float:
+    """Return ``value`` as a float in ``[low, high]``, or raise naming the argument ``name``.
+
+    Args:
+        name: the argument's name, for the message.
+        value: what was passed.
+        low, high: inclusive bounds, or None for no bound.
+        what: the expectation in words, e.g. "an opacity in [0, 1]".
+
+    Raises:
+        TypeError: for anything but a real number (a str such as "0.5", None and bool included).
+        ValueError: for NaN, infinity or a number outside the bounds.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(
+            f"Invalid type for argument `{name}`: expected {what}, received "
+            f"{name}={value!r} of type {type(value).__name__}. Pass a number, e.g. {name}=1."
+        )
+    number = float(value)
+    if (
+        not math.isfinite(number)
+        or (low is not None and number < low)
+        or (high is not None and number > high)
+    ):
+        raise ValueError(
+            f"Invalid value for argument `{name}`: expected {what}, received {name}={value!r}."
+        )
+    return number

@@ -53,7 +53,7 @@ from tensorboard.plugins.scalar import metadata as scalar_metadata
 from tensorboard.plugins.text import metadata as text_metadata
 from tensorboard.util import tensor_util
 
-__all__ = ["BackgroundWorker", "EventWriter", "JobError"]
+__all__ = ["BackgroundWorker", "EventWriter", "JobError", "last_step"]
 
 # PNG settings, measured on a 1024x1024 RGB grid of photo + heatmap overlays (CPU ms / MB, 2 busy
 # cores): zlib level 6 (Pillow's default) 400 / 1.85; level 1 190 / 2.06; level 1 with the Z_RLE
@@ -67,8 +67,11 @@ _PNG_ZLIB_STRATEGY = 3  # zlib.Z_RLE
 # DirectoryWatcher reads the files of a run in lexicographic order and never goes back.
 _FILE_COUNTER = itertools.count()
 
-# Longest wait at interpreter exit for queued background jobs before giving up with a warning.
-_EXIT_TIMEOUT_SECONDS = 120.0
+# Longest wait at interpreter exit, for all workers together, before giving up with a warning: a
+# stuck file system must not keep the process alive. Abandoned workers are not waited for at all.
+_EXIT_TIMEOUT_SECONDS = 30.0
+# Longest wait at interpreter exit for an event file's lock: a job stuck in a write holds it.
+_EXIT_LOCK_SECONDS = 1.0
 
 # fdatasync skips the timestamp update that fsync also writes; both wait for the data.
 _sync = getattr(os, "fdatasync", os.fsync)
@@ -281,6 +284,73 @@ def _check_step(step: Any) -> int:
         ) from None
 
 
+def _varint(buf: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = buf[pos]
+        value |= (byte & 0x7F) << shift
+        pos += 1
+        if not byte & 0x80:
+            return value, pos
+        shift += 7
+
+
+def _event_step(payload_head: bytes) -> int | None:
+    """The step of a serialized Event from its first bytes, or None for a file's header event.
+
+    Proto serializers write fields in number order: wall_time (1, fixed64) then step (2, varint),
+    so the step is found without reading (or parsing) the image payload behind it.
+    """
+    pos = 9 if payload_head[:1] == b"\x09" else 0  # tag 1, wire type 1: 8 bytes of wall_time
+    tag = payload_head[pos : pos + 1]
+    if tag in (b"", b"\x1a"):  # nothing else, or file_version (3): the file's header event
+        return None
+    if tag != b"\x10":  # tag 2, wire type 0; proto3 leaves out a step of 0
+        return 0
+    step, _ = _varint(payload_head, pos + 1)
+    return step - (1 << 64) if step >= 1 << 63 else step
+
+
+def last_step(logdir: str | os.PathLike) -> int | None:
+    """The largest step of any event in the event files of `logdir`, or None when there is none.
+
+    Reads only each record's length and the first bytes of its payload (it seeks over images), so
+    it costs little even for a long run. A torn record at the end of a file (a killed writer) ends
+    that file.
+    """
+    logdir = os.fspath(logdir)
+    try:
+        names = [n for n in os.listdir(logdir) if "tfevents" in n]
+    except OSError:
+        return None
+    best = None
+    for name in names:
+        try:
+            with open(os.path.join(logdir, name), "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                while True:
+                    header = f.read(12)
+                    if len(header) < 12:
+                        break
+                    (length,) = struct.unpack("<Q", header[:8])
+                    start = f.tell()
+                    if start + length + 4 > size:
+                        break
+                    head = f.read(min(length, 32))
+                    try:
+                        step = _event_step(head)
+                    except IndexError:
+                        step = None  # fields in another order: parse the whole event
+                        f.seek(start)
+                        step = event_pb2.Event.FromString(f.read(length)).step
+                    if step is not None and (best is None or step > best):
+                        best = step
+                    f.seek(start + length + 4)
+        except OSError:
+            continue
+    return best
+
+
 # --------------------------------------------------------------------------------------------------
 # EventWriter
 # --------------------------------------------------------------------------------------------------
@@ -417,28 +487,49 @@ class EventWriter:
         meta = text_metadata.create_summary_metadata(display_name=None, description=description)
         self._write(tag, tensor, meta, step)
 
-    def flush(self) -> None:
+    def flush(self, timeout: float | None = None) -> bool:
         """Hands all buffered events to the operating system (and to the disk, with `fsync`).
 
         Afterwards they survive the process being killed, even by SIGKILL.
 
+        Args:
+            timeout: Seconds to wait at most for another thread's write in progress (a write
+                stuck on a hung file system holds the file). Defaults to `None` (no limit).
+
+        Returns:
+            True, or False when `timeout` passed first (nothing was done).
+
         Raises:
             OSError: The file cannot be written (disk full, ...). The next write opens a new file.
         """
-        with self._lock:
+        if not self._lock.acquire(timeout=-1 if timeout is None else timeout):
+            return False
+        try:
             self._flush_locked()
+        finally:
+            self._lock.release()
+        return True
 
-    def close(self) -> None:
+    def close(self, timeout: float | None = None) -> bool:
         """Flushes and closes the event file. Idempotent; a later write starts a new event file.
 
+        Args:
+            timeout: As in `flush`. Defaults to `None` (no limit).
+
+        Returns:
+            True, or False when `timeout` passed first (the file stays open).
+
         Raises:
-            OSError: The last buffered events cannot be written.
+            OSError: The last buffered events cannot be written (the file is closed anyway).
         """
-        with self._lock:
-            try:
-                self._flush_locked()
-            finally:
-                self._discard_file_locked()
+        if not self._lock.acquire(timeout=-1 if timeout is None else timeout):
+            return False
+        try:
+            self._flush_locked()
+        finally:
+            self._discard_file_locked()
+            self._lock.release()
+        return True
 
     def __enter__(self) -> EventWriter:
         return self
@@ -587,6 +678,7 @@ class BackgroundWorker:
         self._pending = 0
         self._errors: list[JobError] = []
         self._thread: threading.Thread | None = None
+        self._abandoned = False  # see abandon()
         _LIVE_WORKERS.add(self)
 
     @property
@@ -702,12 +794,43 @@ class BackgroundWorker:
     def __exit__(self, *exc_info: Any) -> None:
         self.close()
 
+    def abandon(self) -> None:
+        """Gives up on the jobs still running or queued: they may finish later, or never.
+
+        For a worker stuck on a hung file system: its daemon thread is left alone, nothing waits
+        for it any more (neither `shutdown` nor interpreter exit), and the process can exit.
+        """
+        self._abandoned = True
+
+    def shutdown(self, timeout: float) -> bool:
+        """Stops the thread if every job finishes within `timeout` seconds, else abandons it.
+
+        Never waits longer than `timeout` (plus the thread's own exit) and never raises; the jobs'
+        errors stay for `take_errors()`.
+
+        Returns:
+            True when the thread was stopped, False when it was abandoned.
+        """
+        if self._abandoned or not self.wait(timeout):
+            self.abandon()
+            return False
+        with self._lifecycle:
+            thread, self._thread = self._thread, None
+            if thread is not None and thread.is_alive():
+                self._queue.put(_STOP)
+        if thread is not None:
+            thread.join(timeout + 1.0)  # the queue is empty: it only has to return
+        return True
+
     def _loop(self) -> None:
         while True:
             item = self._queue.get()
             if item is _STOP:
                 return
             self._run_job(*item)
+            # An idle thread must not keep its last job (and so the callback and the model that
+            # the job's bound method reaches) alive until the next job arrives.
+            item = None
 
     def _run_job(self, name: str, fn: Callable[..., Any], args: tuple, kwargs: dict) -> None:
         try:
@@ -732,11 +855,12 @@ _LIVE_WRITERS: weakref.WeakSet[EventWriter] = weakref.WeakSet()
 
 
 def _finish_at_exit() -> None:
+    deadline = time.monotonic() + _EXIT_TIMEOUT_SECONDS
     for worker in list(_LIVE_WORKERS):
-        if worker.pending == 0 and not worker._errors:
+        if worker._abandoned or (worker.pending == 0 and not worker._errors):
             continue
         try:
-            errors = worker.drain(_EXIT_TIMEOUT_SECONDS)
+            errors = worker.drain(max(0.0, deadline - time.monotonic()))
         except TimeoutError as exc:
             warnings.warn(
                 f"keras_saliency_monitor: gave up on background jobs at exit: {exc}", stacklevel=1
@@ -750,7 +874,12 @@ def _finish_at_exit() -> None:
             )
     for writer in list(_LIVE_WRITERS):
         try:
-            writer.flush()
+            if not writer.flush(timeout=_EXIT_LOCK_SECONDS):
+                warnings.warn(
+                    f"keras_saliency_monitor: gave up on flushing {writer!r} at exit: a write "
+                    "is stuck (hung file system?)",
+                    stacklevel=1,
+                )
         except OSError as exc:
             warnings.warn(
                 f"keras_saliency_monitor: could not flush {writer!r} at exit: {exc}", stacklevel=1

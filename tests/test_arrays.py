@@ -30,11 +30,14 @@ def test_round_trip_is_exact_float32_with_extras(tmp_path):
     assert sorted(os.listdir(arrays.arrays_dir(tmp_path))) == ["epoch_0007.npz", "epoch_0012.npz"]
 
 
-def test_overwrite_same_epoch_and_empty_dir(tmp_path):
-    assert arrays.load_arrays(tmp_path) == {}
+def test_never_overwrites_an_epoch_and_empty_dir(tmp_path):
+    assert arrays.load_arrays(tmp_path) == {} and arrays.last_saved_epoch(tmp_path) is None
     arrays.save_epoch(tmp_path, 0, np.zeros((1, 2, 2)))
-    arrays.save_epoch(tmp_path, 0, np.ones((1, 2, 2)))  # a second fit over the same log dir
-    np.testing.assert_array_equal(arrays.load_arrays(tmp_path)[0]["maps"], np.ones((1, 2, 2)))
+    with pytest.raises(FileExistsError, match="never overwritten"):
+        arrays.save_epoch(tmp_path, 0, np.ones((1, 2, 2)))  # a second fit over the same log dir
+    np.testing.assert_array_equal(arrays.load_arrays(tmp_path)[0]["maps"], np.zeros((1, 2, 2)))
+    assert os.listdir(arrays.arrays_dir(tmp_path)) == ["epoch_0000.npz"]  # no temporary left
+    assert arrays.last_saved_epoch(tmp_path) == 0
 
 
 @pytest.mark.parametrize(
