@@ -330,6 +330,7 @@ class SaliencyMonitor(keras.callbacks.Callback):
         self._writer = None
         self._worker = None
         self._lock_file = None  # open, locked file in the events directory while a fit writes
+        self._releasing = False  # _release_writer is running (strict faults inside it)
         self._last_step = None  # the largest step this monitor (or its log_dir) has logged
         self._step_offset = None  # step - epoch in the current fit, fixed at its first epoch
         self._chief = True
@@ -766,6 +767,15 @@ class SaliencyMonitor(keras.callbacks.Callback):
         """A fault during training: raise in strict mode, else warn once per kind and run."""
         self.faults.setdefault(kind, []).append(where)
         if self.strict:
+            # The error ends fit, and Keras then skips on_train_end: release the writer here.
+            if self._worker is not None and not self._releasing:
+                self._releasing = True
+                try:
+                    self._release_writer(self._write_timeout(end=True), where)
+                except Exception:  # noqa: BLE001, S110 - the first error is the one raised
+                    pass
+                finally:
+                    self._releasing = False
             raise err
         if len(self.faults[kind]) > 1:
             return

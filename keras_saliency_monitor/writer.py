@@ -801,6 +801,13 @@ class BackgroundWorker:
         for it any more (neither `shutdown` nor interpreter exit), and the process can exit.
         """
         self._abandoned = True
+        with self._lifecycle:
+            thread, self._thread = self._thread, None
+            if thread is not None and thread.is_alive():
+                try:  # the thread ends (and lets go of everything) once its jobs are done
+                    self._queue.put_nowait(_STOP)
+                except queue.Full:
+                    pass
 
     def shutdown(self, timeout: float) -> bool:
         """Stops the thread if every job finishes within `timeout` seconds, else abandons it.
