@@ -81,6 +81,14 @@ def _images_in_a_list(data) -> bool:
     return len(shape) == 2 and isinstance(data, list) and len(data) > 2
 
 
+def _ragged_images(data) -> bool:
+    """A list or tuple of single images (H, W, C) of different sizes, not (x, y)."""
+    if not isinstance(data, (list, tuple)) or len(data) < 2:
+        return False
+    shapes = [np.shape(item) for item in data]
+    return all(len(s) == 3 and s[-1] in _CHANNELS for s in shapes) and len(set(shapes)) > 1
+
+
 def _is_iterator(data) -> bool:
     return hasattr(data, "__next__") or inspect.isgenerator(data)
 
@@ -193,7 +201,7 @@ def _labels(y, n, class_names=None) -> _Labels:
     if y.ndim == 0 or len(y) != n:
         count = "a scalar" if y.ndim == 0 else f"{len(y)} labels"
         raise _bad("probe_data", f"as many labels as images ({n})", f"received {count}")
-    example = y.reshape(n, -1)[0, 0] if y.size else None
+    example = y.reshape(n, -1)[0, 0].item() if y.size else None  # a Python scalar, for messages
     if y.dtype.kind in "USO":
         return _Labels(_string_ids(y, class_names), "classes", example)
     if y.ndim == 2 and y.shape[1] > 1 and y.dtype.kind in "biuf":
@@ -474,22 +482,29 @@ def _mask_array(masks, px, py, idx, pool_size, argument="masks"):
             f"Invalid type for argument `{argument}`: expected boolean or numeric masks, "
             f"received dtype {out.dtype}."
         )
+    # Every mask given is checked (not only the drawn ones), in slices of about 64 MB.
+    positions = idx if callable(masks) else np.arange(len(out))
+    step = max(1, (64 << 20) // max(1, out[0].nbytes))
+    low, high = np.inf, -np.inf
+    for first in range(0, len(out), step):
+        chunk = out[first : first + step].reshape(-1, h * w)
+        if chunk.dtype.kind == "f":
+            nan = np.flatnonzero(np.isnan(chunk).any(axis=1))
+            if nan.size:
+                raise _bad(
+                    argument,
+                    "boolean masks or floats in [0, 1] with no NaN",
+                    f"received NaN in the masks of example(s) "
+                    f"{positions[nan + first][:10].tolist()} of probe_data",
+                )
+        low, high = min(low, chunk.min()), max(high, chunk.max())
+    if not (low >= 0 and high <= 1):
+        raise _bad(
+            argument, "boolean masks or floats in [0, 1]", f"received values in [{low}, {high}]"
+        )
     chosen = out if callable(masks) else out[idx]
     chosen = np.ascontiguousarray(chosen, dtype=np.float32)
     flat = chosen.reshape(len(chosen), -1)
-    nan = np.flatnonzero(np.isnan(flat).any(axis=1))
-    if nan.size:
-        raise _bad(
-            argument,
-            "boolean masks or floats in [0, 1] with no NaN",
-            f"received NaN in the masks of example(s) {idx[nan][:10].tolist()} of probe_data",
-        )
-    if not (flat.min() >= 0 and flat.max() <= 1):
-        raise _bad(
-            argument,
-            "boolean masks or floats in [0, 1]",
-            f"received values in [{flat.min()}, {flat.max()}]",
-        )
     empty = np.flatnonzero(flat.max(axis=1) == 0)
     if len(empty) == len(chosen):
         raise _bad(
@@ -514,6 +529,13 @@ def _array_probes(probe_data, num_probes, seed, class_names):
     """(positions, probe x, raw y, _Labels of the probes, pool size) from in-memory arrays."""
     if _images_in_a_list(probe_data):
         x, y = np.stack([np.asarray(item) for item in probe_data]), None
+    elif _ragged_images(probe_data):
+        shapes = sorted({np.shape(item) for item in probe_data})
+        raise TypeError(
+            "Invalid type for argument `probe_data`: received a list of images of different "
+            f"shapes {shapes[:4]} (ragged). Resize them to one size and stack them into one "
+            "array (N, H, W, C)."
+        )
     else:
         x, y = _split(probe_data)
         if isinstance(x, (list, tuple)) and _images_in_a_list(x):

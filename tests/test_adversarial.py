@@ -1,0 +1,655 @@
+"""Adversarial inputs and faults: one table, plus a stuck disk, leaks and a reused log directory.
+
+Each row of the table is a bad input or a fault:
+
+- ``init``: ``SaliencyMonitor(...)`` raises, with the argument named in the message;
+- ``begin``: the monitor is accepted without a model, and ``fit`` raises before its first batch;
+- ``fault``: something breaks during training; ``fit`` returns, and the row checks what was kept.
+"""
+
+from __future__ import annotations
+
+import gc
+import io
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import warnings
+import weakref
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_saliency_monitor import SaliencyMonitor, arrays, render, writer
+from keras_saliency_monitor.callback import GRID_TAG
+
+from .helpers import read_images, read_scalars, tiny_cnn, tiny_data
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_X, _Y = tiny_data(12)  # (12, 12, 12, 3) images of 3 classes
+_THREAD = "keras-saliency-monitor-writer"
+
+
+class CountBatches(keras.callbacks.Callback):
+    """Counts trained batches: a fail-fast error must come before the first one."""
+
+    def __init__(self):
+        super().__init__()
+        self.batches = 0
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.batches += 1
+
+
+class AtEpoch(keras.callbacks.Callback):
+    """Runs ``fn()`` at the beginning of the given epochs (a fault injector)."""
+
+    def __init__(self, epochs, fn):
+        super().__init__()
+        self.epochs, self.fn = set(epochs), fn
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch in self.epochs:
+            self.fn(self.model)
+
+
+@pytest.fixture(scope="module")
+def _compiled_model():
+    model = tiny_cnn()
+    x, y = tiny_data()
+    model.fit(x, y, epochs=1, batch_size=16, verbose=0)  # traced once for the module
+    state = [v.numpy() for v in model.variables + model.optimizer.variables]
+    return model, state
+
+
+@pytest.fixture
+def model(_compiled_model):
+    """The module's model with its weights and optimizer state as at the start."""
+    model, state = _compiled_model
+    for variable, value in zip(model.variables + model.optimizer.variables, state):
+        variable.assign(value)
+    return model
+
+
+def _fit(model, monitor, epochs=3, extra=(), **kwargs):
+    x, y = tiny_data()
+    return model.fit(
+        x, y, epochs=epochs, batch_size=16, verbose=0, callbacks=[*extra, monitor], **kwargs
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Inputs for the rows
+# --------------------------------------------------------------------------------------------------
+
+
+def _nan_masks():
+    masks = np.ones((12, 12, 12), "float32")
+    masks[4, 3, 3] = np.nan
+    return masks
+
+
+def _failing_mask(x, y):
+    return {"cat": np.ones(x.shape[:2])}[y]  # KeyError: y is an int
+
+
+def _generator():
+    yield _X[0], _Y[0]
+
+
+def _dict_dataset():
+    return tf.data.Dataset.from_tensor_slices(({"image": _X}, _Y)).batch(4)
+
+
+def _empty_dataset():
+    return tf.data.Dataset.from_tensor_slices((_X[:0], _Y[:0]))
+
+
+def _float_labels():
+    return _Y.astype("float32") + 0.37  # regression targets, not class ids
+
+
+def _strings(names):
+    return np.asarray(names)[_Y % len(names)]
+
+
+def _dense_model():
+    model = keras.Sequential([keras.Input((20,)), keras.layers.Dense(3, activation="softmax")])
+    model.compile("adam", "sparse_categorical_crossentropy")
+    return model
+
+
+def _init(id, kwargs, error, argument, match=None):
+    return pytest.param("init", kwargs, error, argument, match, id=id)
+
+
+def _begin(id, kwargs, error, argument, match=None):
+    return pytest.param("begin", kwargs, error, argument, match, id=id)
+
+
+BAD_INPUTS = [
+    # Numbers given as strings or None: named, not a raw comparison error.
+    _init("alpha-str", {"alpha": "0.5"}, TypeError, "alpha", r"alpha='0.5'.*Pass a number"),
+    _init("alpha-above-1", {"alpha": 1.5}, ValueError, "alpha", r"\[0, 1\]"),
+    _init("alpha-nan", {"alpha": float("nan")}, ValueError, "alpha"),
+    _init("smoothing-none", {"smoothing": None}, TypeError, "smoothing", "smoothing=None"),
+    _init("smoothing-negative", {"smoothing": -1.0}, ValueError, "smoothing", ">= 0"),
+    _init("clip_percentile-str", {"clip_percentile": "99"}, TypeError, "clip_percentile"),
+    _init("pointing_tolerance-str", {"pointing_tolerance": "1"}, TypeError, "pointing_tolerance"),
+    _init("pointing_tolerance-neg", {"pointing_tolerance": -2}, ValueError, "pointing_tolerance"),
+    _init("max_grid_width-small", {"max_grid_width": 8}, ValueError, "max_grid_width"),
+    _init("display_fn-not-callable", {"display_fn": 3}, TypeError, "display_fn"),
+    _init("num_probes-zero", {"num_probes": 0}, ValueError, "num_probes"),
+    _init("num_probes-str", {"num_probes": "4"}, TypeError, "num_probes"),
+    _init("every_n_epochs-zero", {"every_n_epochs": 0}, ValueError, "every_n_epochs"),
+    _init("batch_size-zero", {"batch_size": 0}, ValueError, "batch_size"),
+    _init("method-unknown", {"method": "lime"}, ValueError, "method"),
+    _init("target-unknown-str", {"target": "labels"}, ValueError, "target"),
+    _init("target-float", {"target": 1.5}, TypeError, "target"),
+    # class_names: a bare string would be split into letters.
+    _init("class_names-str", {"class_names": "cat"}, TypeError, "class_names", "split into"),
+    _init("class_names-dict", {"class_names": {0: "cat"}}, TypeError, "class_names", "order"),
+    # log_dir.
+    _init("log_dir-int", {"log_dir": 7}, TypeError, "log_dir"),
+    _init("log_dir-empty", {"log_dir": ""}, ValueError, "log_dir", "empty"),
+    _init("log_dir-url", {"log_dir": "s3://bucket/run"}, ValueError, "log_dir", "URL"),
+    # probe_data shapes and kinds.
+    _init("probe_data-none", {"probe_data": None}, ValueError, "probe_data"),
+    _init(
+        "probe_data-single-image",
+        {"probe_data": _X[0]},
+        ValueError,
+        "probe_data",
+        r"single image of shape \(12, 12, 3\).*x\[None\]",
+    ),
+    _init(
+        "probe_data-generator",
+        {"probe_data": "GENERATOR"},
+        TypeError,
+        "probe_data",
+        "generator.*tf.data",
+    ),
+    _init(
+        "probe_data-dict-dataset", {"probe_data": "DICT_DATASET"}, TypeError, "probe_data", "dict"
+    ),
+    _init(
+        "probe_data-dict-inputs",
+        {"probe_data": ({"image": _X}, _Y)},
+        TypeError,
+        "probe_data",
+        r"dict.*d\['image'\]",
+    ),
+    _init(
+        "probe_data-ragged-list",
+        {"probe_data": [_X[0], _X[1, :8], _X[2, :5]]},
+        TypeError,
+        "probe_data",
+        "ragged",
+    ),
+    _init("probe_data-empty-dataset", {"probe_data": "EMPTY_DATASET"}, ValueError, "probe_data"),
+    _init(
+        "probe_data-label-count",
+        {"probe_data": (_X, _Y[:5])},
+        ValueError,
+        "probe_data",
+        "as many labels as images",
+    ),
+    _init(
+        "probe_data-nan-image",
+        {"probe_data": (np.where(np.arange(12)[:, None, None, None] == 2, np.nan, _X), _Y)},
+        ValueError,
+        "probe_data",
+        r"NaN or inf in image\(s\) \[2\]",
+    ),
+    # Labels.
+    _init(
+        "target-label-float-labels",
+        {"probe_data": (_X, _float_labels()), "target": "label"},
+        ValueError,
+        "target",
+        r"not class ids \(e\.g\. 0\.37",
+    ),
+    _init(
+        "target-label-no-labels",
+        {"probe_data": _X, "target": "label"},
+        ValueError,
+        "target",
+        "has none",
+    ),
+    _init(
+        "string-labels-without-class_names",
+        {"probe_data": (_X, _strings(["cat", "dog", "emu"]))},
+        ValueError,
+        "class_names",
+        "string labels",
+    ),
+    _init(
+        "string-labels-not-in-class_names",
+        {"probe_data": (_X, _strings(["cat", "dog", "emu"])), "class_names": ["cat", "dog"]},
+        ValueError,
+        "class_names",
+        r"\['emu'\]",
+    ),
+    # Masks.
+    _init("masks-nan", {"masks": _nan_masks()}, ValueError, "masks", "NaN in the masks"),
+    _init("masks-above-1", {"masks": np.full((12, 12, 12), 2.0)}, ValueError, "masks", r"\[0, 1\]"),
+    _init(
+        "masks-all-empty",
+        {"masks": np.zeros((12, 12, 12), bool)},
+        ValueError,
+        "masks",
+        "all-zero masks for every drawn probe",
+    ),
+    _init(
+        "masks-normalised-boxes",
+        {"masks": np.tile([[0.2, 0.2, 0.7, 0.7]], (12, 1))},
+        ValueError,
+        "masks",
+        r"normalised.*boxes \* \[12, 12, 12, 12\]",
+    ),
+    _init(
+        "masks-callable-fails",
+        {"masks": _failing_mask},
+        ValueError,
+        "masks",
+        "mask callable raised KeyError",
+    ),
+    _init("masks-wrong-count", {"masks": np.ones((5, 12, 12))}, ValueError, "masks"),
+    # Needs the model: raised in on_train_begin, before the first batch.
+    _begin(
+        "model-1d-input",
+        {"model": "DENSE"},
+        ValueError,
+        "probe_data",
+        r"shape \(20,\), not images",
+    ),
+    _begin(
+        "target-callable-raises",
+        {"target": lambda z: z[:, 99] if z.shape[1] > 99 else {}["score"]},
+        ValueError,
+        "target",
+        "target callable failed.*KeyError",
+    ),
+    _begin(
+        "target-callable-shape",
+        {"target": lambda z: z},
+        ValueError,
+        "target",
+        r"returned shape \(2, 3\)",
+    ),
+    _begin("target-class-range", {"target": 9}, ValueError, "target", "out of range"),
+    _begin(
+        "probe_data-shape-mismatch",
+        {"probe_data": (_X[:, :10, :10], _Y)},
+        ValueError,
+        "probe_data",
+        "input shape",
+    ),
+    _begin(
+        "log_dir-second-writer",
+        {"log_dir": "SHARED"},
+        ValueError,
+        "log_dir",
+        "being written by another SaliencyMonitor",
+    ),
+]
+
+
+def _resolve(kwargs, tmp_path):
+    kwargs = dict(kwargs)
+    special = {
+        "GENERATOR": _generator,
+        "DICT_DATASET": _dict_dataset,
+        "EMPTY_DATASET": _empty_dataset,
+    }
+    if isinstance(kwargs.get("probe_data"), str) and kwargs["probe_data"] in special:
+        kwargs["probe_data"] = special[kwargs["probe_data"]]()
+    return {"log_dir": tmp_path / "run", "probe_data": (_X, _Y), "num_probes": 4, **kwargs}
+
+
+@pytest.mark.parametrize("when, kwargs, error, argument, match", BAD_INPUTS)
+def test_bad_input_is_refused_before_training(
+    tmp_path, model, when, kwargs, error, argument, match
+):
+    kwargs = _resolve(kwargs, tmp_path)
+    if when == "init":
+        with pytest.raises(error, match=match) as info:
+            SaliencyMonitor(**kwargs)
+        assert f"`{argument}`" in str(info.value)
+        assert not os.path.exists(tmp_path / "run")  # a refused monitor creates nothing
+        return
+    if kwargs.pop("model", None) == "DENSE":
+        model = _dense_model()
+    extra = []
+    if kwargs["log_dir"] == "SHARED":
+        kwargs["log_dir"] = tmp_path / "run"
+        extra = [SaliencyMonitor(tmp_path / "run", (_X, _Y), num_probes=4)]  # the first writer
+    monitor = SaliencyMonitor(**kwargs)  # accepted without a model
+    count = CountBatches()
+    x = np.zeros((16, 20), "float32") if model.inputs[0].shape[1:] == (20,) else _X
+    y = np.zeros(len(x), "int32")
+    with pytest.raises(error, match=match) as info:
+        model.fit(x, y, epochs=1, verbose=0, callbacks=[*extra, monitor, count])
+    assert f"`{argument}`" in str(info.value)
+    assert count.batches == 0
+    for m in extra:
+        m.on_train_end()  # the first writer's fit never got to its end
+
+
+# --------------------------------------------------------------------------------------------------
+# Faults during training: fit returns; the row checks what was kept.
+# --------------------------------------------------------------------------------------------------
+
+
+def _sync_fails_once(monkeypatch, tmp_path, model):
+    sync, calls = writer._sync, []
+
+    def failing(fd):
+        calls.append(fd)
+        if len(calls) == 2:
+            raise OSError(5, "injected I/O error")
+        sync(fd)
+
+    monkeypatch.setattr(writer, "_sync", failing)
+    monitor = SaliencyMonitor(tmp_path, (_X, _Y), num_probes=4, durable=True)
+    history = _fit(model, monitor, epochs=4)
+    run = os.path.join(tmp_path, "saliency")
+    assert len(history.history["loss"]) == 4
+    assert monitor.faults == {"write": ["writing epoch 1"]}
+    assert {0, 2, 3} <= set(read_images(run, GRID_TAG))  # epoch 1's file was dropped at most
+
+
+def _render_fails_once(monkeypatch, tmp_path, model):
+    make_grid, calls = render.make_grid, []
+
+    def failing(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("injected")
+        return make_grid(*args, **kwargs)
+
+    monkeypatch.setattr(render, "make_grid", failing)
+    monitor = SaliencyMonitor(tmp_path, (_X, _Y), num_probes=4)
+    _fit(model, monitor, epochs=3)
+    run = os.path.join(tmp_path, "saliency")
+    assert sorted(read_images(run, GRID_TAG)) == [0, 2]
+    assert sorted(read_scalars(run, "saliency/concentration")) == [0, 1, 2]  # written first
+
+
+def _explain_fails_once(monkeypatch, tmp_path, model):
+    monitor = SaliencyMonitor(tmp_path, (_X, _Y), num_probes=4)
+    explain, calls = monitor.explainer.explain, []
+
+    def failing(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise MemoryError("injected")
+        return explain(*args, **kwargs)
+
+    monkeypatch.setattr(monitor.explainer, "explain", failing)
+    _fit(model, monitor, epochs=3)
+    assert monitor.faults == {"compute": ["epoch 0"]} and sorted(monitor.history) == [1, 2]
+    assert sorted(read_images(os.path.join(tmp_path, "saliency"), GRID_TAG)) == [1, 2]
+
+
+def _nan_weights(monkeypatch, tmp_path, model):
+    def poison(model):
+        kernel = model.layers[0].kernel
+        kernel.assign(np.full(kernel.shape, np.nan, "float32"))
+
+    monitor = SaliencyMonitor(tmp_path, (_X, _Y), num_probes=4)
+    _fit(model, monitor, epochs=3, extra=[AtEpoch([1], poison)])
+    assert monitor.faults == {"non_finite": ["epoch 1", "epoch 2"]}
+    assert sorted(read_images(os.path.join(tmp_path, "saliency"), GRID_TAG)) == [0, 1, 2]
+
+
+def _chdir_mid_run(monkeypatch, tmp_path, model):
+    monkeypatch.chdir(tmp_path)
+    monitor = SaliencyMonitor("relative/run", (_X, _Y), num_probes=4, durable=True)
+    (tmp_path / "elsewhere").mkdir()
+    _fit(model, monitor, epochs=3, extra=[AtEpoch([1], lambda m: os.chdir(tmp_path / "elsewhere"))])
+    assert monitor.log_dir == str(tmp_path / "relative" / "run")
+    run = os.path.join(tmp_path, "relative", "run", "saliency")
+    assert sorted(read_images(run, GRID_TAG)) == [0, 1, 2]  # one run, not split in two
+    assert not os.path.exists(tmp_path / "elsewhere" / "relative")
+
+
+def _arrays_of_an_earlier_run(monkeypatch, tmp_path, model):
+    before = arrays.save_epoch(tmp_path, 0, np.full((1, 2, 2), 7.0))  # an earlier run's file
+    monitor = SaliencyMonitor(tmp_path, (_X, _Y), num_probes=4, save_arrays=True)
+    _fit(model, monitor, epochs=2)
+    saved = arrays.load_arrays(tmp_path)
+    assert sorted(saved) == [0, 1, 2] and monitor.faults == {}
+    np.testing.assert_array_equal(saved[0]["maps"], np.full((1, 2, 2), 7.0))  # kept as it was
+    assert saved[1]["maps"].shape == (4, 12, 12) and os.path.exists(before)
+
+
+def _log_dir_deleted(monkeypatch, tmp_path, model):
+    import shutil
+
+    monitor = SaliencyMonitor(tmp_path / "run", (_X, _Y), num_probes=4, durable=True)
+    _fit(model, monitor, epochs=3, extra=[AtEpoch([1], lambda m: shutil.rmtree(tmp_path / "run"))])
+    assert monitor.faults == {}
+    assert sorted(read_images(os.path.join(tmp_path, "run", "saliency"), GRID_TAG)) == [1, 2]
+
+
+def _some_masks_empty(monkeypatch, tmp_path, model):
+    masks = np.ones((12, 12, 12), bool)
+    masks[_Y == 0] = False  # class 0 has no object mask
+    with pytest.warns(UserWarning, match="masks of 2 of 6 probes are empty"):
+        monitor = SaliencyMonitor(tmp_path, (_X, _Y), num_probes=6, masks=masks)
+    history = _fit(model, monitor, epochs=2)
+    assert np.isfinite(history.history["saliency_focus_lift"]).all()  # the others' mean
+
+
+FAULTS = [
+    pytest.param(_sync_fails_once, id="fault-sync-oserror"),
+    pytest.param(_render_fails_once, id="fault-render-error"),
+    pytest.param(_explain_fails_once, id="fault-explain-memoryerror"),
+    pytest.param(_nan_weights, id="fault-nan-weights"),
+    pytest.param(_chdir_mid_run, id="fault-chdir-mid-run"),
+    pytest.param(_arrays_of_an_earlier_run, id="fault-arrays-exist"),
+    pytest.param(_log_dir_deleted, id="fault-log-dir-deleted"),
+    pytest.param(_some_masks_empty, id="fault-some-masks-empty"),
+]
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+def test_fault_during_training_keeps_fit_going(tmp_path, monkeypatch, model, fault):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # the one fault warning per kind
+        fault(monkeypatch, tmp_path, model)
+
+
+def test_the_table_has_at_least_forty_rows():
+    assert len(BAD_INPUTS) + len(FAULTS) >= 40
+
+
+# --------------------------------------------------------------------------------------------------
+# Never hang: a stuck disk.
+# --------------------------------------------------------------------------------------------------
+
+
+def _stuck_second_sync(monkeypatch, release):
+    """Make the writer's sync block on its second call until ``release`` is set."""
+    sync, calls = writer._sync, []
+
+    def stuck(fd):
+        calls.append(fd)
+        if len(calls) == 2:
+            release.wait(600)
+        sync(fd)
+
+    monkeypatch.setattr(writer, "_sync", stuck)
+
+
+def test_stuck_disk_fit_returns_within_the_bound(tmp_path, monkeypatch, model):
+    release = threading.Event()
+    _stuck_second_sync(monkeypatch, release)
+    monitor = SaliencyMonitor(tmp_path, (_X, _Y), num_probes=4)
+    monitor.WRITE_TIMEOUT_SECONDS = 2.0
+    bound = monitor.WRITE_TIMEOUT_SECONDS + monitor.STALLED_END_SECONDS
+    try:
+        start = time.monotonic()
+        with pytest.warns(RuntimeWarning, match="stalled fault"):
+            history = _fit(model, monitor, epochs=4)
+        took = time.monotonic() - start
+        # The fit itself takes well under a second per epoch here; the monitor adds at most
+        # one WRITE_TIMEOUT_SECONDS wait and STALLED_END_SECONDS at the end.
+        assert took < bound + 8.0, took
+        assert sum(monitor._wait_seconds) < bound + 0.5
+        assert len(history.history["saliency_concentration"]) == 4  # numbers never skipped
+        assert set(monitor.faults) == {"stalled"}
+    finally:
+        release.set()
+    # Once the disk comes back, the abandoned thread finishes its job, closes the file and ends.
+    deadline = time.monotonic() + 10
+    while any(t.name == _THREAD for t in threading.enumerate()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(t.name == _THREAD for t in threading.enumerate())
+    assert 0 in read_images(os.path.join(tmp_path, "saliency"), GRID_TAG)
+
+
+STUCK_CHILD = textwrap.dedent(
+    """
+    import os, sys, time
+    import keras, numpy as np
+    from keras_saliency_monitor import SaliencyMonitor, writer
+
+    sync, calls = writer._sync, []
+
+    def stuck(fd):  # a hung file system: the second sync never comes back (in this run)
+        calls.append(fd)
+        if len(calls) == 2:
+            time.sleep(3600)
+        sync(fd)
+
+    writer._sync = stuck
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(32, 12, 12, 3)).astype("float32")
+    y = np.arange(32) % 3
+    model = keras.Sequential([
+        keras.Input((12, 12, 3)),
+        keras.layers.Conv2D(4, 3, activation="relu"),
+        keras.layers.GlobalAveragePooling2D(),
+        keras.layers.Dense(3, activation="softmax"),
+    ])
+    model.compile("adam", "sparse_categorical_crossentropy")
+    monitor = SaliencyMonitor(sys.argv[1], (x, y), num_probes=4)
+    monitor.WRITE_TIMEOUT_SECONDS = 2.0
+    start = time.monotonic()
+    model.fit(x, y, epochs=4, batch_size=16, verbose=0, callbacks=[monitor])
+    print("FIT_SECONDS", time.monotonic() - start, "FAULTS", sorted(monitor.faults), flush=True)
+    """
+)
+
+
+def test_stuck_disk_process_exits(tmp_path):
+    script = tmp_path / "child.py"
+    script.write_text(STUCK_CHILD)
+    env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
+    start = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "run")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=180,  # would be an hour if anything waited for the stuck sync
+    )
+    took = time.monotonic() - start
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    fit_seconds = float(proc.stdout.split("FIT_SECONDS")[1].split()[0])
+    assert "['stalled']" in proc.stdout
+    assert fit_seconds < 2.0 + 1.0 + 20.0  # bound + a first-trace fit on a loaded machine
+    # The process exits: the exit handler waits neither for the abandoned worker nor the file.
+    assert took < 120, took
+
+
+# --------------------------------------------------------------------------------------------------
+# Never leak: no thread, file or reference to the model after fit.
+# --------------------------------------------------------------------------------------------------
+
+
+def _open_files_under(path):
+    out = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith(str(path)):
+            out.append(target)
+    return out
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
+def test_no_model_thread_or_file_survives_fit(tmp_path):
+    x, y = tiny_data()
+    refs = []
+    threads = []
+    for i in range(3):
+        model = tiny_cnn()
+        monitor = SaliencyMonitor(tmp_path / f"run{i}", (x, y), num_probes=4)
+        model.fit(x, y, epochs=2, batch_size=16, verbose=0, callbacks=[monitor])
+        assert _open_files_under(tmp_path) == []  # the event file and the lock are closed
+        threads.append(sum(t.name == _THREAD for t in threading.enumerate()))
+        refs.append((weakref.ref(model), weakref.ref(monitor)))
+        del model, monitor
+        gc.collect()
+    assert threads == [0, 0, 0]
+    assert [(m() is None, c() is None) for m, c in refs] == [(True, True)] * 3
+
+
+def test_a_later_fit_opens_a_new_event_file(tmp_path, model):
+    monitor = SaliencyMonitor(tmp_path, (_X, _Y), num_probes=4)
+    _fit(model, monitor, epochs=1)
+    _fit(model, monitor, epochs=1)
+    files = sorted(os.listdir(tmp_path / "saliency"))
+    assert len([f for f in files if "tfevents" in f]) == 2
+    assert _open_files_under(tmp_path) == []
+
+
+# --------------------------------------------------------------------------------------------------
+# Never overwrite: two fits into one directory.
+# --------------------------------------------------------------------------------------------------
+
+
+def test_two_fits_into_one_dir_keep_every_epoch_at_distinct_steps(tmp_path, model):
+    run = os.path.join(tmp_path, "saliency")
+    monitor = SaliencyMonitor(tmp_path, (_X, _Y), num_probes=4, save_arrays=True)
+    _fit(model, monitor, epochs=2)  # stage 1
+    _fit(model, monitor, epochs=2)  # stage 2, same monitor, epochs 0..1 again
+    assert sorted(read_images(run, GRID_TAG)) == [0, 1, 2, 3]
+    assert sorted(read_scalars(run, "saliency/concentration")) == [0, 1, 2, 3]
+    assert sorted(arrays.load_arrays(tmp_path)) == [0, 1, 2, 3]
+    assert sorted(monitor.history) == [0, 1, 2, 3]
+    # A new monitor (or a new process) continues after what the directory holds...
+    again = SaliencyMonitor(tmp_path, (_X, _Y), num_probes=4, save_arrays=True)
+    _fit(model, again, epochs=1)
+    assert sorted(read_images(run, GRID_TAG)) == [0, 1, 2, 3, 4]
+    # ... and an initial_epoch after the last logged step is honoured as it is.
+    _fit(model, again, epochs=8, initial_epoch=7)
+    assert sorted(read_images(run, GRID_TAG)) == [0, 1, 2, 3, 4, 7]
+    assert sorted(arrays.load_arrays(tmp_path)) == [0, 1, 2, 3, 4, 7]
+    assert again.faults == {} and monitor.faults == {}
+
+
+def test_last_step_reads_every_event_file(tmp_path):
+    assert writer.last_step(tmp_path) is None
+    with writer.EventWriter(tmp_path) as w:
+        w.add_scalar("a", 1.0, 0)
+    assert writer.last_step(tmp_path) == 0  # a step of 0 is left out of the proto
+    with writer.EventWriter(tmp_path) as w:
+        w.add_images("b", np.zeros((2, 64, 64, 3), np.uint8), 12)
+        w.add_scalar("a", 1.0, 5)
+    assert writer.last_step(tmp_path) == 12
+    # A torn record at the end (a killed writer) ends that file's scan.
+    path = sorted(p for p in os.listdir(tmp_path) if "tfevents" in p)[-1]
+    with open(tmp_path / path, "ab") as f:
+        f.write(io.BytesIO(b"\x40\x00\x00\x00\x00\x00\x00\x00\x00").read())
+    assert writer.last_step(tmp_path) == 12
