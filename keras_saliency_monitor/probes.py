@@ -201,7 +201,8 @@ def _labels(y, n, class_names=None) -> _Labels:
     if y.ndim == 0 or len(y) != n:
         count = "a scalar" if y.ndim == 0 else f"{len(y)} labels"
         raise _bad("probe_data", f"as many labels as images ({n})", f"received {count}")
-    example = y.reshape(n, -1)[0, 0].item() if y.size else None  # a Python scalar, for messages
+    example = y.reshape(n, -1)[0, 0] if y.size else None
+    example = example.item() if isinstance(example, np.generic) else example  # for messages
     if y.dtype.kind in "USO":
         return _Labels(_string_ids(y, class_names), "classes", example)
     if y.ndim == 2 and y.shape[1] > 1 and y.dtype.kind in "biuf":
@@ -383,11 +384,11 @@ def _stream_probes(probe_data, num_probes, seed, class_names, stratify=True):
         if kind is None:
             kind = labels.kind
         elif kind == "classes" and labels.kind == "values":
-            if not stratify:
-                raise AssertionError("unreachable: labels are ignored without stratification")
             # Integer-valued floats first, fractions later: these are not classes after all.
             # Draw again, over the same examples, without stratifying.
-            return _stream_probes(probe_data, num_probes, seed, class_names, stratify=False)
+            if stratify:
+                return _stream_probes(probe_data, num_probes, seed, class_names, stratify=False)
+            kind = "values"
         draw.add(x, labels.ids if stratify and kind == "classes" else None, y)
         if draw.seen >= MAX_POOL:
             break

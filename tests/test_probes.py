@@ -114,3 +114,110 @@ def test_fewer_images_than_probes_warns_and_uses_all():
     with pytest.warns(UserWarning, match="fewer than num_probes"):
         p = select_probes((x, y), 16, seed=0)
     assert len(p.x) == 5
+
+
+# --------------------------------------------------------------------------------------------------
+# The streaming draw: same probes as from arrays, bounded memory, every input layout read right.
+# --------------------------------------------------------------------------------------------------
+
+
+class _Batches(keras.utils.PyDataset):
+    """A PyDataset over arrays, made batch by batch (nothing but the batch is held)."""
+
+    def __init__(self, x, y=None, batch=32):
+        super().__init__()
+        self.x, self.y, self.batch = x, y, batch
+
+    def __len__(self):
+        return -(-len(self.x) // self.batch)
+
+    def __getitem__(self, i):
+        s = slice(i * self.batch, (i + 1) * self.batch)
+        xb = np.array(self.x[s])  # a fresh copy, as a loader makes
+        return xb if self.y is None else (xb, self.y[s])
+
+
+@pytest.mark.parametrize("classes, num_probes", [(50, 16), (3, 16), (7, 40), (1, 5), (None, 9)])
+def test_stream_draws_exactly_what_the_arrays_draw(classes, num_probes):
+    rng = np.random.default_rng(7)
+    x = rng.uniform(size=(500, 4, 4, 1)).astype("float32")
+    y = None if classes is None else rng.integers(0, classes, 500)
+    data = x if y is None else (x, y)
+    ref = select_probes(data, num_probes, seed=5)
+    for stream in (_Batches(x, y, 19), tf.data.Dataset.from_tensor_slices(data).batch(23)):
+        p = select_probes(stream, num_probes, seed=5)
+        np.testing.assert_array_equal(p.indices, ref.indices)
+        np.testing.assert_array_equal(p.x, ref.x)
+        if y is not None:
+            np.testing.assert_array_equal(p.labels, ref.labels)
+    if y is not None:  # stratified: every class present as often as the others (+-1)
+        counts = np.bincount(ref.labels, minlength=classes)
+        assert counts.max() - counts[counts > 0].min() <= 1
+        assert (counts > 0).sum() == min(classes, num_probes)
+
+
+def test_stream_holds_about_num_probes_images_not_the_pool():
+    import tracemalloc
+
+    x = np.zeros((2048, 32, 32, 3), np.uint8)  # 6 MiB pool; a batch is 96 KiB
+    y = np.arange(2048) % 10
+    tracemalloc.start()
+    try:
+        p = select_probes(_Batches(x, y, 32), 16, seed=0)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(p.x) == 16
+    assert peak < 0.1 * x.nbytes, peak  # the old read-all-then-join held the pool twice
+
+
+def test_batched_grayscale_tf_data_is_read_as_batches():
+    x, y = _data(30)
+    gray = x[..., 0]  # (30, 6, 6): batches of (B, H, W)
+    ref = select_probes((gray, y), 6, seed=1)
+    p = select_probes(tf.data.Dataset.from_tensor_slices((gray, y)).batch(8), 6, seed=1)
+    assert p.x.shape == (6, 6, 6, 1)
+    np.testing.assert_array_equal(p.indices, ref.indices)
+    np.testing.assert_array_equal(p.labels, y[ref.indices])
+
+
+def test_a_list_of_images_is_a_batch_not_x_and_y():
+    x, _ = _data(5)
+    for data in (list(x), tuple(x)):
+        p = select_probes(data, 3, seed=0)
+        assert p.labels is None and p.x.shape == (3, 6, 6, 3)
+        np.testing.assert_array_equal(p.x, x[p.indices])
+
+
+def test_string_labels_map_through_class_names():
+    x, y = _data(30)
+    names = ["cat", "dog", "emu"]
+    strings = np.asarray(names)[y]
+    ref = select_probes((x, y), 6, seed=0)
+    for labels in (strings, strings.astype(object), np.char.encode(strings)):
+        p = select_probes((x, labels), 6, seed=0, class_names=names)
+        np.testing.assert_array_equal(p.labels, ref.labels)
+    ds = tf.data.Dataset.from_tensor_slices((x, strings)).batch(7)
+    p = select_probes(ds, 6, seed=0, class_names=names)
+    np.testing.assert_array_equal(p.labels, ref.labels)
+
+
+def test_float_labels_that_turn_out_fractional_are_not_classes():
+    x, _ = _data(40)
+    y = np.zeros(40, "float32")
+    y[20:] = np.linspace(0.5, 3.5, 20)  # integral in the first batch, fractional later
+    ref = select_probes((x, y), 6, seed=0)
+    p = select_probes(tf.data.Dataset.from_tensor_slices((x, y)).batch(10), 6, seed=0)
+    assert ref.labels is None and p.labels is None
+    np.testing.assert_array_equal(p.indices, ref.indices)
+
+
+def test_some_empty_masks_warn_and_many_probes_warn():
+    x, y = _data(12)
+    masks = np.ones((12, 6, 6), bool)
+    masks[0] = False
+    with pytest.warns(UserWarning, match="masks of 1 of 12 probes are empty"):
+        select_probes((x, y), 12, seed=0, masks=masks)
+    big = np.zeros((300, 2, 2, 1), "float32")
+    with pytest.warns(UserWarning, match="num_probes=300 is more than 256"):
+        select_probes(big, 300)
