@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -410,3 +411,77 @@ def test_worker_with_writer_end_to_end(tmp_path):
     assert [e.step for e in acc.Tensors("img")] == list(range(5))
     assert [e.step for e in acc.Tensors("s")] == list(range(5))
     writer.close()
+
+
+# --------------------------------------------------------------------------------------------------
+# Bounded waits and no leaks (issue 13)
+# --------------------------------------------------------------------------------------------------
+
+
+def test_flush_and_close_give_up_on_a_stuck_write(tmp_path):
+    writer = EventWriter(tmp_path)
+    writer.add_scalar("a", 1.0, 0)
+    writer._lock.acquire()  # as a write stuck in the file system holds it
+    try:
+        assert writer.flush(timeout=0.05) is False
+        assert writer.close(timeout=0.05) is False
+    finally:
+        writer._lock.release()
+    assert writer.close(timeout=0.05) is True and writer.flush() is True
+    assert _read(tmp_path).Tensors("a")[0].step == 0
+
+
+def test_idle_worker_thread_keeps_no_job_alive():
+    import gc
+    import weakref
+
+    class Job:
+        def __call__(self):
+            pass
+
+    worker = BackgroundWorker()
+    job = Job()
+    ref = weakref.ref(job)
+    worker.submit(job)
+    assert worker.wait(10)
+    del job
+    gc.collect()
+    assert ref() is None  # the thread is idle, waiting for the next job: it holds nothing
+    assert worker.shutdown(5) is True
+    assert worker._thread is None
+
+
+def test_shutdown_abandons_a_stuck_worker_and_its_thread_ends_later():
+    worker = BackgroundWorker()
+    gate = threading.Event()
+    worker.submit(gate.wait, 30)
+    thread = worker._thread
+    assert worker.shutdown(0.05) is False  # stuck: abandoned, not waited for
+    assert thread.is_alive()
+    gate.set()
+    thread.join(10)
+    assert not thread.is_alive()  # the sentinel queued by abandon() ended it
+
+
+def test_exit_is_bounded_with_a_stuck_worker(tmp_path):
+    child = textwrap.dedent(
+        f"""
+        import importlib.util, time
+        spec = importlib.util.spec_from_file_location("ksm_writer", {WRITER_PY!r})
+        writer_module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(writer_module)
+        writer_module._EXIT_TIMEOUT_SECONDS = 1.0
+        stuck = writer_module.BackgroundWorker()  # Ctrl-C mid-fit: never abandoned
+        stuck.submit(time.sleep, 3600)
+        abandoned = writer_module.BackgroundWorker()
+        abandoned.submit(time.sleep, 3600)
+        abandoned.abandon()
+        """
+    )
+    start = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-W", "always", "-c", child], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert time.monotonic() - start < 20
+    assert "gave up on background jobs at exit" in proc.stderr
