@@ -164,9 +164,13 @@ class SaliencyMonitor(keras.callbacks.Callback):
 
     Args:
         log_dir: directory of the run; events go to ``<log_dir>/saliency``. Use the same
-            ``log_dir`` as ``keras.callbacks.TensorBoard`` to see both in one run.
-        probe_data: images (N, H, W, C), ``(x, y)`` with sparse or one-hot labels, a
-            ``tf.data.Dataset`` of x or (x, y) (batched or not), or a ``keras.utils.PyDataset``.
+            ``log_dir`` as ``keras.callbacks.TensorBoard`` to see both in one run. A relative
+            path is made absolute here, so an ``os.chdir`` later does not move the run.
+        probe_data: images (N, H, W, C), ``(x, y)`` with sparse, one-hot or string labels
+            (string labels need ``class_names``), a list of same-sized images, a
+            ``tf.data.Dataset`` of x or (x, y) (batched or not), or a ``keras.utils.PyDataset``;
+            datasets are read in one streaming pass (at most 4,096 examples) that keeps only
+            the drawn probes.
             Images are given exactly as the model sees them (any value range).
         num_probes: how many probes to draw, once, stratified by class when labels exist.
             Defaults to 16.
@@ -181,7 +185,8 @@ class SaliencyMonitor(keras.callbacks.Callback):
         every_n_epochs: log epochs ``0, n, 2n, ...``. Defaults to 1.
         seed: seed of the probe draw. Defaults to 0.
         output: index or name of the output to explain, for multi-output models.
-        class_names: optional sequence of class names for captions.
+        class_names: optional sequence of class names, in class order, for captions (and to map
+            string labels to class ids).
         display_fn: optional ``x -> images in [0, 1]`` used for display only (e.g. to undo a
             standardisation). By default each image is min-max rescaled for display.
         batch_size: images per compiled gradient call; bounds memory. Defaults to 32.
@@ -217,12 +222,19 @@ class SaliencyMonitor(keras.callbacks.Callback):
         **method_options: options of the method (see ``methods.METHODS[method].defaults``).
 
     Attributes:
-        history: ``{epoch: {name: value}}``, the numbers put into ``logs`` this far.
+        history: ``{step: {name: value}}``, the numbers put into ``logs`` this far; the step is
+            the epoch, except in a later fit into the same ``log_dir`` (see below).
         faults: ``{kind: [where, ...]}``, every fault of the current run ("non_finite",
             "compute", "write", "stalled"); only the first of each kind is warned about.
 
     Raises:
         ValueError, TypeError: for invalid arguments, naming the argument and the fix.
+
+    Several fits, one directory: a later ``fit`` (same monitor or a new one, this process or
+    another) whose first epoch is already logged in ``log_dir`` continues at the step after the
+    last one logged (with ``initial_epoch`` beyond it, at that epoch), so no step is reused and no
+    file overwritten. A second monitor writing to the same ``log_dir`` at the same time is refused
+    in ``on_train_begin`` with a ``ValueError``.
 
     Multi-process training (TF_CONFIG): every process computes the numbers into ``logs`` (so
     ``EarlyStopping`` decides the same everywhere); only the chief (or worker 0 when the cluster has
@@ -351,7 +363,7 @@ class SaliencyMonitor(keras.callbacks.Callback):
             self._check_labels(labels)
         self._chief = _is_chief()
         # A fit that ended in an exception never reached on_train_end: release what it left.
-        self._release_writer(self.WRITE_TIMEOUT_SECONDS, "train begin")
+        self._release_writer(self._write_timeout(end=True), "train begin")
         self._step_offset = None
         if self._chief:
             events_dir = os.path.join(self.log_dir, SUBDIR)

@@ -653,3 +653,36 @@ def test_last_step_reads_every_event_file(tmp_path):
     with open(tmp_path / path, "ab") as f:
         f.write(io.BytesIO(b"\x40\x00\x00\x00\x00\x00\x00\x00\x00").read())
     assert writer.last_step(tmp_path) == 12
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="flock")
+def test_a_writer_in_another_process_is_refused_until_it_dies(tmp_path, model):
+    events = tmp_path / "saliency"
+    events.mkdir()
+    holder = textwrap.dedent(
+        f"""
+        import fcntl, os, sys
+        f = open({str(events / ".writer.lock")!r}, "a+")
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        f.write(f"process {{os.getpid()}} on somehost\\n"); f.flush()
+        print("LOCKED", flush=True)
+        sys.stdin.read()
+        """
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", holder], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout.readline().strip() == "LOCKED"
+        monitor = SaliencyMonitor(tmp_path, (_X, _Y), num_probes=4)
+        count = CountBatches()
+        with pytest.raises(ValueError, match=rf"`log_dir`.*process {proc.pid} on somehost"):
+            _fit(model, monitor, epochs=1, extra=[count])
+        assert count.batches == 0
+    finally:
+        proc.kill()  # the kernel drops a dead process's lock
+        proc.wait()
+        proc.stdin.close()
+        proc.stdout.close()
+    _fit(model, monitor, epochs=1)
+    assert sorted(read_images(str(events), GRID_TAG)) == [0]
