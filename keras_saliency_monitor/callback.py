@@ -736,11 +736,20 @@ class SaliencyMonitor(keras.callbacks.Callback):
         if not inputs or len(inputs) != 1 or len(inputs[0].shape) == 4:
             return  # several inputs: the bind explains what is supported
         shape = tuple(inputs[0].shape[1:])
+        if len(shape) == 2:  # (H, W) grayscale without a channel axis
+            fix = (
+                f"Give the model a channel axis: keras.Input({(*shape, 1)}), followed by "
+                f"keras.layers.Reshape({shape}) if its layers expect (H, W)."
+            )
+        else:
+            fix = (
+                "SaliencyMonitor explains image models; for a model on vectors or sequences use "
+                "compute_attributions on its inputs instead."
+            )
         raise ValueError(
             "Invalid value for argument `probe_data`: probes are images of shape "
             f"{self.probes.x.shape[1:]} but the model takes inputs of shape {shape}, not images "
-            "(H, W, C). SaliencyMonitor explains image models; for a model on vectors or "
-            "sequences use compute_attributions on its inputs instead."
+            f"(H, W, C). {fix}"
         )
 
     def _check_target(self):

@@ -370,14 +370,14 @@ def _stream_probes(probe_data, num_probes, seed, class_names, stratify=True):
                 f"images of one shape {shape}",
                 f"received a batch of shape {x.shape} after {draw.seen} images",
             )
+        take = min(len(x), MAX_POOL - draw.seen)
+        x = x[:take]
+        y = None if y is None else y[:take]
         bad = _nonfinite(x, draw.seen)
         if bad:
             raise _bad(
                 "probe_data", "finite pixel values", f"received NaN or inf in image(s) {bad}"
             )
-        take = min(len(x), MAX_POOL - draw.seen)
-        x = x[:take]
-        y = None if y is None else y[:take]
         labels = _labels(y, len(x), class_names)
         if example is None:
             example = labels.example
@@ -461,6 +461,9 @@ def _mask_array(masks, px, py, idx, pool_size, argument="masks"):
                     "None), and must return that image's (H, W) mask."
                 ) from err
             out.append(np.asarray(mask))
+        shapes = sorted({m.shape for m in out})
+        if len(shapes) > 1:
+            raise _bad(argument, f"(H, W) = ({h}, {w}) masks from the callable", f"got {shapes}")
         out = np.stack(out)
         expected = len(idx)
     else:

@@ -124,6 +124,18 @@ def _dense_model():
     return model
 
 
+def _gray_model():
+    """A model on (H, W) images with no channel axis."""
+    model = keras.Sequential(
+        [keras.Input((12, 12)), keras.layers.Flatten(), keras.layers.Dense(3, activation="softmax")]
+    )
+    model.compile("adam", "sparse_categorical_crossentropy")
+    return model
+
+
+_MODELS = {"DENSE": _dense_model, "GRAY2D": _gray_model}
+
+
 def _init(id, kwargs, error, argument, match=None):
     return pytest.param("init", kwargs, error, argument, match, id=id)
 
@@ -260,6 +272,13 @@ BAD_INPUTS = [
         "mask callable raised KeyError",
     ),
     _init("masks-wrong-count", {"masks": np.ones((5, 12, 12))}, ValueError, "masks"),
+    _init(
+        "masks-callable-ragged",
+        {"masks": lambda x, y: np.ones((12, 12 - y))},
+        ValueError,
+        "masks",
+        r"\(H, W\) = \(12, 12\)",
+    ),
     # Needs the model: raised in on_train_begin, before the first batch.
     _begin(
         "model-1d-input",
@@ -267,6 +286,13 @@ BAD_INPUTS = [
         ValueError,
         "probe_data",
         r"shape \(20,\), not images",
+    ),
+    _begin(
+        "model-2d-input",
+        {"model": "GRAY2D", "probe_data": (_X[..., 0], _Y)},
+        ValueError,
+        "probe_data",
+        r"keras.Input\(\(12, 12, 1\)\)",
     ),
     _begin(
         "target-callable-raises",
@@ -323,15 +349,15 @@ def test_bad_input_is_refused_before_training(
         assert f"`{argument}`" in str(info.value)
         assert not os.path.exists(tmp_path / "run")  # a refused monitor creates nothing
         return
-    if kwargs.pop("model", None) == "DENSE":
-        model = _dense_model()
+    if "model" in kwargs:
+        model = _MODELS[kwargs.pop("model")]()
     extra = []
     if kwargs["log_dir"] == "SHARED":
         kwargs["log_dir"] = tmp_path / "run"
         extra = [SaliencyMonitor(tmp_path / "run", (_X, _Y), num_probes=4)]  # the first writer
     monitor = SaliencyMonitor(**kwargs)  # accepted without a model
     count = CountBatches()
-    x = np.zeros((16, 20), "float32") if model.inputs[0].shape[1:] == (20,) else _X
+    x = np.zeros((len(_X), *model.inputs[0].shape[1:]), "float32")
     y = np.zeros(len(x), "int32")
     with pytest.raises(error, match=match) as info:
         model.fit(x, y, epochs=1, verbose=0, callbacks=[*extra, monitor, count])
