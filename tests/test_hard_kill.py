@@ -137,3 +137,80 @@ def test_sigkill_loses_no_finished_epoch(tmp_path):
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-s", "-q"]))
+
+
+STUCK_CHILD = textwrap.dedent(
+    """
+    import os, sys, time
+    import keras, numpy as np
+    from keras import layers
+    from keras_saliency_monitor import SaliencyMonitor, writer
+
+    writer._EXIT_TIMEOUT_SECONDS = 3.0  # the default is 30 s in all
+    sync, calls = writer._sync, []
+
+    def stuck(fd):  # a hung file system: the second sync never comes back
+        calls.append(fd)
+        if len(calls) == 2:
+            time.sleep(3600)
+        sync(fd)
+
+    writer._sync = stuck
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 16, 16, 3)).astype("float32")
+    y = np.arange(64) % 4
+    model = keras.Sequential([
+        keras.Input((16, 16, 3)),
+        layers.Conv2D(4, 3, activation="relu"),
+        layers.GlobalAveragePooling2D(),
+        layers.Dense(4, activation="softmax"),
+    ])
+    model.compile("adam", "sparse_categorical_crossentropy")
+    monitor = SaliencyMonitor(sys.argv[1], (x, y), num_probes=8)  # WRITE_TIMEOUT_SECONDS = 60
+
+    class Report(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            os.write(1, f"EPOCH_END {epoch}\\n".encode())
+
+    model.fit(x, y, epochs=500, batch_size=32, verbose=0, callbacks=[monitor, Report()])
+    """
+)
+
+
+def test_ctrl_c_with_a_stuck_disk_exits_in_bounded_time(tmp_path):
+    """Ctrl-C while a write hangs: on_train_end never runs, and the exit handler must not hang."""
+    env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
+    script = tmp_path / "child.py"
+    script.write_text(STUCK_CHILD)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(tmp_path / "run")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    try:
+        out = b""
+        deadline = time.monotonic() + TIMEOUT_SECONDS
+        while b"EPOCH_END 1\n" not in out:  # epoch 1's write is now stuck in its sync
+            assert time.monotonic() < deadline, "the child did not reach epoch 1"
+            ready, _, _ = select.select([proc.stdout], [], [], 1.0)
+            if ready:
+                chunk = os.read(proc.stdout.fileno(), 65536)
+                assert chunk, f"the child exited early with {proc.wait()}"
+                out += chunk
+        time.sleep(2.0)  # inside epoch 2's end, waiting (up to 60 s) for the stuck write
+        start = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(timeout=60)
+        took = time.monotonic() - start
+        stderr = proc.stderr.read().decode(errors="replace")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
+    print(f"the process exited {took:.1f} s after SIGINT")
+    assert code != 0 and "KeyboardInterrupt" in stderr
+    assert "gave up on background jobs at exit" in stderr
+    assert took < 3.0 + 1.0 + 10.0, took  # exit timeout + lock wait + interpreter teardown
