@@ -339,10 +339,12 @@ def last_step(logdir: str | os.PathLike) -> int | None:
                     head = f.read(min(length, 32))
                     try:
                         step = _event_step(head)
-                    except IndexError:
-                        step = None  # fields in another order: parse the whole event
+                    except IndexError:  # a step varint longer than the head: parse the event
                         f.seek(start)
-                        step = event_pb2.Event.FromString(f.read(length)).step
+                        try:
+                            step = event_pb2.Event.FromString(f.read(length)).step
+                        except Exception:  # noqa: BLE001 - not an event: nothing to learn
+                            step = None
                     if step is not None and (best is None or step > best):
                         best = step
                     f.seek(start + length + 4)
