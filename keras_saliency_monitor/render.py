@@ -28,13 +28,24 @@ from scipy import ndimage
 
 __all__ = [
     "MAX_GRID_HEIGHT",
+    "CAPTION_EM",
     "SEPARATOR",
+    "TENSORBOARD_CARD_WIDTH",
+    "FAULT_COLOR",
+    "FLAT_COLOR",
+    "FLAT_RANGE",
     "colorize",
+    "downscale_images",
+    "flat_maps",
+    "frame_tiles",
+    "heat_overlays",
     "make_grid",
+    "mark_tiles",
     "normalize_maps",
     "overlay",
     "render_overlays",
     "smooth_maps",
+    "tile_factor",
     "to_display",
     "upscale_nearest",
 ]
@@ -44,6 +55,17 @@ MAX_GRID_HEIGHT = 4096
 # Width in pixels of the dark lines between cells, around the grid, and between a probe's image and
 # its overlay.
 SEPARATOR = 2
+
+# Width of an image card in TensorBoard's Images dashboard at its default size (2.21, measured in
+# headless Chromium at 1400x1000): every image is scaled to it unless "Show actual image size".
+TENSORBOARD_CARD_WIDTH = 350
+# Caption em size on screen, in pixels, that `make_grid(display_width=...)` aims for.
+CAPTION_EM = 15
+
+# Frames around overlay tiles: red for a broken (non-finite) map, a blue no colormap here uses
+# for a flat one.
+FAULT_COLOR = (255, 0, 0)
+FLAT_COLOR = (0, 190, 255)
 
 # Grey levels (R = G = B). Scalars, not RGB tuples: filling with a scalar is far faster in numpy.
 _BACKGROUND = 16  # separators and empty cells
@@ -104,6 +126,45 @@ def normalize_maps(maps, clip_percentile: float = 99.0) -> np.ndarray:
     out = flat / np.where(usable, scale, np.float32(1))[:, None]
     out = np.where(usable[:, None], out, np.float32(0))
     return np.clip(out, 0, 1).astype(np.float32, copy=False).reshape(maps.shape)
+
+
+# A map counts as flat when its whole range (max - min) is at most this fraction of its maximum:
+# normalised by a high percentile, every pixel of it then lands in the top 10% of the colormap,
+# a uniform saturated square that says nothing about where the model looks. The case that asked
+# for it: an untrained backbone's Grad-CAM, 0.00259-0.00270 (a range of 4% of the maximum).
+FLAT_RANGE = 0.1
+
+
+def flat_maps(maps, max_range: float = FLAT_RANGE) -> np.ndarray:
+    """Which maps are flat: nearly constant, so their picture is a uniform square.
+
+    A map is flat when `max - min <= max_range * max` over its pixels; an all-zero map is flat
+    too (no gradient at all). Maps holding NaN or infinity are not flat (they are broken, which
+    the caller reports on its own).
+
+    Args:
+        maps: `(N, H, W)` array of non-negative saliency values.
+        max_range: Largest range, as a fraction of the map's maximum, that still counts as flat.
+            Defaults to `FLAT_RANGE` (0.1).
+
+    Returns:
+        `(N,)` bool array.
+
+    Example:
+        >>> flat_maps(np.array([[[0.00259, 0.00270]], [[0.0, 1.0]]])).tolist()
+        [True, False]
+    """
+    if not _is_real(max_range) or not 0 <= max_range < 1:
+        raise ValueError(
+            "Invalid value for argument `max_range`: expected a number in [0, 1), "
+            f"received max_range={max_range!r}."
+        )
+    maps = _as_maps(maps, "maps")
+    flat = maps.reshape(maps.shape[0], -1)
+    finite = np.isfinite(flat).all(axis=1)
+    safe = np.where(finite[:, None], flat, np.float32(0))
+    hi, lo = safe.max(axis=1), safe.min(axis=1)
+    return finite & (hi - lo <= np.float32(max_range) * np.abs(hi))
 
 
 def smooth_maps(maps, sigma: float = 0.0) -> np.ndarray:
@@ -402,6 +463,91 @@ def dim_grey(display_u8, low: float = 0.15, span: float = 0.6) -> np.ndarray:
     return np.repeat(grey[..., None], 3, axis=-1)
 
 
+def heat_overlays(
+    backdrop_u8,
+    maps,
+    *,
+    clip_percentile: float = 99.0,
+    sigma: float = 0.0,
+    cmap: str | Colormap = "inferno",
+    alpha: float = 0.8,
+) -> np.ndarray:
+    """Overlays of raw maps on a fixed backdrop: smooth, normalise, colorise, blend per pixel.
+
+    The one pipeline behind the callback's grid and the report's re-rendered overlays (from the
+    stored maps), so both show the same picture for the same maps and options.
+
+    Args:
+        backdrop_u8: `(N, H, W, 3)` uint8 images the heat is drawn over (see `dim_grey`).
+        maps: `(N, H, W)` raw non-negative saliency maps at the backdrop's resolution.
+        clip_percentile: See `normalize_maps`. Defaults to 99.
+        sigma: See `smooth_maps`, in pixels of `maps`. Defaults to 0.
+        cmap: See `colorize`. Defaults to "inferno".
+        alpha: Heatmap opacity at the most salient pixels. Defaults to 0.8.
+
+    Returns:
+        `(N, H, W, 3)` uint8 overlays.
+    """
+    maps01 = normalize_maps(smooth_maps(maps, sigma), clip_percentile)
+    return overlay(backdrop_u8, colorize(maps01, cmap), alpha, maps01=maps01)
+
+
+def tile_factor(hw: tuple[int, ...], max_side: int) -> int:
+    """Smallest integer factor that brings the longer of `hw` to at most `max_side` pixels."""
+    return max(1, math.ceil(max(hw) / max(1, int(max_side))))
+
+
+def downscale_images(images_u8, factor: int) -> np.ndarray:
+    """Block-mean downscale of `(N, H, W, C)` uint8 images by an integer `factor` (edges padded)."""
+    images = np.asarray(images_u8)
+    if images.ndim != 4 or images.dtype != np.uint8:
+        raise ValueError(
+            f"`images_u8` must be uint8 (N, H, W, C); received {images.dtype} {images.shape}."
+        )
+    if not _is_int(factor) or factor < 1:
+        raise ValueError(
+            f"Invalid value for argument `factor`: expected an int >= 1, received {factor!r}."
+        )
+    return _downscale(images, int(factor))
+
+
+def frame_tiles(tiles_u8, which, color) -> np.ndarray:
+    """Copy of `(N, H, W, 3)` uint8 tiles with a coloured frame around the tiles where `which`.
+
+    The frame is 1/12 of the tile's shorter side wide (at least 1 pixel).
+    """
+    out = np.array(tiles_u8, copy=True)
+    t = max(1, min(out.shape[1:3]) // 12)
+    c = np.asarray(color, np.uint8)
+    which = np.asarray(which, bool)
+    out[which, :t] = c
+    out[which, -t:] = c
+    out[which, :, :t] = c
+    out[which, :, -t:] = c
+    return out
+
+
+def mark_tiles(overlays_u8, flat, non_finite) -> np.ndarray:
+    """Overlays with the frames that say a map is flat (`FLAT_COLOR`) or broken (`FAULT_COLOR`).
+
+    Args:
+        overlays_u8: `(N, H, W, 3)` uint8 overlays.
+        flat: `(N,)` bool, see `flat_maps`.
+        non_finite: `(N,)` bool: maps (or outputs) holding NaN or infinity.
+
+    Returns:
+        The overlays themselves when nothing is marked, else a marked copy.
+    """
+    flat = np.asarray(flat, bool)
+    non_finite = np.asarray(non_finite, bool)
+    out = overlays_u8
+    if (flat & ~non_finite).any():
+        out = frame_tiles(out, flat & ~non_finite, FLAT_COLOR)
+    if non_finite.any():
+        out = frame_tiles(out, non_finite, FAULT_COLOR)
+    return out
+
+
 def render_overlays(
     images,
     maps,
@@ -513,6 +659,7 @@ def make_grid(
     max_width: int = 1024,
     columns: int | None = None,
     min_tile: int = 96,
+    display_width: int | None = None,
 ) -> np.ndarray:
     """Lays probes out in a labelled grid: per probe `[image | overlay]` over a caption strip.
 
@@ -542,6 +689,9 @@ def make_grid(
             without scaling. Defaults to 1024.
         columns: Number of probe cells per row. Defaults to None (`ceil(sqrt(N))`).
         min_tile: Tiles are enlarged until their longer side is at least this. Defaults to 96.
+        display_width: Width in pixels the grid will be shown at, e.g. `TENSORBOARD_CARD_WIDTH`
+            (TensorBoard scales every image to its card's width). Captions are then sized to be
+            about `CAPTION_EM` pixels tall on screen. Defaults to None (sized for 100% zoom).
 
     Returns:
         `(Hg, Wg, 3)` contiguous uint8 array with `Wg <= max_width` and
@@ -606,8 +756,16 @@ def make_grid(
     th, tw = display.shape[1:3]
     cell_w = 2 * tw + sep
 
-    # Captions: font size follows the cell width, within what reads well at 100% zoom.
-    font = _load_font(int(np.clip(round(cell_w / 18), 11, 16)))
+    # Captions: font size follows the cell width, within what reads well at 100% zoom; or, shown
+    # scaled to `display_width`, big enough to be CAPTION_EM px tall on screen.
+    if display_width is None:
+        font_px = int(np.clip(round(cell_w / 18), 11, 16))
+    else:
+        max_cols = max(1, (max_width - sep) // (cell_w + sep))
+        cols = min(columns if columns is not None else math.ceil(math.sqrt(n)), max_cols, n)
+        scale = grid_width(cols, tw) / max(display_width, 1)
+        font_px = int(np.clip(math.ceil(CAPTION_EM * max(scale, 1.0)), 11, cell_w // 8))
+    font = _load_font(max(font_px, 11))
     lines_per_probe = [_caption_lines(str(c), font, cell_w - 2 * _CAPTION_PAD) for c in captions]
     n_lines = max(len(lines) for lines in lines_per_probe)
     line_h = _line_height(font) + 1

@@ -1,8 +1,10 @@
 """``keras-saliency-monitor report``: every logged epoch as a GIF, a PNG filmstrip or an HTML page.
 
 TensorBoard shows 10 images per tag unless told otherwise, and nothing leaves TensorBoard. The
-report reads the event files back with TensorBoard's own reader (``EventAccumulator`` keeping
-every step) and writes, by the output file's extension:
+report reads the monitor's stored data through ``keras_saliency_monitor.store`` (the SALIENCY
+dashboard's reader: TensorBoard's own multiplexer and data provider, keeping every step),
+re-renders each overlay from the stored maps and probe images as the monitor renders its grid,
+and writes, by the output file's extension:
 
 - ``.gif``: one frame per logged epoch, the runs side by side, each captioned with run and epoch;
 - ``.png``: a filmstrip per run (rows = probes, columns = epochs sampled evenly, first and last
@@ -12,10 +14,10 @@ every step) and writes, by the output file's extension:
   and of the loss and accuracy written by ``keras.callbacks.TensorBoard``, its probes' labels and
   the shortcut alarm when it fired; above them the animation and the runs' curves overlaid.
 
-What a run is: any directory under LOGDIR whose event files hold the monitor's images
-(``saliency/probes`` tiles, or ``saliency/overlays`` grids for older logs), named by its path
-relative to LOGDIR without the trailing ``saliency``: ``runs/demo/clean/saliency`` -> ``clean``.
-Loss and accuracy come from the sibling ``train`` and ``validation`` directories when present.
+What a run is: any directory under LOGDIR whose event files hold ``saliency/maps``, named by its
+path relative to LOGDIR without the trailing ``saliency``: ``runs/demo/clean/saliency`` ->
+``clean``. Loss and accuracy come from the sibling ``train`` and ``validation`` directories when
+present. Probe numbers are 0-based, as in the grid, the alarm and the dashboard.
 
 Module layout, in reading order: loading (event files -> :class:`Run`), drawing (pure: runs ->
 uint8 arrays, PNG bytes of plots, HTML text), writing (:func:`write_report`, atomic).
@@ -34,7 +36,6 @@ import io
 import math
 import mmap
 import os
-import re
 import sys
 import tempfile
 import time
@@ -42,6 +43,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+from tensorboard.data import provider as tb_provider
+
+from keras_saliency_monitor import logdirs, render, store
 
 __all__ = [
     "EXTENSIONS",
@@ -63,11 +67,7 @@ __all__ = [
 
 EXTENSIONS = (".gif", ".png", ".html")
 
-PROBES_TAG = "saliency/probes"  # k overlay tiles per step (the callback's PROBES_TAG)
-GRID_TAG = "saliency/overlays"  # one labelled grid per step (the callback's GRID_TAG)
-INFO_TAG = "saliency/probes_info"  # markdown table: probe, index in probe_data, label
-ALARM_TAG = "saliency/alarm"  # text, at the step the shortcut alarm fired
-_IMAGE_TAGS = (PROBES_TAG.encode(), GRID_TAG.encode())
+_MAPS_TAG_BYTES = store.MAPS_TAG.encode()  # what marks a run's event files (see find_runs)
 
 # Layout of the drawn images, in pixels. Tiles are enlarged by an integer factor (nearest: pixels
 # stay crisp) until their longer side reaches MIN_TILE, or shrunk to MAX_TILE.
@@ -100,52 +100,74 @@ class ReportError(Exception):
 
 @dataclass
 class Run:
-    """Everything the report shows of one run (images kept as PNG bytes, decoded on demand)."""
+    """Everything the report shows of one run; overlays are re-rendered from the stored maps."""
 
     name: str  # e.g. "clean": path relative to LOGDIR without the trailing "saliency"
     path: str  # the directory holding the saliency event files
-    tiles: dict = field(default_factory=dict)  # step -> [PNG bytes], one per probe
-    grids: dict = field(default_factory=dict)  # step -> PNG bytes of the labelled grid
+    probe_set: dict = field(default_factory=dict)  # JSON of saliency/probe_set (store.py)
+    epochs: dict = field(default_factory=dict)  # step -> JSON of that step's saliency/maps
     scalars: dict = field(default_factory=dict)  # "focus" -> {step: value} (tags saliency/<name>)
     metrics: dict = field(default_factory=dict)  # "loss" -> {"train": {step: v}, "validation": ..}
-    info: str | None = None  # the probes_info markdown, when logged
     alarms: list = field(default_factory=list)  # [(step, text)]
-    labels: dict = field(default_factory=dict)  # probe index -> label, parsed from `info`
+    labels: dict = field(default_factory=dict)  # probe index -> label name (or class number)
+    source: tuple | None = None  # (provider, ctx, experiment_id, run id) to read maps from
+    display: np.ndarray | None = None  # (N, H, W, 3) uint8 probe images, as the monitor shows them
 
     @property
     def steps(self) -> list[int]:
         """Logged epochs, ascending."""
-        return sorted(self.tiles or self.grids)
+        return sorted(self.epochs)
 
     @property
     def num_probes(self) -> int:
-        if self.tiles:
-            return len(self.tiles[self.steps[-1]])
-        return 1  # older logs without tiles: the grid stands for all probes
+        return int(self.probe_set["num_probes"])
+
+    def maps(self, step: int) -> np.ndarray:
+        """The stored maps of ``step``, decoded: float32 (N, h, w) in the raw maps' units."""
+        provider, ctx, eid, run_id = self.source
+        png = store.read_maps(provider, ctx, eid, run_id, step)
+        return store.decode_maps(png, self.epochs[step])
 
     def probe_images(self, step: int, probes=None) -> np.ndarray:
-        """(k, H, W, 3) uint8 overlay tiles of ``step`` (the grid as one tile without tiles)."""
-        blobs = self.tiles[step] if self.tiles else [self.grids[step]]
-        if probes is not None and self.tiles:
-            blobs = [blobs[p] for p in probes]
-        images = [_decode_png(b) for b in blobs]
-        shape = images[0].shape
-        if any(im.shape != shape for im in images):  # grids of older logs may differ in size
-            h = max(im.shape[0] for im in images)
-            w = max(im.shape[1] for im in images)
-            images = [_pad(im, h, w) for im in images]
-        return np.stack(images)
+        """(k, h, w, 3) uint8 overlays of ``step``, rendered from the stored maps as the monitor
+        renders its grid (its colormap, clip percentile, smoothing and opacity), framed where a
+        map is flat or broken."""
+        info = self.epochs[step]
+        maps = self.maps(step)
+        h, w = maps.shape[1:]
+        backdrop = _backdrop(self, h, w)
+        options = dict(_DEFAULT_RENDER, **self.probe_set.get("render", {}))
+        factor = self.display.shape[1] / h
+        overlays = render.heat_overlays(
+            backdrop,
+            maps,
+            clip_percentile=options["clip_percentile"],
+            sigma=options["smoothing"] / factor,
+            cmap=options["cmap"],
+            alpha=options["alpha"],
+        )
+        overlays = render.mark_tiles(overlays, info["flat"], info["non_finite"])
+        return overlays if probes is None else overlays[list(probes)]
 
     def probe_caption(self, probe: int) -> str:
-        if not self.tiles:
-            return "all probes"
         label = self.labels.get(probe)
         return f"#{probe} {label}" if label else f"#{probe}"
 
 
-def _decode_png(blob: bytes) -> np.ndarray:
-    with Image.open(io.BytesIO(blob)) as image:
-        return np.asarray(image.convert("RGB"))
+_DEFAULT_RENDER = {"clip_percentile": 99.0, "smoothing": 0.0, "cmap": "inferno", "alpha": 0.8}
+
+
+def _backdrop(run: Run, h: int, w: int) -> np.ndarray:
+    """The dimmed grey probe images at the stored maps' resolution (cached per run and size)."""
+    cache = run.__dict__.setdefault("_backdrops", {})
+    if (h, w) not in cache:
+        display = run.display
+        if display.shape[1:3] != (h, w):
+            display = np.stack(
+                [np.asarray(Image.fromarray(d).resize((w, h), Image.BOX)) for d in display]
+            )
+        cache[(h, w)] = render.dim_grey(display)
+    return cache[(h, w)]
 
 
 def _pad(image: np.ndarray, h: int, w: int) -> np.ndarray:
@@ -154,16 +176,12 @@ def _pad(image: np.ndarray, h: int, w: int) -> np.ndarray:
     return out
 
 
-def _is_event_file(name: str) -> bool:
-    return "tfevents" in name and not name.endswith((".tmp", ".lock"))
-
-
-def _has_saliency_images(directory: str, files: list[str]) -> bool:
-    """Whether any event file of ``directory`` holds the monitor's image tags.
+def _has_saliency_maps(directory: str, files: list[str]) -> bool:
+    """Whether any event file of ``directory`` holds the monitor's maps.
 
     The tag is searched for as bytes, without parsing (protobuf stores strings as they are;
-    mmap: C speed, nothing read into memory). A run's tag shows up with its first image, near the
-    start of the file, so even large files are cheap to check.
+    mmap: C speed, nothing read into memory). A run's tag shows up with its first epoch, near
+    the start of the file, so even large files are cheap to check.
     """
     for name in files:
         path = os.path.join(directory, name)
@@ -171,7 +189,7 @@ def _has_saliency_images(directory: str, files: list[str]) -> bool:
             if os.path.getsize(path) == 0:
                 continue
             with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
-                if any(m.find(tag) >= 0 for tag in _IMAGE_TAGS):
+                if m.find(_MAPS_TAG_BYTES) >= 0:
                     return True
         except (OSError, ValueError):
             continue
@@ -186,17 +204,17 @@ class _Found:
 
 
 def find_runs(logdir) -> _Found:
-    """Directories under ``logdir`` (included) whose event files hold saliency images."""
+    """Directories under ``logdir`` (included) whose event files hold saliency maps."""
     logdir = os.fspath(logdir)
     found, directories, files = [], 0, 0
     for dirpath, dirnames, filenames in os.walk(logdir):
         dirnames.sort()
-        events = sorted(f for f in filenames if _is_event_file(f))
+        events = sorted(f for f in filenames if logdirs.is_event_file(f))
         if not events:
             continue
         directories += 1
         files += len(events)
-        if _has_saliency_images(dirpath, events):
+        if _has_saliency_maps(dirpath, events):
             found.append(dirpath)
     names = {}
     runs = []
@@ -221,40 +239,11 @@ def _run_name(logdir: str, path: str) -> str:
     return "/".join(parts)
 
 
-def _accumulator(path):
-    from tensorboard.backend.event_processing import plugin_event_accumulator as pea
-
-    # TENSORS: 0 keeps every step (TensorBoard's default keeps a reservoir sample of 10 images).
-    acc = pea.EventAccumulator(path, size_guidance={pea.TENSORS: 0})
-    acc.Reload()
-    return acc
-
-
-def _plugin(acc, tag) -> str:
-    return acc.SummaryMetadata(tag).plugin_data.plugin_name
-
-
-def _scalar_series(acc, tag) -> dict:
-    from tensorboard.util import tensor_util
-
-    out = {}
-    for event in acc.Tensors(tag):
-        value = tensor_util.make_ndarray(event.tensor_proto)
-        if value.size == 1:
-            out[int(event.step)] = float(value.reshape(()))
-    return out
-
-
-def _text(event) -> str:
-    values = event.tensor_proto.string_val
-    return b"\n".join(values).decode("utf-8", "replace") if values else ""
-
-
 def _dir_bytes(path) -> int:
     total = 0
     try:
         for name in os.listdir(path):
-            if _is_event_file(name):
+            if logdirs.is_event_file(name):
                 total += os.path.getsize(os.path.join(path, name))
     except OSError:
         pass
@@ -272,47 +261,81 @@ def _metric_dirs(run_path: str) -> list[tuple[str, str]]:
     return out
 
 
-def _read_run(name, path, progress) -> Run:
-    run = Run(name, path)
-    acc = _accumulator(path)
-    progress.advance(_dir_bytes(path))
-    for tag in acc.Tags().get("tensors", []):
-        plugin = _plugin(acc, tag)
-        if tag == PROBES_TAG and plugin == "images":
-            run.tiles = {int(e.step): list(e.tensor_proto.string_val[2:]) for e in acc.Tensors(tag)}
-        elif tag == GRID_TAG and plugin == "images":
-            run.grids = {int(e.step): e.tensor_proto.string_val[2] for e in acc.Tensors(tag)}
-        elif tag == INFO_TAG and plugin == "text":
-            events = acc.Tensors(tag)
-            if events:
-                run.info = _text(events[-1])
-        elif tag == ALARM_TAG and plugin == "text":
-            run.alarms = [(int(e.step), _text(e)) for e in acc.Tensors(tag)]
-        elif tag.startswith("saliency/") and plugin == "scalars":
-            series = _scalar_series(acc, tag)
-            if series:
-                run.scalars[tag[len("saliency/") :]] = series
-    run.tiles = {s: t for s, t in run.tiles.items() if t}  # a step without tiles is no step
-    if run.info:
-        run.labels = _probe_labels(run.info)
-    for split, split_path in _metric_dirs(path):
-        split_acc = _accumulator(split_path)
-        progress.advance(_dir_bytes(split_path))
-        for tag in split_acc.Tags().get("tensors", []):
-            # Keras 3 writes epoch_<metric> as tensors; the monitor's own numbers also reach the
-            # `logs` (epoch_saliency_*) and are plotted from saliency/ already.
+def _select(logdir, runs) -> list[tuple[str, str]]:
+    """The chosen ``(name, directory)`` runs under ``logdir``, found without reading events."""
+    logdir = os.fspath(logdir)
+    if not os.path.isdir(logdir):
+        raise ReportError(f"log dir {logdir!r} does not exist or is not a directory")
+    found = find_runs(logdir)
+    if not found.runs:
+        raise ReportError(
+            f"no saliency events under {logdir!r}: searched {found.directories} "
+            f"director{'y' if found.directories == 1 else 'ies'} with {found.files} event "
+            f"file{'' if found.files == 1 else 's'} (recursively) for the tag "
+            f"{store.MAPS_TAG!r} that SaliencyMonitor writes to <log_dir>/saliency"
+        )
+    available = dict(found.runs)
+    if runs is None:
+        return [(name, available[name]) for name in sorted(available)]
+    unknown = [r for r in runs if r not in available]
+    if unknown:
+        raise ReportError(
+            f"unknown run{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}: the runs "
+            f"under {logdir!r} are {', '.join(sorted(available))}"
+        )
+    return [(name, available[name]) for name in dict.fromkeys(runs)]
+
+
+def _series_of(pairs) -> dict:
+    return {int(step): math.nan if value is None else float(value) for step, value in pairs}
+
+
+def _read_run(name, path, source, progress) -> Run:
+    provider, ctx, eid = source
+    index = store.read_run(provider, ctx, eid, name)
+    run = Run(name, path, source=(provider, ctx, eid, name))
+    if index["probe_set"] is None:
+        raise ReportError(f"run {name} has saliency maps but no probe set ({store.PROBE_SET_TAG})")
+    run.probe_set = index["probe_set"]
+    run.epochs = {int(step): info for step, info in index["epochs"].items()}
+    run.scalars = {k: _series_of(v) for k, v in index["scalars"].items()}
+    if index["alarm"] is not None:
+        run.alarms = [(index["alarm"]["step"], index["alarm"]["text"])]
+    for probe in run.probe_set["probes"]:
+        if probe.get("label") is not None:
+            run.labels[int(probe["probe"])] = probe.get("label_name") or str(probe["label"])
+    png = store.read_probe_images(provider, ctx, eid, name)
+    run.display = store.decode_images(png, run.num_probes)
+    for split, _ in _metric_dirs(path):
+        data = provider.read_scalars(
+            ctx,
+            experiment_id=eid,
+            plugin_name="scalars",
+            downsample=10**9,
+            run_tag_filter=tb_provider.RunTagFilter(runs=[_metric_run(name, split)]),
+        )
+        for tag, series in data.get(_metric_run(name, split), {}).items():
+            # Keras 3 writes epoch_<metric>; the monitor's own numbers also reach the `logs`
+            # (epoch_saliency_*) and are plotted from saliency/ already.
             if not tag.startswith("epoch_") or tag.startswith("epoch_saliency_"):
                 continue
-            if tag == "epoch_learning_rate" or _plugin(split_acc, tag) != "scalars":
+            if tag == "epoch_learning_rate":
                 continue
-            series = _scalar_series(split_acc, tag)
-            if series:
-                run.metrics.setdefault(tag[len("epoch_") :], {})[split] = series
+            values = {int(d.step): float(d.value) for d in series}
+            if values:
+                run.metrics.setdefault(tag[len("epoch_") :], {})[split] = values
+    progress.advance()
     return run
 
 
+def _metric_run(name: str, split: str) -> str:
+    # A provider run id that no saliency run can have (run names never hold a NUL).
+    return f"{name}\0{split}"
+
+
 def load_runs(logdir, runs=None, progress=None) -> list[Run]:
-    """Reads the selected runs under ``logdir``, every step.
+    """Reads the selected runs under ``logdir``, every step, through ``store`` (TensorBoard's
+    own multiplexer and data provider).
 
     Args:
         logdir: a directory searched recursively (e.g. ``runs/demo`` or ``runs/demo/clean``).
@@ -322,68 +345,34 @@ def load_runs(logdir, runs=None, progress=None) -> list[Run]:
     Raises:
         ReportError: ``logdir`` missing, no saliency events, or an unknown run name.
     """
-    logdir = os.fspath(logdir)
-    progress = progress or Progress(enabled=False)
-    if not os.path.isdir(logdir):
-        raise ReportError(f"log dir {logdir!r} does not exist or is not a directory")
-    found = find_runs(logdir)
-    if not found.runs:
-        raise ReportError(
-            f"no saliency events under {logdir!r}: searched {found.directories} "
-            f"director{'y' if found.directories == 1 else 'ies'} with {found.files} event "
-            f"file{'' if found.files == 1 else 's'} (recursively) for the image tags "
-            f"{PROBES_TAG!r} / {GRID_TAG!r} that SaliencyMonitor writes to <log_dir>/saliency"
-        )
-    available = dict(found.runs)
-    if runs is None:
-        chosen = sorted(available)
-    else:
-        unknown = [r for r in runs if r not in available]
-        if unknown:
-            raise ReportError(
-                f"unknown run{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}: the runs "
-                f"under {logdir!r} are {', '.join(sorted(available))}"
-            )
-        chosen = list(dict.fromkeys(runs))
-    total = 0
-    for name in chosen:
-        total += _dir_bytes(available[name])
-        total += sum(_dir_bytes(p) for _, p in _metric_dirs(available[name]))
-    progress.stage("reading events", max(total, 1))
-    loaded = [_read_run(name, available[name], progress) for name in chosen]
+    return _load(_select(logdir, runs), logdir, progress or Progress(enabled=False))
+
+
+def _load(chosen, logdir, progress) -> list[Run]:
+    directories = {}
+    for name, path in chosen:
+        directories[name] = path
+        for split, split_path in _metric_dirs(path):
+            directories[_metric_run(name, split)] = split_path
+    progress.stage("reading events", 1 + len(chosen))
+    source = store.open_logdir(logdir, runs=directories)
+    progress.advance()
+    loaded = [_read_run(name, path, source, progress) for name, path in chosen]
     empty = [r.name for r in loaded if not r.steps]
     if empty:
-        raise ReportError(f"run {', '.join(empty)} has saliency tags but no readable image")
+        raise ReportError(f"run {', '.join(empty)} has saliency tags but no readable maps")
     return loaded
 
 
-def _probe_labels(info: str) -> dict:
-    """{probe: label} from the probes_info markdown table (columns "probe" and "label")."""
-    table = parse_markdown_table(info)
-    if table is None:
-        return {}
-    header, rows = table
-    lower = [h.strip().lower() for h in header]
-    if "probe" not in lower or "label" not in lower:
-        return {}
-    p, c = lower.index("probe"), lower.index("label")
-    labels = {}
-    for row in rows:
-        if max(p, c) < len(row) and row[p].strip().isdigit() and row[c].strip():
-            labels[int(row[p])] = row[c].strip()
-    return labels
-
-
-def parse_markdown_table(text: str):
-    """``(header, rows)`` of the first pipe table in ``text``, or None if there is none."""
-    lines = [line.strip() for line in text.splitlines() if line.strip().startswith("|")]
-    if len(lines) < 2 or not re.fullmatch(r"\|?[\s:|-]+\|?", lines[1]):
-        return None
-
-    def cells(line):
-        return [cell.strip() for cell in line.strip().strip("|").split("|")]
-
-    return cells(lines[0]), [cells(line) for line in lines[2:]]
+def _probe_counts(chosen) -> dict:
+    """{run name: number of probes}, from each run's first probe set, read straight from its
+    event files: checking --probes must not wait for every event of every run to load."""
+    counts = {}
+    for name, path in chosen:
+        info = store.peek_probe_set(path)
+        if info is not None:
+            counts[name] = int(info["num_probes"])
+    return counts
 
 
 # ==================================================================================================
@@ -522,7 +511,7 @@ def _run_title(run: Run) -> str:
 
 def _filmstrip_block(run: Run, probes, max_epochs: int, progress) -> np.ndarray:
     columns = sample_columns(run.steps, max_epochs)
-    rows = list(range(run.num_probes)) if probes is None or not run.tiles else list(probes)
+    rows = list(range(run.num_probes)) if probes is None else list(probes)
     sample = run.probe_images(columns[0], rows[:1])
     th, tw = tile_display_size(*sample.shape[1:3])
     width = LABEL_WIDTH + SEP + len(columns) * (tw + SEP)
@@ -535,7 +524,7 @@ def _filmstrip_block(run: Run, probes, max_epochs: int, progress) -> np.ndarray:
     array = np.asarray(canvas).copy()
     y0 = TITLE_HEIGHT + HEADER_HEIGHT
     for j, step in enumerate(columns):
-        tiles = _resize(run.probe_images(step, rows if run.tiles else None), (th, tw))
+        tiles = _resize(run.probe_images(step, rows), (th, tw))
         x = LABEL_WIDTH + SEP + j * (tw + SEP)
         for i, tile in enumerate(tiles):
             y = y0 + i * (th + SEP)
@@ -577,7 +566,7 @@ def filmstrip(runs, probes=None, max_epochs=DEFAULT_MAX_EPOCHS, progress=None) -
 
 def _panel_layout(run: Run, probes, labels) -> dict:
     """Geometry of a run's animation panel, fixed for all its frames (GIF frames share a size)."""
-    rows = list(range(run.num_probes)) if probes is None or not run.tiles else list(probes)
+    rows = list(range(run.num_probes)) if probes is None else list(probes)
     ref = run.probe_images(run.steps[0], rows[:1])
     th, tw = tile_display_size(*ref.shape[1:3])
     n = len(rows)
@@ -598,7 +587,7 @@ def _panel(run: Run, step, label: str, layout: dict) -> np.ndarray:
     width, height = layout["width"], layout["height"]
     array = np.full((height, width, 3), _BACKGROUND, np.uint8)
     if step is not None:
-        tiles = _resize(run.probe_images(step, rows if run.tiles else None), (th, tw))
+        tiles = _resize(run.probe_images(step, rows), (th, tw))
         for k, tile in enumerate(tiles):
             r, c = divmod(k, cols)
             y, x = TITLE_HEIGHT + SEP + r * (cell_h + SEP), SEP + c * (tw + SEP)
@@ -903,14 +892,48 @@ def _data_uri(mime: str, data: bytes) -> str:
     return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
 
 
-def _info_html(info: str) -> str:
-    table = parse_markdown_table(info)
-    if table is None:
-        return f"<pre>{html.escape(info)}</pre>"
-    header, rows = table
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+def _marks_html(run: Run) -> str:
+    """Which probes had a flat or a broken map at which epochs ("" when none): their tiles are
+    framed in blue or red."""
+    notes = []
+    for key, what, color in (("flat", "flat map", "blue"), ("non_finite", "NaN/inf map", "red")):
+        hits = {}
+        for step in run.steps:
+            for probe, flagged in enumerate(run.epochs[step].get(key) or []):
+                if flagged:
+                    hits.setdefault(probe, []).append(step)
+        if hits:
+            listed = "; ".join(
+                f"#{probe} at epoch{'s' if len(steps) > 1 else ''} {_ranges(steps)}"
+                for probe, steps in sorted(hits.items())
+            )
+            notes.append(f"{what} ({color} frame): {html.escape(listed)}")
+    return "".join(f'<p class="meta">{note}</p>' for note in notes)
+
+
+def _ranges(steps) -> str:
+    """[0, 1, 2, 5] -> "0-2, 5"."""
+    out, start, prev = [], steps[0], steps[0]
+    for step in steps[1:] + [None]:
+        if step is not None and step == prev + 1:
+            prev = step
+            continue
+        out.append(str(start) if start == prev else f"{start}-{prev}")
+        if step is not None:
+            start = prev = step
+    return ", ".join(out)
+
+
+def _probes_html(run: Run) -> str:
+    """The probes as a table (probe, index in probe_data, label), from the stored probe set."""
+    probes = run.probe_set.get("probes", [])
+    if not any(p.get("label") is not None for p in probes):
+        return '<p class="meta">No probe labels logged (the probe data had no labels).</p>'
+    head = "".join(f"<th>{h}</th>" for h in ("probe", "index in probe_data", "label"))
     body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows
+        f"<tr><td>{int(p['probe'])}</td><td>{int(p['index'])}</td>"
+        f"<td>{html.escape(run.labels.get(int(p['probe']), ''))}</td></tr>"
+        for p in probes
     )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
@@ -1013,16 +1036,14 @@ def html_page(runs, logdir, probes=None, max_epochs=DEFAULT_MAX_EPOCHS, progress
             f'<img class="pixels" alt="filmstrip of {esc(run.name)}" '
             f'src="{_data_uri("image/png", encode_png(strip))}">'
         )
+        parts.append(_marks_html(run))
         charts = charts_html([run], per_run=True)
         if charts:
             parts.append("<h3>Curves</h3>")
             parts.append(charts)
         parts.append(_last_numbers(run))
         parts.append("<h3>Probes</h3>")
-        if run.info:
-            parts.append(_info_html(run.info))
-        else:
-            parts.append('<p class="meta">No probe labels logged (saliency/probes_info).</p>')
+        parts.append(_probes_html(run))
         parts.append("</section>")
     parts.append("</div></body></html>")
     return "\n".join(parts)
@@ -1096,20 +1117,24 @@ def _write_atomic(path: str, data: bytes) -> None:
         raise ReportError(f"cannot write {path!r}: {err.strerror or err}") from None
 
 
-def _check_probes(runs, probes):
+def _check_probes(counts: dict, probes):
+    """``probes`` without repeats, or a ReportError naming a run whose probe count they exceed.
+
+    Args:
+        counts: {run name: number of probes}.
+        probes: the asked probe numbers (0-based), or None for all.
+    """
     if probes is None:
         return None
     probes = list(dict.fromkeys(int(p) for p in probes))
     if not probes:
         raise ReportError("--probes selects no probe: give indices such as 0,3,5")
-    for run in runs:
-        if not run.tiles:
-            continue
-        bad = [p for p in probes if not 0 <= p < run.num_probes]
+    for name, count in counts.items():
+        bad = [p for p in probes if not 0 <= p < count]
         if bad:
             raise ReportError(
-                f"probe {', '.join(map(str, bad))} out of range: run {run.name!r} has "
-                f"{run.num_probes} probes (0-{run.num_probes - 1})"
+                f"probe {', '.join(map(str, bad))} out of range: run {name!r} has "
+                f"{count} probes (0-{count - 1})"
             )
     return probes
 
@@ -1143,8 +1168,12 @@ def write_report(
         )
     progress = progress or Progress(enabled=False)
     try:
-        loaded = load_runs(logdir, runs, progress)
-        probes = _check_probes(loaded, probes)
+        chosen = _select(logdir, runs)
+        # The probe count comes from the first probe set in the files, before anything else is
+        # read: a wrong --probes fails at once, not after loading every run.
+        probes = _check_probes(_probe_counts(chosen), probes)
+        loaded = _load(chosen, logdir, progress)
+        probes = _check_probes({r.name: r.num_probes for r in loaded}, probes)  # latest fits
         _prepare_parent(out)
         all_steps = sorted(set().union(*(r.steps for r in loaded)))
         if ext == ".gif":

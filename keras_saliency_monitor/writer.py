@@ -433,6 +433,51 @@ class EventWriter:
         meta = image_metadata.create_summary_metadata(display_name=None, description=description)
         self._write(tag, tensor, meta, step)
 
+    def add_blob_sequence(
+        self,
+        tag: str,
+        blobs: Any,
+        step: int,
+        plugin_name: str,
+        description: str | None = None,
+    ) -> None:
+        """Writes `blobs` at `step` as a blob sequence (DT_STRING rank 1) of plugin `plugin_name`.
+
+        The data class is `DATA_CLASS_BLOB_SEQUENCE`, so TensorBoard's data provider serves the
+        blobs through `read_blob_sequences` / `read_blob`; only `plugin_name`'s dashboard shows
+        them.
+
+        Args:
+            tag: Summary tag, e.g. `"saliency/maps"`.
+            blobs: A sequence of `bytes` (empty `b""` blobs are allowed).
+            step: Global step.
+            plugin_name: Name of the plugin that reads them, e.g. `"saliency"`.
+            description: Markdown shown in dashboards. Defaults to `None`.
+
+        Raises:
+            TypeError: `blobs` is not a sequence of bytes, or `plugin_name` is not a str.
+        """
+        tag, step = _check_tag(tag), _check_step(step)
+        if not isinstance(plugin_name, str) or not plugin_name:
+            raise TypeError(
+                "Invalid value for argument `plugin_name`: expected a non-empty str, "
+                f"received {plugin_name!r}."
+            )
+        if isinstance(blobs, (bytes, str)) or not all(
+            isinstance(b, (bytes, bytearray)) for b in blobs
+        ):
+            raise TypeError(
+                "Invalid value for argument `blobs`: expected a list of bytes, received "
+                f"{blobs!r:.100}."
+            )
+        tensor = tensor_util.make_tensor_proto([bytes(b) for b in blobs], dtype=np.object_)
+        meta = summary_pb2.SummaryMetadata(
+            plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name=plugin_name),
+            summary_description=description or "",
+            data_class=summary_pb2.DATA_CLASS_BLOB_SEQUENCE,
+        )
+        self._write(tag, tensor, meta, step)
+
     def add_scalar(self, tag: str, value: Any, step: int, description: str | None = None) -> None:
         """Writes one number at `step` as `tf.summary.scalar` does (float32).
 

@@ -61,3 +61,20 @@ def read_scalars(run_dir, tag):
 
 def event_files(run_dir):
     return sorted(glob.glob(os.path.join(run_dir, "events.out.tfevents.*")))
+
+
+def write_stored_run(run_dir, steps, num_probes=3, size=16, seed=0):
+    """A run's saliency events written without a model: the probe set (no labels) at the first
+    step and random maps at every step, as SaliencyMonitor stores them (store.py)."""
+    from keras_saliency_monitor import store
+    from keras_saliency_monitor.writer import EventWriter
+
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 255, (num_probes, size, size, 3), np.uint8)
+    with EventWriter(run_dir) as writer:
+        blobs = store.encode_probe_set(images, indices=list(range(num_probes)))
+        writer.add_blob_sequence(store.PROBE_SET_TAG, blobs, steps[0], store.PLUGIN_NAME)
+        for step in steps:
+            maps = rng.uniform(0, 1, (num_probes, size, size)).astype(np.float32)
+            blobs = store.encode_maps(maps, step=step, classes=[0] * num_probes)
+            writer.add_blob_sequence(store.MAPS_TAG, blobs, step, store.PLUGIN_NAME)

@@ -6,8 +6,8 @@ import keras
 import numpy as np
 import pytest
 
-from keras_saliency_monitor import SaliencyMonitor, compute_saliency
-from keras_saliency_monitor.callback import GRID_TAG, PROBES_TAG
+from keras_saliency_monitor import SaliencyMonitor, compute_saliency, store
+from keras_saliency_monitor.callback import GRID_TAG
 
 from .helpers import read_images, read_scalars, tiny_cnn, tiny_data
 
@@ -24,8 +24,9 @@ def test_fit_logs_one_grid_per_epoch_not_blank(tmp_path):
         assert grid.dtype == np.uint8 and grid.ndim == 3 and grid.shape[1] <= 1024
         # Not a near-black grid: real brightness and contrast.
         assert grid.mean() > 30 and grid.std() > 20
-    tiles = read_images(run, PROBES_TAG)
-    assert sorted(tiles) == [0, 1, 2, 3] and len(tiles[3]) == 6
+    provider, ctx, eid = store.open_logdir(run)
+    index = store.read_run(provider, ctx, eid, ".")
+    assert index["steps"] == [0, 1, 2, 3] and index["probe_set"]["num_probes"] == 6
     # The numbers are in History (so EarlyStopping/CSVLogger see them) and in TensorBoard.
     assert len(history.history["saliency_concentration"]) == 4
     logged = read_scalars(run, "saliency/concentration")

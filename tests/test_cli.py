@@ -12,12 +12,11 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from keras_saliency_monitor import cli, logdirs
-from keras_saliency_monitor.callback import PROBES_TAG
-from keras_saliency_monitor.writer import EventWriter
+
+from .helpers import write_stored_run
 
 SCRIPT = Path(sys.executable).with_name("keras-saliency-monitor")
 # What TensorFlow's C++ start-up prints: absl's log lines and its "before InitializeLog" banner.
@@ -41,12 +40,9 @@ def _run(*argv, module=False, timeout=120, **env):
 
 @pytest.fixture(scope="module")
 def saliency_logdir(tmp_path_factory):
-    """A log dir holding one run's saliency events (3 steps of probe tiles), written without TF."""
+    """A log dir holding one run's saliency events (3 logged steps), written without TF."""
     logdir = tmp_path_factory.mktemp("logs")
-    rng = np.random.default_rng(0)
-    with EventWriter(logdir / "run" / "saliency") as writer:
-        for step in range(3):
-            writer.add_images(PROBES_TAG, rng.integers(0, 255, (2, 8, 8, 3), np.uint8), step)
+    write_stored_run(logdir / "run" / "saliency", [0, 1, 2], num_probes=2, size=8)
     return logdir
 
 

@@ -21,7 +21,8 @@ import time
 
 import pytest
 
-from keras_saliency_monitor.callback import GRID_TAG, PROBES_TAG
+from keras_saliency_monitor import store
+from keras_saliency_monitor.callback import GRID_TAG
 
 from .helpers import read_images, read_scalars
 
@@ -122,7 +123,8 @@ def test_sigkill_loses_no_finished_epoch(tmp_path):
     for mode, guaranteed in (("default", last), ("durable", last + 1)):
         run = str(tmp_path / mode / "saliency")
         grids = read_images(run, GRID_TAG)
-        tiles = read_images(run, PROBES_TAG)
+        provider, ctx, eid = store.open_logdir(run)
+        maps = store.read_run(provider, ctx, eid, ".")["epochs"]
         scalars = read_scalars(run, "saliency/concentration")
         print(
             f"{mode}: last epoch ended before the kill {last}, grids found {sorted(grids)}, "
@@ -130,7 +132,7 @@ def test_sigkill_loses_no_finished_epoch(tmp_path):
         )
         missing = [e for e in range(guaranteed) if e not in grids]
         assert missing == [], f"{mode}: finished epochs lost: {missing}"
-        assert all(e in tiles and len(tiles[e]) == 8 for e in range(guaranteed))
+        assert all(str(e) in maps and len(maps[str(e)]["classes"]) == 8 for e in range(guaranteed))
         assert all(e in scalars for e in range(guaranteed))
         assert all(grid[0].ndim == 3 for grid in grids.values())  # every PNG decodes
 

@@ -510,3 +510,84 @@ def test_dim_grey_maps_luminance_into_the_dimmed_range():
     np.testing.assert_array_equal(out[0, 0, 0], [int(0.75 * 255 + 0.5)] * 3)  # 0.15 + 0.6
     np.testing.assert_array_equal(out[0, 0, 1], [int(0.15 * 255 + 0.5)] * 3)  # black -> 0.15
     np.testing.assert_array_equal(out[0, 1, 1], [int((0.15 + 0.6 / 3) * 255 + 0.5)] * 3)
+
+
+# ----------------------------------------------------------------------------------------------
+# Flat maps, frames, and the grid as TensorBoard shows it.
+# ----------------------------------------------------------------------------------------------
+
+
+def test_flat_maps_flags_the_near_constant_gradcam_of_the_issue():
+    rng = _rng()
+    gradcam = rng.uniform(0.00259, 0.00270, (1, 7, 7))  # an untrained backbone's Grad-CAM
+    gradcam[0, 0, 0], gradcam[0, -1, -1] = 0.00259, 0.00270
+    zeros = np.zeros((1, 7, 7))
+    peaked = np.zeros((1, 7, 7))
+    peaked[0, 3, 3] = 1.0
+    wide = rng.uniform(0.85, 1.0, (1, 7, 7))  # a 15% range: still a picture
+    wide[0, 0, 0], wide[0, 1, 1] = 0.85, 1.0
+    broken = np.ones((1, 7, 7))
+    broken[0, 0, 0] = np.nan
+    maps = np.concatenate([gradcam, zeros, peaked, wide, broken])
+    assert render.flat_maps(maps).tolist() == [True, True, False, False, False]
+    # The bound: range <= max_range * max.
+    edge = np.array([[[0.905, 1.0]], [[0.895, 1.0]]])
+    assert render.flat_maps(edge, 0.1).tolist() == [True, False]
+    with pytest.raises(ValueError, match="max_range"):
+        render.flat_maps(maps, 1.5)
+
+
+def test_mark_tiles_frames_flat_in_blue_and_broken_in_red():
+    tiles = np.full((3, 24, 24, 3), 100, np.uint8)
+    marked = render.mark_tiles(tiles, [True, False, True], [False, False, True])
+    assert tuple(marked[0, 0, 0]) == render.FLAT_COLOR
+    assert tuple(marked[0, 12, 12]) == (100, 100, 100)  # inside the frame: untouched
+    assert (marked[1] == 100).all()
+    assert tuple(marked[2, -1, 5]) == render.FAULT_COLOR  # broken wins over flat
+    assert (tiles == 100).all()  # the input is not edited
+    assert render.mark_tiles(tiles, [False] * 3, [False] * 3) is tiles
+
+
+def test_heat_overlays_marks_only_the_salient_pixel():
+    backdrop = np.full((1, 5, 5, 3), 60, np.uint8)
+    maps = np.zeros((1, 5, 5), np.float32)
+    maps[0, 2, 2] = 3.0
+    out = render.heat_overlays(backdrop, maps, clip_percentile=100, alpha=0.5)
+    top = _ref_color("inferno", 1.0).astype(float)
+    np.testing.assert_array_equal(out[0, 2, 2], np.floor(60 + 0.5 * (top - 60) + 0.5))
+    assert (np.delete(out.reshape(25, 3), 12, axis=0) == 60).all()
+
+
+def test_downscale_images_is_a_block_mean():
+    images = np.arange(2 * 4 * 4 * 3, dtype=np.uint8).reshape(2, 4, 4, 3)
+    small = render.downscale_images(images, 2)
+    expected = images.reshape(2, 2, 2, 2, 2, 3).astype(float).mean(axis=(2, 4))
+    np.testing.assert_array_equal(small, np.floor(expected + 0.5))
+    assert render.tile_factor((224, 224), 112) == 2 and render.tile_factor((225, 100), 112) == 3
+    assert render.tile_factor((12, 12), 112) == 1
+
+
+def _first_caption_line_height(grid, tile):
+    """Height in grid pixels of the ink of the first caption line of cell 0 (found by pixels)."""
+    strip = grid[SEP + tile :, SEP : SEP + 2 * tile + SEP].max(axis=-1)
+    ink = np.flatnonzero((strip > 150).any(axis=1))
+    gaps = np.flatnonzero(np.diff(ink) > 1)
+    last = ink[gaps[0]] if gaps.size else ink[-1]
+    return last - ink[0] + 1
+
+
+def test_grid_captions_are_readable_at_tensorboard_card_width():
+    """16 probes of 112 px, 2 per row, as the callback draws them: shown scaled to the 350 px
+    card, the first caption line ("#0 true cat", no descender) is at least 10 px tall; the old
+    layout (4 per row, sized for 100% zoom) gave under 5 px."""
+    display, over = _tiles(16, 112, 112)
+    captions = [f"#{k} true cat\npred dog 0.93" for k in range(16)]
+    grid = render.make_grid(
+        display, over, captions, columns=2, display_width=render.TENSORBOARD_CARD_WIDTH
+    )
+    shown = render.TENSORBOARD_CARD_WIDTH / grid.shape[1]
+    assert grid.shape[1] == 2 * (2 * 112 + SEP) + 3 * SEP
+    assert _first_caption_line_height(grid, 112) * shown >= 10
+    old = render.make_grid(display, over, captions)  # ceil(sqrt(16)) = 4 columns, 1024 px cap
+    old_shown = render.TENSORBOARD_CARD_WIDTH / old.shape[1]
+    assert _first_caption_line_height(old, 112) * old_shown < 5

@@ -11,11 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from keras_saliency_monitor import SaliencyMonitor, cli, report
-from keras_saliency_monitor.callback import PROBES_TAG
+from keras_saliency_monitor import SaliencyMonitor, cli, render, report, store
 from keras_saliency_monitor.writer import EventWriter
 
-from .helpers import tiny_cnn, tiny_data
+from .helpers import tiny_cnn, tiny_data, write_stored_run
 
 EPOCHS = 14
 SHORT_EPOCHS = 4
@@ -218,11 +217,8 @@ def test_html_runs_in_the_order_asked_and_probes_picked(logdir, tmp_path, capsys
 
 
 def test_report_without_probes_info_or_metrics(tmp_path, capsys):
-    """Event files with only the probe tiles (no labels, scalars or Keras logs) still report."""
-    rng = np.random.default_rng(0)
-    with EventWriter(tmp_path / "logs" / "saliency") as writer:
-        for step in (0, 2, 4):
-            writer.add_images(PROBES_TAG, rng.integers(0, 255, (3, 16, 16, 3), np.uint8), step)
+    """Event files with only the stored probes and maps (no labels, scalars or Keras logs)."""
+    write_stored_run(tmp_path / "logs" / "saliency", [0, 2, 4])
     out = tmp_path / "plain.html"
     code, _, err = _report(capsys, tmp_path / "logs", "--out", out)
     assert code == 0, err
@@ -305,3 +301,41 @@ def test_error_bad_run_probe_or_epochs(logdir, tmp_path, capsys):
     code, _, err = _report(capsys, logdir, "--out", out, "--max-epochs", "1")
     _one_line_error(code, err, "--max-epochs")
     assert not out.exists()
+
+
+def test_probe_out_of_range_fails_before_any_run_is_loaded(logdir, tmp_path, capsys, monkeypatch):
+    """The probe count comes from the first probe set in the files: no run is loaded first."""
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the runs were loaded before --probes was checked")
+
+    monkeypatch.setattr(store, "open_logdir", no_loading)
+    code, _, err = _report(capsys, logdir, "--out", tmp_path / "r.png", "--probes", "2,9")
+    _one_line_error(code, err, "probe 9 out of range", "6 probes (0-5)")
+
+
+def test_flat_and_broken_maps_are_framed_and_listed(tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 255, (2, 16, 16, 3), np.uint8)
+    with EventWriter(tmp_path / "logs" / "saliency") as writer:
+        blobs = store.encode_probe_set(images, indices=[0, 1])
+        writer.add_blob_sequence(store.PROBE_SET_TAG, blobs, 0, store.PLUGIN_NAME)
+        for step in (0, 1, 2):
+            maps = rng.uniform(0, 1, (2, 16, 16)).astype(np.float32)
+            if step >= 1:
+                maps[0] = 0.0027  # constant: flat
+            if step == 2:
+                maps[1, 3, 3] = np.nan
+            blobs = store.encode_maps(maps, step=step, classes=[0, 0])
+            writer.add_blob_sequence(store.MAPS_TAG, blobs, step, store.PLUGIN_NAME)
+    out = tmp_path / "marks.html"
+    code, _, err = _report(capsys, tmp_path / "logs", "--out", out)
+    assert code == 0, err
+    text = out.read_text(encoding="utf-8")
+    assert "flat map (blue frame): #0 at epochs 1-2" in text
+    assert "NaN/inf map (red frame): #1 at epoch 2" in text
+    (run,) = report.load_runs(tmp_path / "logs")
+    tiles = run.probe_images(2)
+    assert tuple(tiles[0, 0, 0]) == render.FLAT_COLOR
+    assert tuple(tiles[1, 0, 0]) == render.FAULT_COLOR
+    assert tuple(run.probe_images(0)[0, 0, 0]) != render.FLAT_COLOR

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_saliency_monitor import SaliencyMonitor, compute_saliency, render
-from keras_saliency_monitor.callback import GRID_TAG, PROBES_TAG
+from keras_saliency_monitor import SaliencyMonitor, compute_saliency, render, store
+from keras_saliency_monitor.callback import GRID_TAG
 from keras_saliency_monitor.writer import BackgroundWorker
 
 from .helpers import event_files, read_images, read_scalars, tiny_cnn, tiny_data
@@ -70,7 +70,9 @@ def _our_warnings(record, kind=None):
 
 
 def _red_pixels(image):
-    return int(np.sum((image[..., 0] == 255) & (image[..., 1] == 0) & (image[..., 2] == 0)))
+    # The grid is a JPEG: pure red comes back within a few levels.
+    r, g, b = (image[..., c].astype(int) for c in range(3))
+    return int(np.sum((r > 220) & (g < 40) & (b < 40)))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -251,8 +253,9 @@ def test_nan_weights_mid_run_warn_once_and_log_marked_grids(tmp_path, model):
     assert sorted(grids) == [0, 1, 2, 3]
     assert _red_pixels(grids[0][0]) == 0
     assert _red_pixels(grids[3][0]) > 6 * 4 * 20
-    tiles = read_images(run, PROBES_TAG)[3]
-    assert len(tiles) == 6 and all(_red_pixels(t[:1]) == t.shape[1] for t in tiles)
+    provider, ctx, eid = store.open_logdir(run)
+    epochs = store.read_run(provider, ctx, eid, ".")["epochs"]
+    assert epochs["0"]["non_finite"] == [False] * 6 and epochs["3"]["non_finite"] == [True] * 6
 
 
 def test_nan_weights_in_strict_mode_raise_out_of_fit(tmp_path, model):
@@ -553,8 +556,9 @@ def test_large_probe_set_is_chunked_and_equals_unchunked(tmp_path):
     chunked = monitor.explainer.explain(monitor.probes.x).maps
     whole = compute_saliency(model, monitor.probes.x, batch_size=300)
     np.testing.assert_allclose(chunked, whole, rtol=1e-5, atol=1e-8)
-    tiles = read_images(os.path.join(tmp_path, "saliency"), PROBES_TAG)
-    assert len(tiles[0]) == 300
+    provider, ctx, eid = store.open_logdir(os.path.join(tmp_path, "saliency"))
+    index = store.read_run(provider, ctx, eid, ".")
+    assert index["probe_set"]["num_probes"] == 300 and len(index["epochs"]["0"]["classes"]) == 300
     assert len(event_files(os.path.join(tmp_path, "saliency"))) == 1
 
 

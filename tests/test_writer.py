@@ -100,6 +100,29 @@ def test_round_trip_through_tensorboard_reader(tmp_path):
     assert acc.SummaryMetadata("saliency/overlays").summary_description == "probe grid"
 
 
+def test_blob_sequence_round_trip_through_tensorboard_reader(tmp_path):
+    blobs = [b'{"a": 1}', bytes(range(256)) * 300, b""]  # ~77 kB: the vectorised CRC path too
+    with EventWriter(tmp_path) as writer:
+        writer.add_blob_sequence("saliency/maps", blobs, 3, "saliency", description="maps")
+        writer.add_blob_sequence("saliency/maps", blobs[:1], 4, "saliency")
+    acc = _read(tmp_path)
+    events = acc.Tensors("saliency/maps")
+    assert [e.step for e in events] == [3, 4]
+    assert events[0].tensor_proto.dtype == types_pb2.DT_STRING
+    assert tensor_util.make_ndarray(events[0].tensor_proto).tolist() == blobs
+    assert tensor_util.make_ndarray(events[1].tensor_proto).tolist() == blobs[:1]
+    metadata = acc.SummaryMetadata("saliency/maps")
+    assert metadata.plugin_data.plugin_name == "saliency"
+    assert metadata.data_class == summary_pb2.DATA_CLASS_BLOB_SEQUENCE
+    assert metadata.summary_description == "maps"
+    with pytest.raises(TypeError, match="blobs"):
+        writer.add_blob_sequence("t", [b"x", "not bytes"], 0, "saliency")
+    with pytest.raises(TypeError, match="blobs"):
+        writer.add_blob_sequence("t", b"bytes, not a list of bytes", 0, "saliency")
+    with pytest.raises(TypeError, match="plugin_name"):
+        writer.add_blob_sequence("t", [b"x"], 0, "")
+
+
 @pytest.mark.parametrize(
     "shape, expected_shape",
     [((9, 5), (9, 5)), ((9, 5, 1), (9, 5)), ((9, 5, 3), (9, 5, 3)), ((9, 5, 4), (9, 5, 4))],
