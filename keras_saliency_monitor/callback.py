@@ -54,13 +54,39 @@ GRID_TILE = 112
 LOCK_NAME = ".writer.lock"  # in <log_dir>/saliency: held by the one monitor writing there
 
 
-def _is_chief(environ=None) -> bool:
-    """Whether this process writes events: True unless TF_CONFIG names another process as chief.
+def _process_index(environ=None) -> int:
+    """This process's index in a ``keras.distribution`` (JAX) multi-process run, 0 otherwise.
 
-    The chief is the task of type "chief" (or TF1's "master"); without one in the cluster, worker 0.
-    No TF_CONFIG (or one without a task) means single-process training, which writes. Evaluators
-    and parameter servers never write.
+    ``jax.process_index()`` once JAX's distributed runtime is up (``keras.distribution.initialize``
+    starts it); before that, ``KERAS_DISTRIBUTION_PROCESS_ID``, the variable
+    ``keras.distribution.initialize`` reads. JAX is only asked when it is the active backend
+    (importing it is not free, and no other backend runs multi-process through it).
     """
+    environ = os.environ if environ is None else environ
+    if keras.backend.backend() == "jax":
+        import jax
+
+        if jax.process_count() > 1:
+            return int(jax.process_index())
+    raw = environ.get("KERAS_DISTRIBUTION_PROCESS_ID", "").strip()
+    try:
+        return int(raw) if raw else 0
+    except ValueError:
+        return 0  # keras.distribution rejects it itself; writing twice loses nothing
+
+
+def _is_chief(environ=None) -> bool:
+    """Whether this process writes events.
+
+    Two multi-process set-ups, each with its own rule:
+
+    - ``keras.distribution`` (JAX): process 0 writes (see :func:`_process_index`);
+    - ``tf.distribute`` (TF_CONFIG): the task of type "chief" (or TF1's "master"); without one in
+      the cluster, worker 0. No TF_CONFIG (or one without a task) means single-process
+      training, which writes. Evaluators and parameter servers never write.
+    """
+    if _process_index(environ) != 0:
+        return False
     raw = (os.environ if environ is None else environ).get("TF_CONFIG", "")
     if not raw.strip():
         return True
@@ -354,7 +380,9 @@ class SaliencyMonitor(keras.callbacks.Callback):
     # ---------------------------------------------------------------- Keras hooks
     def on_train_begin(self, logs=None):
         self._check_image_model()
-        self.explainer.bind(self.model, self.probes.x.shape[1:])
+        # One probe is the forward pass that models without a graph (subclassed, Sequential
+        # without keras.Input) are measured with.
+        self.explainer.bind(self.model, self.probes.x.shape[1:], sample=self.probes.x[:1])
         self._check_target()
         labels = self.probes.labels
         if labels is not None and self.explainer.head.num_classes is not None:
@@ -475,7 +503,9 @@ class SaliencyMonitor(keras.callbacks.Callback):
         if labels.max() >= n or labels.min() < 0:
             raise ValueError(
                 f"Invalid value for argument `probe_data`: labels range over "
-                f"[{labels.min()}, {labels.max()}] but the model has {n} classes."
+                f"[{labels.min()}, {labels.max()}] but the model has {n} classes "
+                f"({self.explainer.head.description}). Pass labels of this model's classes, "
+                'or use target="predicted".'
             )
 
     def _measure(self, explanation):

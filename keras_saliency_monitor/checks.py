@@ -55,3 +55,54 @@ def real_number(name: str, value, low=None, high=None, what="a number") -> float
             f"Invalid value for argument `{name}`: expected {what}, received {name}={value!r}."
         )
     return number
+
+
+def _all_layers(model):
+    from keras_saliency_monitor.targets import sublayers
+
+    return [layer for _, layer in sublayers(model)]
+
+
+def check_model(model, input_dtype=None) -> None:
+    """Fail fast on models whose saliency would be silently wrong.
+
+    - channels-first layers (``data_format="channels_first"``): maps, probes and rendering all
+      take the channel axis last, so such a model would get maps shaped like its channel axis;
+    - integer inputs (an ``Embedding`` layer, or an integer/bool ``keras.Input``): token or
+      category ids have no gradient, so every map would be zero.
+
+    Args:
+        model: the Keras model.
+        input_dtype: the model's declared input dtype (``model.inputs[0].dtype``), if any.
+
+    Raises:
+        ValueError: naming the argument, what was found and what to do.
+    """
+    layers = _all_layers(model)
+    first = [layer for layer in layers if getattr(layer, "data_format", None) == "channels_first"]
+    if first:
+        raise ValueError(
+            "Invalid value for argument `model`: layer "
+            f"{first[0].name!r} ({type(first[0]).__name__}) uses data_format='channels_first'; "
+            "saliency maps, probes and rendering take images as (N, H, W, C) with channels "
+            "last. Build the model with data_format='channels_last' (the Keras default; "
+            "keras.config.set_image_data_format('channels_last')) and feed (N, H, W, C) images."
+        )
+    import keras
+
+    embeddings = [layer for layer in layers if isinstance(layer, keras.layers.Embedding)]
+    dtype = str(input_dtype or "")
+    integer = dtype.startswith(("int", "uint")) or dtype == "bool"
+    if embeddings or integer:
+        what = (
+            f"an Embedding layer {embeddings[0].name!r}"
+            if embeddings
+            else f"an input of dtype {dtype}"
+        )
+        raise ValueError(
+            f"Invalid value for argument `model`: the model has {what}, so it takes integer ids; "
+            "these have no gradient and every saliency map would be zero. Saliency needs a "
+            "model whose input is a float image (N, H, W, C); for a text or categorical model "
+            "explain the embeddings instead (attributions with respect to an Embedding output "
+            "are not supported here)."
+        )

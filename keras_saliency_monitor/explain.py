@@ -2,17 +2,24 @@
 
 ``Explainer`` checks its arguments without a model, then ``bind(model, input_shape)`` builds the
 logits view and the compiled gradient once; ``explain(x)`` can then be called every epoch with no
-retracing. ``compute_attributions`` and ``compute_saliency`` are one-shot wrappers around it.
+retracing. ``compute_attributions`` and ``compute_saliency`` wrap it, and keep the bound explainer
+for the same model, method and options in a cache keyed weakly on the model: a loop over batches
+pays the trace once, and a model that is no longer used is freed with its compiled functions.
 """
 
 from __future__ import annotations
 
+import collections
+import hashlib
+import numbers
+import weakref
 from typing import NamedTuple
 
+import keras
 import numpy as np
 
 from keras_saliency_monitor import gradients, methods, targets
-from keras_saliency_monitor.checks import positive_int
+from keras_saliency_monitor.checks import check_model, positive_int
 
 
 class Explanation(NamedTuple):
@@ -40,6 +47,14 @@ def model_input_shape(model):
             )
         return tuple(inputs[0].shape[1:])
     return None
+
+
+def _input_dtype(model):
+    try:
+        inputs = model.inputs
+    except (AttributeError, ValueError):
+        return None
+    return inputs[0].dtype if inputs else None
 
 
 def check_input_shape(model, input_shape, argument="probe_data"):
@@ -81,51 +96,80 @@ class Explainer:
         self.target = targets.validate_target(target)
         self.output = output
         self.batch_size = positive_int("batch_size", batch_size)
-        self.model = None
+        self._model_ref = None  # weak: a cached explainer must not keep its model alive
         self.head = None
         self.layer = None  # for layer methods (Grad-CAM): the LayerChoice read, after bind
         self._grad = None
         self._input_shape = None
 
     @property
+    def model(self):
+        """The bound model (None before ``bind``, or once the model was garbage-collected)."""
+        return None if self._model_ref is None else self._model_ref()
+
+    @property
     def trace_count(self) -> int:
         """How many times the compiled gradient has been traced (1 in a healthy run)."""
         return 0 if self._grad is None else self._grad.trace_count
 
-    def bind(self, model, input_shape):
+    def bind(self, model, input_shape, sample=None):
         """Build the logits view and compiled gradient for ``model`` (no-op if already bound).
 
         Input methods get a :class:`gradients.InputGradient`; layer methods (Grad-CAM) a
         :class:`gradients.LayerGradient` over the chosen layer. Either way one compiled function
         serves every ``explain`` call of the run.
 
+        Args:
+            model: a Keras 3 model: Functional, Sequential (built or not) or subclassed.
+            input_shape: the shape of one image, ``(H, W, C)``.
+            sample: one or more images (probes) for the forward pass that models without a graph
+                need (subclassed, or a Sequential without ``keras.Input``: this pass builds it,
+                as ``fit`` would). Zeros of ``input_shape`` when None.
+
         Raises:
-            ValueError: when the images do not fit the model, a class target is out of range, or
-                an option does not fit the model (e.g. Grad-CAM's ``layer`` names no 4-D layer).
+            ValueError: when the images do not fit the model, the model is channels-first or
+                takes integer ids, a class target is out of range, a callable target does not
+                return (N,) scores, or an option does not fit the model (e.g. Grad-CAM's
+                ``layer`` names no 4-D layer).
         """
         input_shape = tuple(int(d) for d in input_shape)
         if self.model is model and self._input_shape == input_shape:
             return self
+        declared = model_input_shape(model)
+        check_model(model, _input_dtype(model))
         check_input_shape(model, input_shape)
-        logits_fn, head = targets.build_logits_fn(model, self.output)
+        if sample is None:
+            sample = np.zeros((1, *input_shape), np.float32)
+        sample = np.asarray(sample[:1], np.float32)
+        if declared is None and isinstance(model, keras.Sequential):
+            # A Sequential without keras.Input gets its graph from its first call: the same
+            # build fit does at its first batch (with training=False, nothing else changes).
+            model(sample, training=False)
+            check_input_shape(model, input_shape)
+        logits_fn, head = targets.build_logits_fn(model, self.output, sample)
         if isinstance(self.target, int) and head.num_classes is not None:
             targets.requested_classes(self.target, 1, None, head)  # range check, fails fast
+        targets.check_target_output(self.target, head)
         if self.method.check_shape is not None:
             self.method.check_shape(self.options, input_shape)
-        compiled = dict(target=self.target, batch_size=self.batch_size)
+        compiled = dict(
+            target=self.target, batch_size=self.batch_size, variables=list(model.variables)
+        )
         layer = None
         if self.method.wrt == "layer":
-            layer_fn, layer = gradients.build_layer_fn(model, self.options["layer"], self.output)
-            grad = gradients.LayerGradient(layer_fn, head, input_shape, **compiled)
+            layer_fn, layer, tap_shape = gradients.build_layer_fn(
+                model, self.options["layer"], self.output, logits_fn, sample
+            )
+            grad = gradients.LayerGradient(layer_fn, head, input_shape, tap_shape, **compiled)
         else:
             grad = gradients.InputGradient(logits_fn, head, input_shape, **compiled)
         self._grad, self.layer = grad, layer
-        self.model, self.head, self._input_shape = model, head, input_shape
+        self._model_ref, self.head, self._input_shape = weakref.ref(model), head, input_shape
         return self
 
     def explain(self, x: np.ndarray, labels=None) -> Explanation:
         """Attributions and saliency maps for ``x`` (N, H, W, C) against the current weights."""
-        if self.model is None:
+        if self._grad is None:
             raise RuntimeError("Explainer.explain() called before bind(model, input_shape).")
         x = np.asarray(x, np.float32)
         requested = targets.requested_classes(self.target, len(x), labels, self.head)
@@ -171,10 +215,67 @@ def explain(
     batch_size=32,
     **options,
 ) -> Explanation:
-    """One-shot :class:`Explainer` run: all outputs of one explained batch."""
+    """All outputs of one explained batch, through a cached :class:`Explainer` (see
+    :func:`cached_explainer`)."""
     x = _as_images(images)
+    explainer = cached_explainer(model, x, method, target, output, batch_size, options)
+    return explainer.explain(x, labels)
+
+
+# The bound explainers of compute_saliency / compute_attributions, per model (weakly: the entry
+# goes when the model does) and per method, target, options and image shape; the last few per
+# model are kept (a loop that builds a new callable target every call must not grow it).
+_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+CACHE_PER_MODEL = 8
+
+
+def _freeze(value):
+    """A hashable stand-in for an argument value, equal for equal values (arrays by content)."""
+    if value is None or isinstance(value, (str, bytes, bool, numbers.Number)):
+        return (type(value).__name__, value)
+    if isinstance(value, np.ndarray) or (
+        isinstance(value, (list, tuple)) and value and not callable(value[0])
+    ):
+        array = np.ascontiguousarray(value)
+        digest = hashlib.blake2b(array.tobytes(), digest_size=16).hexdigest()
+        return ("array", array.shape, array.dtype.str, digest)
+    if isinstance(value, (list, tuple)):
+        return ("seq", tuple(_freeze(v) for v in value))
+    if isinstance(value, dict):
+        return ("dict", tuple(sorted((k, _freeze(v)) for k, v in value.items())))
+    return ("object", id(value), value)  # callables: the same object, not an equal one
+
+
+def cached_explainer(model, x, method, target, output, batch_size, options) -> Explainer:
+    """The bound :class:`Explainer` for these arguments, built (and traced) once per model.
+
+    The key holds the backend, method, target, output, batch size, image shape and options
+    (arrays by content, callables by identity). Arguments are validated before the cache is
+    looked at, so a bad call fails the same way the first time and every time.
+    """
     explainer = Explainer(method, target, output, batch_size, **options)
-    return explainer.bind(model, x.shape[1:]).explain(x, labels)
+    key = (
+        keras.backend.backend(),
+        explainer.method.name,
+        _freeze(target),
+        _freeze(output),
+        explainer.batch_size,
+        tuple(x.shape[1:]),
+        _freeze(explainer.options),
+    )
+    try:
+        per_model = _CACHE.setdefault(model, collections.OrderedDict())
+    except TypeError:  # not weak-referenceable: no cache
+        return explainer.bind(model, x.shape[1:], sample=x[:1])
+    hit = per_model.get(key)
+    if hit is not None and hit.model is model:
+        per_model.move_to_end(key)
+        return hit
+    explainer.bind(model, x.shape[1:], sample=x[:1])
+    per_model[key] = explainer
+    while len(per_model) > CACHE_PER_MODEL:
+        per_model.popitem(last=False)
+    return explainer
 
 
 def compute_attributions(

@@ -1,28 +1,43 @@
 """The one place that talks to the backend's autodiff: compiled, batched, chunked gradients.
 
-Two compiled gradients, one per kind of method:
+Two gradients, one per kind of method:
 
 - :class:`InputGradient`: d score / d input (vanilla, gradient x input, SmoothGrad, IG);
 - :class:`LayerGradient`: a layer's activations and d score / d activations (Grad-CAM).
 
-Each wraps one ``tf.function`` with a fixed input signature (batch dimension ``None``), so it is
-traced once per run whatever the batch size of the last chunk, and every call (the clean probes,
-SmoothGrad's noisy samples, IG's path points) goes through it in chunks of at most ``batch_size``
-images: peak memory is bounded by the chunk, not by the number of probes x samples.
+Everything about them is backend-free (``keras.ops``) except one seam, :class:`_Runner`, with one
+implementation per Keras backend:
+
+- TensorFlow: ``tf.GradientTape`` inside one ``tf.function`` with a fixed input signature (batch
+  dimension ``None``), traced once per run whatever the size of the last chunk;
+- JAX: ``jax.grad`` inside one ``jax.jit``. The model's variables are *arguments* of the jitted
+  function (read through ``keras.StatelessScope``), so new weights after each epoch are new
+  argument values, not a retrace; every chunk is padded to one row count, so it is traced once;
+- PyTorch: ``torch.autograd.grad`` eagerly (nothing to compile), with respect to the input only
+  (the weights' ``.grad`` are never written), under ``torch.no_grad`` for the bookkeeping.
+
+Every call (the clean probes, SmoothGrad's noisy samples, IG's path points) goes through it in
+chunks of at most ``batch_size`` images: peak memory is bounded by the chunk, not by the number of
+probes x samples.
 
 The scores of a chunk are summed before differentiating. With ``training=False`` the examples of a
 batch do not interact (BatchNorm uses its moving statistics, Dropout is off), so the gradient of the
 sum with respect to example i is exactly the gradient of example i's own score.
 
-The second half of the module builds the model *view* Grad-CAM differentiates through: one forward
-pass that returns both a layer's activations and the logits, found by name or automatically, also
-inside a nested backbone (a Functional or Sequential model used as a layer) and in ``Sequential``
-models. Views are new Functional models over the user's existing layers and tensors: nothing is
-cloned, no layer is called on new symbolic inputs, and the user's model is not changed.
+The second half of the module finds the layer Grad-CAM reads and taps its output in the same
+forward pass that computes the logits. Under TensorFlow, Functional and Sequential models get a
+*view*: a new Functional model over the user's existing layers and tensors (nothing is cloned, no
+layer is called on new symbolic inputs). Otherwise (subclassed models, and the JAX and PyTorch
+backends, whose autodiff cannot differentiate with respect to an intermediate value without an
+input for it) the layer's ``call`` is wrapped for the duration of each pass
+(:func:`targets.overridden`): it records its output and adds a zero tensor to it, the input the
+gradient is taken with respect to.
 """
 
 from __future__ import annotations
 
+import contextlib
+import weakref
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -32,16 +47,18 @@ from keras import ops
 
 from keras_saliency_monitor import targets
 
+BACKENDS = ("tensorflow", "jax", "torch")
 
-def _require_tensorflow():
-    if keras.backend.backend() != "tensorflow":
+
+def active_backend() -> str:
+    """The active Keras backend, checked to be one this module has a seam for."""
+    name = keras.backend.backend()
+    if name not in BACKENDS:
         raise RuntimeError(
-            "keras-saliency-monitor needs the TensorFlow backend of Keras 3; the active backend is "
-            f"{keras.backend.backend()!r}. Set KERAS_BACKEND=tensorflow before importing keras."
+            f"keras-saliency-monitor supports the Keras backends {list(BACKENDS)}; the active "
+            f"backend is {name!r}. Set KERAS_BACKEND to one of them before importing keras."
         )
-    import tensorflow as tf
-
-    return tf
+    return name
 
 
 class GradientResult(NamedTuple):
@@ -63,32 +80,150 @@ class LayerGradientResult(NamedTuple):
     scores: np.ndarray  # (N,) float32: the differentiated score itself
 
 
-class _CompiledGradient:
-    """One ``tf.function`` over ``(x, requested)``, called in chunks of ``batch_size`` images."""
+# ------------------------------------------------------------------------------------------------
+# The backend seam: run ``differentiate(x, requested) -> tuple of tensors`` over numpy chunks.
+# ------------------------------------------------------------------------------------------------
 
-    result_type: type = GradientResult
 
-    def __init__(self, head, input_shape, *, target=None, batch_size=32):
-        tf = _require_tensorflow()
+class _Runner:
+    """Runs one step function over a numpy chunk and returns numpy arrays."""
+
+    def __init__(self, owner, input_shape, variables):
+        self._owner = owner  # the _CompiledGradient: its trace_count and step
+        self.input_shape = tuple(input_shape)
+        self.variables = list(variables)
+
+    def __call__(self, x: np.ndarray, requested: np.ndarray) -> list:  # pragma: no cover
+        raise NotImplementedError
+
+
+class _TensorFlowRunner(_Runner):
+    def __init__(self, owner, input_shape, variables):
+        super().__init__(owner, input_shape, variables)
+        import tensorflow as tf
+
         self._tf = tf
-        self._head = head
-        self._target = target if callable(target) else None
-        self.batch_size = int(batch_size)
-        self.trace_count = 0  # incremented by Python at trace time only: a retrace detector
         spec = (
             tf.TensorSpec((None, *input_shape), tf.float32),
             tf.TensorSpec((None,), tf.int32),
         )
         # Traced once, at the first call; later calls go to that concrete function directly,
         # skipping tf.function's per-call argument matching (about a millisecond per chunk).
-        self._compiled = tf.function(self._traced_step, input_signature=spec)
+        self._compiled = tf.function(self._traced, input_signature=spec)
         self._concrete = None
 
-    def _traced_step(self, x, requested):
-        self.trace_count += 1
-        return self._step(x, requested)
+    def _traced(self, x, requested):
+        self._owner.trace_count += 1
+        tf = self._tf
+        with tf.GradientTape() as tape:
+            # Watching the input records every op downstream of it, so the gradient reaches a
+            # layer's activations even through a frozen (trainable=False) backbone.
+            tape.watch(x)
+            total, aux = self._owner.forward(x, requested, None)
+        wrt = x if self._owner.wrt == "input" else aux[0]
+        grads = tape.gradient(total, wrt)
+        if grads is None:  # the score does not depend on it at all
+            grads = tf.zeros_like(wrt)
+        return self._owner.pack(grads, aux)
 
-    def _step(self, x, requested):  # pragma: no cover - overridden
+    def __call__(self, x, requested):
+        if self._concrete is None:
+            self._concrete = self._compiled.get_concrete_function()
+        tf = self._tf
+        out = self._concrete(tf.constant(x), tf.constant(requested))
+        # np.asarray shares the result tensor's buffer (.numpy() would copy it).
+        return [np.asarray(t) for t in out]
+
+
+class _JaxRunner(_Runner):
+    def __init__(self, owner, input_shape, variables):
+        super().__init__(owner, input_shape, variables)
+        import jax
+
+        self._jax = jax
+        self._compiled = jax.jit(self._traced)
+        self.rows = None  # the one chunk size compiled for, fixed at the first call
+
+    def _traced(self, values, x, requested):
+        self._owner.trace_count += 1
+        jax = self._jax
+        owner = self._owner
+        mapping = list(zip(self.variables, values))
+
+        def total_of(wrt):
+            # The variables are this function's arguments: reading them through the scope
+            # makes them inputs of the compiled computation, not constants baked into it.
+            with keras.StatelessScope(state_mapping=mapping):
+                if owner.wrt == "input":
+                    return owner.forward(wrt, requested, None)
+                return owner.forward(x, requested, wrt)
+
+        start = x if owner.wrt == "input" else jax.numpy.zeros((x.shape[0], *owner.tap_shape))
+        grads, aux = jax.grad(total_of, has_aux=True)(start)
+        return owner.pack(grads, aux)
+
+    def __call__(self, x, requested):
+        n = len(x)
+        if self.rows is None:
+            self.rows = n
+        if n < self.rows:  # pad to the compiled row count; padded rows are dropped after
+            x = np.concatenate([x, np.repeat(x[-1:], self.rows - n, axis=0)])
+            requested = np.concatenate([requested, np.repeat(requested[-1:], self.rows - n)])
+        values = [v.value for v in self.variables]
+        out = self._compiled(values, x, requested)
+        return [np.asarray(t)[:n] for t in out]
+
+
+class _TorchRunner(_Runner):
+    def __init__(self, owner, input_shape, variables):
+        super().__init__(owner, input_shape, variables)
+        import torch
+
+        self._torch = torch
+
+    def __call__(self, x, requested):
+        torch = self._torch
+        owner = self._owner
+        if owner.trace_count == 0:
+            owner.trace_count = 1  # eager: nothing is compiled; counts the one set-up, as others
+        with torch.enable_grad():  # also inside a caller's torch.no_grad()
+            xt = ops.convert_to_tensor(x).detach().requires_grad_(True)
+            rt = ops.convert_to_tensor(requested)
+            total, aux = owner.forward(xt, rt, None)
+            wrt = xt if owner.wrt == "input" else aux[0]
+            # Only with respect to the input (or the tapped activations): the weights' .grad
+            # are not written, nor is any graph kept beyond this call.
+            (grads,) = torch.autograd.grad(total, [wrt], allow_unused=True)
+        with torch.no_grad():
+            if grads is None:
+                grads = torch.zeros_like(wrt)
+            out = owner.pack(grads.detach(), tuple(a.detach() for a in aux))
+            return [t.cpu().numpy() for t in out]
+
+
+_RUNNERS = {"tensorflow": _TensorFlowRunner, "jax": _JaxRunner, "torch": _TorchRunner}
+
+
+class _CompiledGradient:
+    """One compiled step over ``(x, requested)``, called in chunks of ``batch_size`` images."""
+
+    result_type: type = GradientResult
+    wrt = "input"  # "input" or "activations"
+    tap_shape = None  # (h, w, k) of the tapped activations, for layer gradients
+
+    def __init__(self, head, input_shape, *, target=None, batch_size=32, variables=()):
+        self._head = head
+        self._target = target if callable(target) else None
+        self.batch_size = int(batch_size)
+        self.trace_count = 0  # incremented by Python at trace time only: a retrace detector
+        self.backend = active_backend()
+        self._runner = _RUNNERS[self.backend](self, input_shape, variables)
+
+    def forward(self, x, requested, delta):  # pragma: no cover - overridden
+        """``(total score, aux tuple)`` of one chunk, traceable; ``delta`` for layer taps."""
+        raise NotImplementedError
+
+    def pack(self, grads, aux):  # pragma: no cover - overridden
         raise NotImplementedError
 
     def _scores(self, logits, requested):
@@ -106,15 +241,10 @@ class _CompiledGradient:
         requested = np.asarray(requested, np.int32)
         if len(x) == 0:
             raise ValueError("No images to explain: the probe batch is empty.")
-        if self._concrete is None:
-            self._concrete = self._compiled.get_concrete_function()
-        tf = self._tf
         parts = []
         for start in range(0, len(x), self.batch_size):
             stop = start + self.batch_size
-            out = self._concrete(tf.constant(x[start:stop]), tf.constant(requested[start:stop]))
-            # np.asarray shares the result tensor's buffer (.numpy() would copy it).
-            parts.append([np.asarray(t) for t in out])
+            parts.append(self._runner(x[start:stop], requested[start:stop]))
         if len(parts) == 1:
             return self.result_type(*parts[0])
         return self.result_type(*(np.concatenate(p, axis=0) for p in zip(*parts)))
@@ -129,63 +259,74 @@ class InputGradient(_CompiledGradient):
         input_shape: the shape of one example, ``(H, W, C)``.
         target: a callable target (``logits -> (N,)`` scores), or None for class selection.
         batch_size: the largest chunk sent through the compiled call at once.
+        variables: the model's variables (``model.variables``): arguments of the compiled
+            function under JAX.
 
     Calling it returns a :class:`GradientResult`.
     """
 
     result_type = GradientResult
 
-    def __init__(self, logits_fn, head, input_shape, *, target=None, batch_size=32):
+    def __init__(self, logits_fn, head, input_shape, *, target=None, batch_size=32, variables=()):
         self._logits_fn = logits_fn
-        super().__init__(head, input_shape, target=target, batch_size=batch_size)
+        super().__init__(
+            head, input_shape, target=target, batch_size=batch_size, variables=variables
+        )
 
-    def _step(self, x, requested):
-        tf = self._tf
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            logits = self._logits_fn(x)
-            scores, classes = self._scores(logits, requested)
-            total = tf.reduce_sum(scores)
-        grads = tape.gradient(total, x)
-        if grads is None:  # the output does not depend on the input at all
-            grads = tf.zeros_like(x)
-        return grads, logits, classes, scores
+    def forward(self, x, requested, delta):
+        logits = self._logits_fn(x)
+        scores, classes = self._scores(logits, requested)
+        return ops.sum(scores), (logits, classes, scores)
+
+    def pack(self, grads, aux):
+        logits, classes, scores = aux
+        return ops.cast(grads, "float32"), logits, classes, scores
 
 
 class LayerGradient(_CompiledGradient):
     """Compiled activations of one layer and the gradient of the class score with respect to them.
 
     Args:
-        layer_fn: ``x -> (activations (N, h, w, k), logits (N, K) float32)`` from one forward
-            pass, traceable (see :func:`build_layer_fn`).
+        layer_fn: ``(x, delta) -> (activations (N, h, w, k), logits (N, K) float32)`` from one
+            forward pass, traceable, where ``delta`` (None, or zeros shaped like the
+            activations) is added to the activations on their way on (see
+            :func:`build_layer_fn`).
         head: the :class:`targets.ScoreHead` describing the logits.
         input_shape: the shape of one example, ``(H, W, C)``.
+        tap_shape: ``(h, w, k)``, the shape of one example's activations.
         target: a callable target (``logits -> (N,)`` scores), or None for class selection.
         batch_size: the largest chunk sent through the compiled call at once.
+        variables: the model's variables (arguments of the compiled function under JAX).
 
     Calling it returns a :class:`LayerGradientResult`.
     """
 
     result_type = LayerGradientResult
+    wrt = "activations"
 
-    def __init__(self, layer_fn, head, input_shape, *, target=None, batch_size=32):
+    def __init__(
+        self, layer_fn, head, input_shape, tap_shape, *, target=None, batch_size=32, variables=()
+    ):
         self._layer_fn = layer_fn
-        super().__init__(head, input_shape, target=target, batch_size=batch_size)
+        self.tap_shape = tuple(int(d) for d in tap_shape)
+        super().__init__(
+            head, input_shape, target=target, batch_size=batch_size, variables=variables
+        )
 
-    def _step(self, x, requested):
-        tf = self._tf
-        with tf.GradientTape() as tape:
-            # Watching the input records every op downstream of it, so the gradient reaches the
-            # activations even through a frozen (trainable=False) backbone.
-            tape.watch(x)
-            activations, logits = self._layer_fn(x)
-            scores, classes = self._scores(logits, requested)
-            total = tf.reduce_sum(scores)
-        grads = tape.gradient(total, activations)
-        if grads is None:  # the score does not depend on this layer
-            grads = tf.zeros_like(activations)
-        activations = tf.cast(activations, tf.float32)
-        return activations, tf.cast(grads, tf.float32), logits, classes, scores
+    def forward(self, x, requested, delta):
+        activations, logits = self._layer_fn(x, delta)
+        scores, classes = self._scores(logits, requested)
+        return ops.sum(scores), (activations, logits, classes, scores)
+
+    def pack(self, grads, aux):
+        activations, logits, classes, scores = aux
+        return (
+            ops.cast(activations, "float32"),
+            ops.cast(grads, "float32"),
+            logits,
+            classes,
+            scores,
+        )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -294,48 +435,13 @@ def find_layer(model, layer=None, output=None) -> LayerChoice:
     """
     if not targets._graph_of(model):
         raise ValueError(
-            "Invalid value for argument `method`: method='gradcam' needs a Functional or "
-            "Sequential model to read a layer's activations; this model is subclassed. Wrap "
-            "it in a Functional model or use a gradient method such as 'smoothgrad'."
+            f"find_layer needs a Functional or Sequential model; {model.name!r} is "
+            f"{targets.model_kind(model)}: use find_layer_by_pass, which watches a forward pass."
         )
     _, out = targets._select_output(model, output)
     candidates = _candidates(model, [out])
-    names = [c.name for c in candidates]
-    if layer is None:
-        auto = [c for c in candidates if not _is_graph_model(c.path[-1])]
-        # A trailing pooling layer only downsamples the maps before it: take those, at the
-        # finer resolution (Selvaraju et al. read VGG-16's last conv layer, before pool5).
-        auto = [c for c in auto if not isinstance(c.path[-1], _POOLING)] or auto
-        if not auto:
-            raise ValueError(
-                "Invalid value for option `layer` of method='gradcam': the model has no layer "
-                "with a 4-D (N, h, w, k) output to take Grad-CAM from; use a gradient method "
-                "such as 'smoothgrad' instead."
-            )
-        return auto[-1]
-    everything = _all_layers(model)
-    if "/" in layer:
-        matches = [c for c in everything if c.name == layer]
-    else:
-        matches = [c for c in everything if c.path[-1].name == layer]
-    if not matches:
-        raise ValueError(
-            f"Invalid value for option `layer` of method='gradcam': no layer named {layer!r}. "
-            f"Layers with a 4-D output (candidates): {names}."
-        )
-    if len(matches) > 1:
-        raise ValueError(
-            f"Invalid value for option `layer` of method='gradcam': {layer!r} is ambiguous, it "
-            f"names {[m.name for m in matches]}; pass the full path."
-        )
-    choice = matches[0]
-    if choice.name not in names:
-        raise ValueError(
-            f"Invalid value for option `layer` of method='gradcam': layer {choice.name!r} has "
-            "no 4-D (N, h, w, k) output (with more than one position) that the explained output "
-            f"depends on. Candidates: {names}."
-        )
-    return choice
+    where = "that the explained output depends on"
+    return _pick(candidates, layer, _all_layers(model), where)
 
 
 def _logits_tensor(model, output):
@@ -455,25 +561,167 @@ class _InferencePass(keras.layers.Layer):
         return self._fn(x)
 
 
-def build_layer_fn(model, layer=None, output=None) -> tuple[Callable, LayerChoice]:
-    """Build ``layer_fn(x) -> (activations, logits (N, K) float32)`` for Grad-CAM.
+def _pick(candidates, layer, everything, where):
+    """The :class:`LayerChoice` Grad-CAM reads among ``candidates`` (see :func:`find_layer`)."""
+    names = [c.name for c in candidates]
+    if layer is None:
+        # A nested model is passed over for the layers inside it that are candidates too.
+        auto = [
+            c
+            for c in candidates
+            if not any(len(o.path) > len(c.path) and o.path[: len(c.path)] == c.path for o in candidates)
+        ]
+        # A trailing pooling layer only downsamples the maps before it: take those, at the
+        # finer resolution (Selvaraju et al. read VGG-16's last conv layer, before pool5).
+        auto = [c for c in auto if not isinstance(c.path[-1], _POOLING)] or auto
+        if not auto:
+            raise ValueError(
+                "Invalid value for option `layer` of method='gradcam': the model has no layer "
+                f"with a 4-D (N, h, w, k) output {where} to take Grad-CAM from; use a gradient "
+                "method such as 'smoothgrad' instead."
+            )
+        return auto[-1]
+    if "/" in layer:
+        matches = [c for c in everything if c.name == layer]
+    else:
+        matches = [c for c in everything if c.path[-1].name == layer]
+    if not matches:
+        raise ValueError(
+            f"Invalid value for option `layer` of method='gradcam': no layer named {layer!r}. "
+            f"Layers with a 4-D output (candidates): {names}."
+        )
+    if len(matches) > 1:
+        raise ValueError(
+            f"Invalid value for option `layer` of method='gradcam': {layer!r} is ambiguous, it "
+            f"names {[m.name for m in matches]}; pass the full path."
+        )
+    choice = matches[0]
+    if choice.name not in names:
+        raise ValueError(
+            f"Invalid value for option `layer` of method='gradcam': layer {choice.name!r} has "
+            f"no 4-D (N, h, w, k) output (with more than one position) {where}. "
+            f"Candidates: {names}."
+        )
+    return choice
+
+
+def find_layer_by_pass(model, layer, sample) -> LayerChoice:
+    """:func:`find_layer` for a model without a graph: the layers seen in one forward pass.
+
+    Every layer tracked by the model (``model.layers`` and the layers inside them) is watched
+    during one pass on ``sample`` (``training=False``); candidates are those that ran once and
+    returned a 4-D ``(N, h, w, k)`` tensor, in the order they ran.
+
+    Raises:
+        ValueError: when no layer qualifies, ``layer`` names none, or the named layer did not run
+            exactly once (its output could not be captured in the same forward pass).
+    """
+    every = targets.sublayers(model)
+    runs, order, shapes = {}, [], {}
+    with contextlib.ExitStack() as stack:
+        for _, sub in every:
+            original = sub.call
+
+            def call(*args, _original=original, _id=id(sub), **kwargs):
+                out = _original(*args, **kwargs)
+                runs[_id] = runs.get(_id, 0) + 1
+                order.append(_id)
+                shapes[_id] = tuple(getattr(out, "shape", ()))
+                return out
+
+            stack.enter_context(targets.overridden(sub, "call", call))
+        model(sample, training=False)
+    position = {i: k for k, i in enumerate(order)}  # the last time each layer ran
+    everything = [LayerChoice(path, "/".join(p.name for p in path)) for path, _ in every]
+    four_d = [
+        c
+        for c in everything
+        if runs.get(id(c.path[-1])) == 1 and _spatial_shape(shapes[id(c.path[-1])])
+    ]
+    four_d.sort(key=lambda c: position[id(c.path[-1])])
+    if layer is not None:
+        for c in everything:
+            if layer in (c.name, c.path[-1].name) and runs.get(id(c.path[-1]), 0) != 1:
+                raise ValueError(
+                    f"Invalid value for option `layer` of method='gradcam': layer {c.name!r} ran "
+                    f"{runs.get(id(c.path[-1]), 0)} times in one forward pass of the "
+                    f"{targets.model_kind(model)} model {model.name!r}; Grad-CAM captures a layer "
+                    "that runs exactly once. Name another layer (candidates: "
+                    f"{[x.name for x in four_d]}), assign each use its own layer in __init__, "
+                    "or build the model with the Functional API."
+                )
+    return _pick(four_d, layer, everything, "in a forward pass")
+
+
+def _spatial_shape(shape) -> bool:
+    return len(shape) == 4 and (shape[1] is None or shape[2] is None or shape[1] * shape[2] > 1)
+
+
+def _call_tap(layer, logits_fn) -> Callable:
+    """``layer_fn(x, delta)`` that captures ``layer``'s output in the forward pass of ``logits_fn``.
+
+    For the duration of each pass the layer's ``call`` is wrapped (and then restored): it records
+    its output and passes ``output + delta`` on, so that the gradient with respect to ``delta``
+    (zeros) is the gradient with respect to the activations, under every backend.
+    """
+    layer_ref = weakref.ref(layer)
+
+    def layer_fn(x, delta=None):
+        tapped = layer_ref()
+        seen = []
+        original = tapped.call
+
+        def call(*args, **kwargs):
+            out = original(*args, **kwargs)
+            seen.append(out)
+            return out if delta is None else ops.add(out, ops.cast(delta, out.dtype))
+
+        with targets.overridden(tapped, "call", call):
+            logits = logits_fn(x)
+        if len(seen) != 1:
+            raise ValueError(
+                f"Invalid value for option `layer` of method='gradcam': layer {tapped.name!r} "
+                f"ran {len(seen)} times in the forward pass of the explained output; Grad-CAM "
+                "captures a layer that runs exactly once. Name another layer."
+            )
+        return seen[0], logits
+
+    return layer_fn
+
+
+def build_layer_fn(model, layer=None, output=None, logits_fn=None, sample=None):
+    """Build ``layer_fn(x, delta=None) -> (activations, logits (N, K) float32)`` for Grad-CAM.
 
     Args:
-        model: a built Functional or Sequential Keras 3 model.
+        model: a Keras 3 model (Functional, Sequential, or subclassed).
         layer: the layer's name or "/"-path, or None for the automatic choice
-            (see :func:`find_layer`).
+            (see :func:`find_layer`, :func:`find_layer_by_pass`).
         output: for multi-output models, the index or name of the output to explain.
+        logits_fn: the model's ``logits_fn`` (:func:`targets.build_logits_fn`), through which
+            the layer is tapped when no graph view is used.
+        sample: a batch of one or more images: the forward pass that finds a layer of a model
+            without a graph, and checks the tap once.
 
     Returns:
-        ``(layer_fn, choice)``. ``layer_fn`` runs with ``training=False`` and is traceable by
-        ``tf.function``; it never changes the model.
+        ``(layer_fn, choice, tap_shape)``: ``tap_shape`` is ``(h, w, k)``. ``layer_fn`` runs with
+        ``training=False`` and is traceable; it never changes the model.
     """
-    choice = find_layer(model, layer, output)
-    target, finish = _logits_tensor(model, output)
-    tapped = _InferencePass(_tap(model, choice.path, target))
+    graph = targets._graph_of(model)
+    if graph:
+        choice = find_layer(model, layer, output)
+    else:
+        choice = find_layer_by_pass(model, layer, sample)
+    if graph and keras.backend.backend() == "tensorflow":
+        target, finish = _logits_tensor(model, output)
+        tapped = _InferencePass(_tap(model, choice.path, target))
 
-    def layer_fn(x):
-        activations, value = tapped(x, training=False)
-        return activations, finish(value)
+        def layer_fn(x, delta=None):
+            activations, value = tapped(x, training=False)
+            return activations, finish(value)
 
-    return layer_fn, choice
+    else:
+        layer_fn = _call_tap(choice.path[-1], logits_fn)
+    if sample is None:
+        raise ValueError("build_layer_fn needs a sample image batch to check the tap.")
+    activations, _ = layer_fn(ops.convert_to_tensor(np.asarray(sample[:1], np.float32)))
+    return layer_fn, choice, tuple(int(d) for d in activations.shape[1:])

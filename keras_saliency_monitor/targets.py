@@ -10,13 +10,18 @@ finds it in the user's model without cloning or mutating anything:
   and apply its kernel and bias ourselves (the same variables, so nothing is copied);
 - anything else (linear output, regression): the output itself.
 
-Subclassed models have no graph to inspect; their output is used as it is, with a warning when it
-looks like probabilities.
+Models without a graph (subclassed, or a ``Sequential`` without ``keras.Input`` before ``fit``
+builds it) are run once on a probe: that forward pass gives the output's width and shows whether
+the output is produced by a squashing layer among ``model.layers``, which is then run without its
+activation (a temporary override during each pass; see :func:`overridden`). Otherwise their output
+is used as it is, with a warning when it looks like probabilities.
 """
 
 from __future__ import annotations
 
+import contextlib
 import warnings
+import weakref
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -113,28 +118,36 @@ def _producer(tensor):
     return op, list(node.input_tensors)
 
 
-def build_logits_fn(model, output=None) -> tuple[Callable, ScoreHead]:
+def build_logits_fn(model, output=None, sample=None) -> tuple[Callable, ScoreHead]:
     """Build ``logits_fn(x) -> (N, C) float32`` for the chosen output of ``model``.
 
     Args:
-        model: a built Keras 3 model.
+        model: a Keras 3 model: Functional, Sequential (built or not) or subclassed.
         output: for multi-output models, the index or name of the output to explain.
+        sample: one batch of images (a probe) for models without a graph: a real forward pass
+            on it (``training=False``) gives the output's width and shows which layer the pass
+            ends in. Zeros of the model's input shape when None.
 
     Returns:
-        ``(logits_fn, head)``. ``logits_fn`` runs with ``training=False`` and is traceable by
-        ``tf.function``; it never changes the model.
+        ``(logits_fn, head)``. ``logits_fn`` runs with ``training=False`` and is traceable
+        (``tf.function``, ``jax.jit``); it never changes the model.
 
     Raises:
         ValueError: when ``output`` does not name an output of the model.
     """
     if not _graph_of(model):
+        if sample is None:
+            raise ValueError(
+                f"Model {model.name!r} has no graph ({model_kind(model)}); explaining it needs "
+                "one forward pass on a probe image. Pass images so that one can be taken."
+            )
         if output is not None:
             raise ValueError(
                 "Invalid value for argument `output`: choosing an output by index or name needs "
-                "a Functional or Sequential model; this model is subclassed. Wrap it so that it "
-                "returns the one output to explain."
+                f"a Functional or Sequential model; this model is {model_kind(model)}. Make "
+                "call() return the one output to explain."
             )
-        return _subclassed_logits_fn(model)
+        return _forward_pass_logits_fn(model, sample)
 
     _, out = _select_output(model, output)
     layer, inputs = _producer(out)
@@ -175,7 +188,9 @@ def build_logits_fn(model, output=None) -> tuple[Callable, ScoreHead]:
             "Put the activation in a separate Activation layer to get logits.",
             stacklevel=3,
         )
-    view = keras.Model(_inputs(model), out) if len(model.outputs) > 1 else model
+    # Always a view, never the model itself: what the compiled gradient keeps must not hold the
+    # user's model alive (explain's cache is keyed on it weakly).
+    view = keras.Model(_inputs(model), out)
 
     def logits_fn(x):
         return _flat(view(x, training=False))
@@ -184,23 +199,141 @@ def build_logits_fn(model, output=None) -> tuple[Callable, ScoreHead]:
     return logits_fn, ScoreHead(kind, _width(out), f"output of '{layer.name}' used as is")
 
 
-def _subclassed_logits_fn(model):
-    warnings.warn(
-        f"Model {model.name!r} is subclassed, so a softmax or sigmoid at its end cannot be "
-        "stripped; its raw output is differentiated. Return logits from call() for exact "
-        "logit saliency.",
-        stacklevel=3,
-    )
+def model_kind(model) -> str:
+    """How a model without a graph came to be, for messages: subclassed or an unbuilt Sequential."""
+    if isinstance(model, keras.Sequential):
+        return "a Sequential model not built yet (no keras.Input)"
+    return "subclassed"
 
-    def logits_fn(x):
-        return _flat(model(x, training=False))
 
-    width = None
+def sublayers(layer, prefix=()) -> list[tuple[tuple, object]]:
+    """Every layer tracked inside ``layer``, depth first, as ``(path, layer)`` pairs.
+
+    ``path`` is the chain of layers from ``layer``'s direct children down to the one listed.
+    """
+    out = []
+    for child in getattr(layer, "_layers", None) or []:
+        if isinstance(child, keras.layers.InputLayer):
+            continue
+        path = (*prefix, child)
+        out.append((path, child))
+        out.extend(sublayers(child, path))
+    return out
+
+
+@contextlib.contextmanager
+def overridden(obj, name, value):
+    """Set ``obj.name = value`` for the duration of the block, then restore what was there.
+
+    Used on the user's layers for one forward pass at a time (a trace, or one eager call), on
+    the training thread: the model is the same object with the same attributes before and after.
+    ``object.__setattr__`` keeps Keras's attribute tracking out of it.
+    """
+    missing = object()
+    before = obj.__dict__.get(name, missing)
+    object.__setattr__(obj, name, value)
     try:
-        width = int(np.prod(model.output_shape[1:]))
-    except Exception:  # noqa: BLE001 - subclassed models often have no static output shape
-        pass
-    return logits_fn, ScoreHead("linear", width or 0, "subclassed model output used as is")
+        yield
+    finally:
+        if before is missing:
+            object.__delattr__(obj, name)
+        else:
+            object.__setattr__(obj, name, before)
+
+
+def _squash_of(layer) -> str:
+    """'softmax' / 'sigmoid' when ``layer`` is a Softmax, a squashing Activation or Dense."""
+    if isinstance(layer, keras.layers.Softmax):
+        return "softmax"
+    if isinstance(layer, (keras.layers.Activation, keras.layers.Dense)):
+        act = _activation_name(getattr(layer, "activation", None))
+        return act if act in _SQUASHES else ""
+    return ""
+
+
+@contextlib.contextmanager
+def _recording(layers):
+    """Record each layer's last output during the block: ``{id(layer): output}``."""
+    seen = {}
+    with contextlib.ExitStack() as stack:
+        for layer in layers:
+            original = layer.call
+
+            def call(*args, _original=original, _id=id(layer), **kwargs):
+                out = _original(*args, **kwargs)
+                seen[_id] = out
+                return out
+
+            stack.enter_context(overridden(layer, "call", call))
+        yield seen
+
+
+@contextlib.contextmanager
+def _unsquashed(layer):
+    """``layer`` without its final softmax/sigmoid for the duration of the block."""
+    if isinstance(layer, keras.layers.Softmax):
+
+        def identity(inputs, mask=None):
+            return inputs
+
+        with overridden(layer, "call", identity):
+            yield
+    else:  # Dense or Activation: their own call, with a linear activation
+        with overridden(layer, "activation", keras.activations.linear):
+            yield
+
+
+def _forward_pass_logits_fn(model, sample):
+    """Logits of a model without a graph (subclassed, or a Sequential built by ``fit``).
+
+    One real forward pass on ``sample`` (``training=False``) gives the output's width. The last
+    softmax/sigmoid is stripped when the pass can be seen to end in it: a ``Dense`` with a
+    squashing activation, a ``Softmax`` or an ``Activation`` layer among the model's layers whose
+    output *is* the model's output. During each later pass that layer runs without its
+    activation (a temporary override, restored at once). Otherwise the raw output is explained,
+    with a warning when it looks like probabilities.
+    """
+    candidates = [layer for _, layer in sublayers(model) if _squash_of(layer)]
+    with _recording(candidates) as seen:
+        out = model(sample, training=False)
+    if isinstance(out, (list, tuple, dict)):
+        raise ValueError(
+            f"Model {model.name!r} returns {type(out).__name__} of outputs; saliency of a model "
+            "without a graph needs call() to return the single output to explain."
+        )
+    width = int(np.prod(tuple(out.shape)[1:])) if len(out.shape) > 1 else 1
+    model_ref = weakref.ref(model)  # the compiled gradient must not keep the model alive
+
+    def run(x):
+        return _flat(model_ref()(x, training=False))
+
+    last = None
+    for layer in candidates:
+        if seen.get(id(layer)) is out:
+            last = layer
+    if last is not None:
+        act = _squash_of(last)
+        layer_ref = weakref.ref(last)
+
+        def logits_fn(x):
+            with _unsquashed(layer_ref()):
+                return run(x)
+
+        desc = f"{act} of {type(last).__name__} '{last.name}' stripped (seen in a forward pass)"
+        return logits_fn, ScoreHead(act, width, desc)
+
+    values = np.asarray(keras.ops.convert_to_numpy(out), np.float64).reshape(len(out), -1)
+    in_unit = values.size and np.all((values >= 0) & (values <= 1))
+    if in_unit and (width == 1 or np.allclose(values.sum(axis=1), 1.0, atol=1e-3)):
+        warnings.warn(
+            f"Model {model.name!r} ({model_kind(model)}) outputs what look like probabilities, "
+            "and no final Dense(activation='softmax'/'sigmoid'), Softmax or Activation layer "
+            "among its layers produces its output, so none can be stripped: saliency is taken of "
+            "the probabilities, which saturate. Return logits from call() (apply the softmax "
+            "in the loss: from_logits=True), or end call() with such a layer.",
+            stacklevel=4,
+        )
+    return run, ScoreHead("linear", width, f"output of {model_kind(model)} model used as is")
 
 
 def _width(tensor) -> int:
@@ -249,6 +382,37 @@ def validate_target(target):
         'Invalid type for argument `target`: expected "predicted", "label", an int class index '
         f"or a callable, received {type(target).__name__}."
     )
+
+
+def check_target_output(target, head: ScoreHead) -> None:
+    """Fail fast when a callable ``target`` does not map (N, C) logits to (N,) scores.
+
+    The callable is run once on a small fixed (2, C) logits tensor (no model involved).
+
+    Raises:
+        ValueError: when calling it fails or its result is not shaped (N,).
+    """
+    if not callable(target):
+        return
+    n, width = 2, max(1, int(head.num_outputs))
+    logits = ops.convert_to_tensor(
+        np.linspace(-1.0, 1.0, n * width, dtype=np.float32).reshape(n, width)
+    )
+    try:
+        shape = tuple(int(d) for d in ops.shape(target(logits)))
+    except Exception as err:  # noqa: BLE001 - the user's function; reported with its error
+        raise ValueError(
+            "Invalid value for argument `target`: the target callable failed on logits of shape "
+            f"({n}, {width}) with {type(err).__name__}: {err}. Expected a function of (N, C) "
+            "logits returning (N,) scores, built from keras.ops."
+        ) from err
+    if shape != (n,):
+        raise ValueError(
+            "Invalid value for argument `target`: the target callable must return one score per "
+            f"example, shape (N,); for logits of shape ({n}, {width}) it returned shape {shape}. "
+            "Select one score per row, e.g. target=lambda z: z[:, 2] or "
+            "lambda z: z[:, 0] - z[:, 1] (a sum over classes would explain all of them at once)."
+        )
 
 
 def requested_classes(target, n: int, labels, head: ScoreHead) -> np.ndarray:
