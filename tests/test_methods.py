@@ -394,20 +394,24 @@ def test_gradcam_bad_layer_lists_candidates():
         compute_saliency(model, _images(2), method="gradcam", layer="head")
 
 
-def test_gradcam_needs_a_graph_model():
+def test_gradcam_on_a_subclassed_model_finds_its_last_conv_layer():
     class Net(keras.Model):
         def __init__(self):
             super().__init__()
-            self.conv = layers.Conv2D(2, 3)
+            self.conv = layers.Conv2D(2, 3, name="first")
+            self.conv2 = layers.Conv2D(2, 3, name="second")
+            self.pool = layers.MaxPooling2D(name="pool")
             self.head = layers.Dense(2)
 
         def call(self, x):
-            return self.head(layers.Flatten()(self.conv(x)))
+            return self.head(layers.Flatten()(self.pool(self.conv2(self.conv(x)))))
 
     net = Net()
-    net(_images(1))
-    with pytest.raises(ValueError, match="gradcam.*subclassed"), pytest.warns(UserWarning):
-        compute_saliency(net, _images(2), method="gradcam")
+    result = explain(net, _images(2), method="gradcam")
+    assert result.extras["layer"] == "second"  # the trailing pooling layer passed over
+    assert result.maps.shape == (2, *SHAPE[:2])
+    with pytest.raises(ValueError, match=r"no layer named 'nope'.*\['first', 'second', 'pool'\]"):
+        compute_saliency(net, _images(2), method="gradcam", layer="nope")
 
 
 # ------------------------------------------------------------------ options
