@@ -165,7 +165,12 @@ class _JaxRunner(_Runner):
     def __call__(self, x, requested):
         n = len(x)
         if self.rows is None:
+            # The first chunk's size (the probes, up to batch_size): padding every call to
+            # batch_size instead would compute, say, 32 rows for 8 probes every epoch.
             self.rows = n
+        if n > self.rows:  # SmoothGrad / IG blocks after a smaller first call: in pieces
+            parts = [self(x[i : i + self.rows], requested[i : i + self.rows]) for i in range(0, n, self.rows)]
+            return [np.concatenate(p, axis=0) for p in zip(*parts)]
         if n < self.rows:  # pad to the compiled row count; padded rows are dropped after
             x = np.concatenate([x, np.repeat(x[-1:], self.rows - n, axis=0)])
             requested = np.concatenate([requested, np.repeat(requested[-1:], self.rows - n)])
