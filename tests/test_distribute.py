@@ -1,8 +1,14 @@
-"""tf.distribute: MirroredStrategy fits log each epoch once; only the chief writes.
+"""Distributed training: each epoch is computed and logged once; only one process writes.
+
+tf.distribute: MirroredStrategy fits log each epoch once; only the chief writes.
 
 Keras 3 ``fit`` fails under ``MultiWorkerMirroredStrategy`` (keras-team/keras#20585), so the
 multi-process rule (every process computes the numbers into ``logs``, only the chief writes) is
 tested by setting TF_CONFIG and driving the hooks directly.
+
+keras.distribution (JAX): a DataParallel fit over 2 CPU devices logs each epoch once; with several
+processes only process 0 writes, tested by setting the process id keras.distribution.initialize
+reads and driving the hooks.
 """
 
 import json
@@ -11,6 +17,7 @@ import subprocess
 import sys
 import textwrap
 
+import keras
 import numpy as np
 import pytest
 
@@ -147,6 +154,9 @@ MIRRORED = textwrap.dedent(
 )
 
 
+@pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow", reason="tf.distribute needs the TensorFlow backend"
+)
 def test_mirrored_strategy_fit_logs_each_epoch_once(tmp_path):
     env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
     done = subprocess.run(
@@ -169,4 +179,109 @@ def test_mirrored_strategy_fit_logs_each_epoch_once(tmp_path):
     assert [logged[e] for e in range(3)] == pytest.approx(result["concentration"], rel=1e-6)
     assert np.isfinite(result["concentration"]).all()
     # The maps under the strategy are those of the (mirrored) weights.
+    assert result["max_abs_diff"] <= 1e-5 * result["scale"]
+
+
+# ------------------------------------------------------------------ keras.distribution (JAX)
+
+
+@pytest.mark.parametrize(
+    "environ, chief",
+    [
+        ({}, True),
+        ({"KERAS_DISTRIBUTION_PROCESS_ID": "0", "KERAS_DISTRIBUTION_NUM_PROCESSES": "2"}, True),
+        ({"KERAS_DISTRIBUTION_PROCESS_ID": "1", "KERAS_DISTRIBUTION_NUM_PROCESSES": "2"}, False),
+        # Process 0 of keras.distribution is not enough when TF_CONFIG names another chief.
+        ({"KERAS_DISTRIBUTION_PROCESS_ID": "0", "TF_CONFIG": _tf_config(CLUSTER, "worker", 1)}, False),
+    ],
+)
+def test_is_chief_reads_the_keras_distribution_process_id(environ, chief):
+    assert _is_chief(environ) is chief
+
+
+def test_keras_distribution_process_1_computes_the_same_numbers_and_writes_nothing(
+    tmp_path, monkeypatch
+):
+    """Two processes of a keras.distribution run, as keras.distribution.initialize sees them."""
+    x, y = tiny_data()
+    model = tiny_cnn()
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    monkeypatch.setenv("KERAS_DISTRIBUTION_NUM_PROCESSES", "2")
+    monkeypatch.setenv("KERAS_DISTRIBUTION_PROCESS_ID", "0")
+    _, first_logs = _run_hooks(tmp_path / "p0", model, x, y)
+    monkeypatch.setenv("KERAS_DISTRIBUTION_PROCESS_ID", "1")
+    other, other_logs = _run_hooks(tmp_path / "p1", model, x, y)
+    assert first_logs == other_logs
+    assert all("saliency_concentration" in logs for logs in other_logs)
+    assert not (tmp_path / "p1").exists() and other._writer is None
+    assert sorted(read_images(os.path.join(tmp_path, "p0", "saliency"), GRID_TAG)) == [0, 1, 2]
+
+
+DATA_PARALLEL = textwrap.dedent(
+    """
+    import json, sys
+    import jax
+    import keras
+    import numpy as np
+    from keras_saliency_monitor import SaliencyMonitor, compute_saliency
+    from tests.helpers import tiny_cnn, tiny_data
+
+    devices = jax.devices()
+    keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
+    x, y = tiny_data()
+    model = tiny_cnn()
+    monitor = SaliencyMonitor(sys.argv[1], (x, y), num_probes=6)
+    calls = []
+    explain = monitor.explainer.explain
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return explain(*args, **kwargs)
+
+    monitor.explainer.explain = counting
+    history = model.fit(x, y, epochs=3, batch_size=16, verbose=0, callbacks=[monitor])
+    last = explain(monitor.probes.x).maps
+    kernel = model.layers[0].kernel.value
+    print(json.dumps({
+        "devices": len(devices),
+        "kernel_devices": len(kernel.sharding.device_set),
+        "explain_calls": len(calls),
+        "traces": monitor.explainer.trace_count,
+        "faults": sorted(monitor.faults),
+        "concentration": history.history["saliency_concentration"],
+        "max_abs_diff": float(np.abs(last - compute_saliency(model, monitor.probes.x)).max()),
+        "scale": float(np.abs(last).max()),
+    }))
+    """
+)
+
+
+def test_jax_data_parallel_fit_logs_each_epoch_once(tmp_path):
+    pytest.importorskip("jax", reason="the jax extra is not installed (pip install .[jax])")
+    env = dict(
+        os.environ,
+        PYTHONPATH=REPO,
+        KERAS_BACKEND="jax",
+        XLA_FLAGS="--xla_force_host_platform_device_count=2",
+        JAX_PLATFORMS="cpu",
+        TF_CPP_MIN_LOG_LEVEL="3",
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", DATA_PARALLEL, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["devices"] == 2 and result["kernel_devices"] == 2  # really replicated on 2
+    assert result["faults"] == []
+    assert result["explain_calls"] == 3 and result["traces"] == 1  # once per epoch, not per device
+    run = os.path.join(tmp_path, "saliency")
+    grids = read_images(run, GRID_TAG)
+    assert {step: len(images) for step, images in grids.items()} == {0: 1, 1: 1, 2: 1}
+    logged = read_scalars(run, "saliency/concentration")
+    assert [logged[e] for e in range(3)] == pytest.approx(result["concentration"], rel=1e-6)
     assert result["max_abs_diff"] <= 1e-5 * result["scale"]
