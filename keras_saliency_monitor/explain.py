@@ -324,8 +324,8 @@ def compute_attributions(
       minus (f(x) - f(x')), and ``extras["score_delta"]`` = f(x) - f(x'). More steps shrink it.
     - ``"gradcam"`` (Selvaraju et al. 2017): ReLU of the sum of a layer's activation maps
       weighted by the spatial mean of their gradients, resized bilinearly to the input. Returned
-      as (N, H, W, 1) (no per-channel attribution); the map is that channel. Needs a Functional
-      or Sequential model.
+      as (N, H, W, 1) (no per-channel attribution); the map is that channel. On a subclassed
+      model the layer's output is captured in the same forward pass (it must run once).
 
       - ``layer``: layer name, also of a layer inside a nested model, or a path such as
         ``"backbone/conv3"``. Defaults to None: the last layer with a 4-D (N, h, w, k) output,
@@ -333,7 +333,8 @@ def compute_attributions(
         conv block's output). ``explain(...).extras["layer"]`` names the layer used.
 
     Args:
-        model: a Keras 3 model (TensorFlow backend) taking (N, H, W, C) images.
+        model: a Keras 3 model (any backend; Functional, Sequential or subclassed) taking
+            (N, H, W, C) float images, channels last.
         images: array (N, H, W, C), in the value range the model was trained on.
         method: "vanilla" (default), "gradient_x_input", "smoothgrad", "integrated_gradients"
             or "gradcam".

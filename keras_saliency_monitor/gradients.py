@@ -36,7 +36,6 @@ gradient is taken with respect to.
 
 from __future__ import annotations
 
-import contextlib
 import weakref
 from collections.abc import Callable
 from typing import NamedTuple
@@ -169,7 +168,10 @@ class _JaxRunner(_Runner):
             # batch_size instead would compute, say, 32 rows for 8 probes every epoch.
             self.rows = n
         if n > self.rows:  # SmoothGrad / IG blocks after a smaller first call: in pieces
-            parts = [self(x[i : i + self.rows], requested[i : i + self.rows]) for i in range(0, n, self.rows)]
+            parts = [
+                self(x[i : i + self.rows], requested[i : i + self.rows])
+                for i in range(0, n, self.rows)
+            ]
             return [np.concatenate(p, axis=0) for p in zip(*parts)]
         if n < self.rows:  # pad to the compiled row count; padded rows are dropped after
             x = np.concatenate([x, np.repeat(x[-1:], self.rows - n, axis=0)])
@@ -574,7 +576,9 @@ def _pick(candidates, layer, everything, where):
         auto = [
             c
             for c in candidates
-            if not any(len(o.path) > len(c.path) and o.path[: len(c.path)] == c.path for o in candidates)
+            if not any(
+                len(o.path) > len(c.path) and o.path[: len(c.path)] == c.path for o in candidates
+            )
         ]
         # A trailing pooling layer only downsamples the maps before it: take those, at the
         # finer resolution (Selvaraju et al. read VGG-16's last conv layer, before pool5).
@@ -623,18 +627,13 @@ def find_layer_by_pass(model, layer, sample) -> LayerChoice:
     """
     every = targets.sublayers(model)
     runs, order, shapes = {}, [], {}
-    with contextlib.ExitStack() as stack:
-        for _, sub in every:
-            original = sub.call
 
-            def call(*args, _original=original, _id=id(sub), **kwargs):
-                out = _original(*args, **kwargs)
-                runs[_id] = runs.get(_id, 0) + 1
-                order.append(_id)
-                shapes[_id] = tuple(getattr(out, "shape", ()))
-                return out
+    def on_output(sub, out):
+        runs[id(sub)] = runs.get(id(sub), 0) + 1
+        order.append(id(sub))
+        shapes[id(sub)] = tuple(getattr(out, "shape", ()))
 
-            stack.enter_context(targets.overridden(sub, "call", call))
+    with targets.watching([sub for _, sub in every], on_output):
         model(sample, training=False)
     position = {i: k for k, i in enumerate(order)}  # the last time each layer ran
     everything = [LayerChoice(path, "/".join(p.name for p in path)) for path, _ in every]

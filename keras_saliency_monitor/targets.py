@@ -251,20 +251,32 @@ def _squash_of(layer) -> str:
     return ""
 
 
+def _watched_call(layer, on_output):
+    """``layer.call``, plus ``on_output(layer, output)`` after each call."""
+    original = layer.call
+
+    def call(*args, **kwargs):
+        out = original(*args, **kwargs)
+        on_output(layer, out)
+        return out
+
+    return call
+
+
+@contextlib.contextmanager
+def watching(layers, on_output):
+    """Call ``on_output(layer, output)`` whenever one of ``layers`` runs during the block."""
+    with contextlib.ExitStack() as stack:
+        for layer in layers:
+            stack.enter_context(overridden(layer, "call", _watched_call(layer, on_output)))
+        yield
+
+
 @contextlib.contextmanager
 def _recording(layers):
     """Record each layer's last output during the block: ``{id(layer): output}``."""
     seen = {}
-    with contextlib.ExitStack() as stack:
-        for layer in layers:
-            original = layer.call
-
-            def call(*args, _original=original, _id=id(layer), **kwargs):
-                out = _original(*args, **kwargs)
-                seen[_id] = out
-                return out
-
-            stack.enter_context(overridden(layer, "call", call))
+    with watching(layers, lambda layer, out: seen.__setitem__(id(layer), out)):
         yield seen
 
 

@@ -168,7 +168,9 @@ def test_maps_equal_this_backends_autodiff():
 
     ref = np.stack(
         [
-            reference_gradient(lambda t, c=int(c): logit_model(t, training=False)[0, c], xi[None])[0]
+            reference_gradient(lambda t, c=int(c): logit_model(t, training=False)[0, c], xi[None])[
+                0
+            ]
             for xi, c in zip(x, classes)
         ]
     )

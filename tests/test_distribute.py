@@ -192,7 +192,10 @@ def test_mirrored_strategy_fit_logs_each_epoch_once(tmp_path):
         ({"KERAS_DISTRIBUTION_PROCESS_ID": "0", "KERAS_DISTRIBUTION_NUM_PROCESSES": "2"}, True),
         ({"KERAS_DISTRIBUTION_PROCESS_ID": "1", "KERAS_DISTRIBUTION_NUM_PROCESSES": "2"}, False),
         # Process 0 of keras.distribution is not enough when TF_CONFIG names another chief.
-        ({"KERAS_DISTRIBUTION_PROCESS_ID": "0", "TF_CONFIG": _tf_config(CLUSTER, "worker", 1)}, False),
+        (
+            {"KERAS_DISTRIBUTION_PROCESS_ID": "0", "TF_CONFIG": _tf_config(CLUSTER, "worker", 1)},
+            False,
+        ),
     ],
 )
 def test_is_chief_reads_the_keras_distribution_process_id(environ, chief):

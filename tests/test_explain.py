@@ -27,7 +27,10 @@ def _trunk(inp):
 def _tape_grad(fn, x, select):
     """Reference: d select(fn(x)) / dx with the backend's autodiff, per example (no batching)."""
     return np.stack(
-        [reference_gradient(lambda t, i=i: select(fn(t), i), x[i : i + 1])[0] for i in range(len(x))]
+        [
+            reference_gradient(lambda t, i=i: select(fn(t), i), x[i : i + 1])[0]
+            for i in range(len(x))
+        ]
     )
 
 

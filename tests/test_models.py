@@ -206,7 +206,10 @@ def test_gradcam_on_a_subclassed_model_equals_the_reference():
         return (ops.matmul(net.flat(t), net.head.kernel) + net.head.bias)[0, c]
 
     grads = np.stack(
-        [reference_gradient(lambda t, c=int(c): rest(t, c), ai[None])[0] for ai, c in zip(a, classes)]
+        [
+            reference_gradient(lambda t, c=int(c): rest(t, c), ai[None])[0]
+            for ai, c in zip(a, classes)
+        ]
     )
     alpha = grads.mean(axis=(1, 2))
     cam = np.maximum(np.einsum("nhwk,nk->nhw", a, alpha), 0.0)  # (N, 6, 6)

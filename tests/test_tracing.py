@@ -71,10 +71,7 @@ class _Watch(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         explainer = self.monitor.explainer
-        functions = {
-            path: (id(fn), _count(fn))
-            for path, fn in _tf_functions(explainer)
-        }
+        functions = {path: (id(fn), _count(fn)) for path, fn in _tf_functions(explainer)}
         self.seen.append((explainer.trace_count, functions))
 
 
