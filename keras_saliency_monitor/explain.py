@@ -233,14 +233,15 @@ def _freeze(value):
     """A hashable stand-in for an argument value, equal for equal values (arrays by content)."""
     if value is None or isinstance(value, (str, bytes, bool, numbers.Number)):
         return (type(value).__name__, value)
-    if isinstance(value, np.ndarray) or (
-        isinstance(value, (list, tuple)) and value and not callable(value[0])
-    ):
-        array = np.ascontiguousarray(value)
+    if isinstance(value, (np.ndarray, list, tuple)):
+        try:
+            array = np.ascontiguousarray(value)
+        except ValueError:  # ragged
+            array = None
+        if array is None or array.dtype.kind == "O":
+            return ("seq", tuple(_freeze(v) for v in value))
         digest = hashlib.blake2b(array.tobytes(), digest_size=16).hexdigest()
         return ("array", array.shape, array.dtype.str, digest)
-    if isinstance(value, (list, tuple)):
-        return ("seq", tuple(_freeze(v) for v in value))
     if isinstance(value, dict):
         return ("dict", tuple(sorted((k, _freeze(v)) for k, v in value.items())))
     return ("object", id(value), value)  # callables: the same object, not an equal one

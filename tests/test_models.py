@@ -17,7 +17,7 @@ from keras import layers, ops
 
 from keras_saliency_monitor import SaliencyMonitor, compute_attributions, compute_saliency
 from keras_saliency_monitor.callback import GRID_TAG
-from keras_saliency_monitor.explain import _CACHE, Explainer, explain
+from keras_saliency_monitor.explain import _CACHE, CACHE_PER_MODEL, Explainer, explain
 
 from .helpers import read_images, tiny_data
 from .test_backends import assert_close, reference_gradient, to_numpy
@@ -175,13 +175,14 @@ def test_sequential_without_input_is_built_and_explained_exactly(tmp_path):
     assert_close(result.attributions, ref)
 
 
-def test_building_a_sequential_early_changes_no_trained_weight(tmp_path):
-    """The monitor builds an Input-less Sequential at train begin; fit ends bit-identical."""
+@pytest.mark.parametrize("build", [_unbuilt_sequential, FusedNet])
+def test_building_a_model_early_changes_no_trained_weight(tmp_path, build):
+    """The monitor builds an unbuilt model at train begin; fit ends bit-identical."""
     x, y = tiny_data(n=24, size=8)
     finals = []
     for callbacks in ([], [SaliencyMonitor(tmp_path, (x, y), num_probes=4)]):
         keras.utils.set_random_seed(5)
-        model = _unbuilt_sequential()
+        model = build()
         model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
         model.fit(x, y, epochs=2, batch_size=12, shuffle=False, verbose=0, callbacks=callbacks)
         finals.append(model.get_weights())
@@ -352,3 +353,20 @@ def test_explainer_binds_a_subclassed_model_with_a_sample():
     net = FusedNet("fused")
     explainer = Explainer().bind(net, SHAPE, sample=_images(1))
     assert explainer.head.num_outputs == 3 and explainer.model is net
+
+
+def test_cache_keys_arrays_by_content_and_callables_by_identity():
+    inp = keras.Input(SHAPE)
+    model = keras.Model(inp, layers.Dense(3)(layers.Flatten()(inp)))
+    x = _images(2)
+    for _ in range(2):  # equal arrays, new objects: one entry
+        compute_attributions(model, x, method="integrated_gradients", steps=2, baseline=np.zeros(3))
+    compute_attributions(model, x, method="integrated_gradients", steps=2, baseline=np.ones(3))
+    assert len(_CACHE[model]) == 2
+    score = lambda z: z[:, 0]  # noqa: E731
+    compute_saliency(model, x, target=score)
+    compute_saliency(model, x, target=score)
+    assert len(_CACHE[model]) == 3
+    for _ in range(12):  # a new callable per call: bounded, oldest entries dropped
+        compute_saliency(model, x, target=lambda z: z[:, 1])
+    assert len(_CACHE[model]) == CACHE_PER_MODEL
