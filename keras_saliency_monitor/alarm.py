@@ -1,80 +1,201 @@
-"""The shortcut alarm: sustained low focus lift, said once in plain words.
+"""The shortcut alarm: several signals, one plain-words warning, at most once per run.
 
-``saliency_focus_lift`` is the share of saliency inside the object masks divided by the masks' share
-of the image: 1.0 means the model looks at the object no more than at any other pixel. A model that
-learned a shortcut (a watermark, a border, the background) keeps it near or below 1 while its
-training accuracy climbs. The alarm fires when the lift stays below ``threshold`` for ``patience``
-consecutive logged epochs after ``warmup`` logged epochs (early maps of a fresh network are noise).
-Pure Python and numpy, so it is tested without a model.
+Each signal is a run-level number the callback logs, compared with a threshold:
+
+* ``border_ratio`` (no masks needed): saliency density in the image's outer band (1/8 of the side
+  on every edge) over the density inside it; 1.0 = chance (a uniform map). Objects sit inside the
+  image, so a model that looks at them scores well below 1; watermarks, corner tags, stamps and
+  frames sit at the edges and push it above. Fires above ``border_threshold`` (1.0).
+* ``focus_lift`` (masks): focus on each probe's own mask over its focus on the other probes' masks
+  (a permutation baseline, 1.0 = chance, see ``metrics.focus_lift``). Fires below
+  ``lift_threshold`` (1.25), but only when the masks differ enough to tell (``mask_contrast``, the
+  lift of a perfect map, at least ``min_mask_contrast``, 2.0): objects that all sit in the middle
+  leave the lift near 1.0 whatever the model looks at.
+
+``shortcut_score`` folds them into one per-epoch number for ``logs`` (``saliency_shortcut``): the
+largest of ``value / threshold`` (signals that fire above) and ``threshold / value`` (below); above
+1.0 some signal is past its threshold this epoch. The alarm fires when the score has been above 1.0
+for ``patience`` consecutive logged epochs after ``warmup`` logged epochs (the maps of a fresh
+network are noise). Pure Python and numpy, so it is tested without a model.
 """
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 
+DEFAULT_LIFT_THRESHOLD = 1.25
+DEFAULT_BORDER_THRESHOLD = 1.0
+DEFAULT_MIN_MASK_CONTRAST = 2.0
 
-class FocusAlarm:
-    """Watches the focus lift epoch by epoch and fires at most once per run.
+
+def _check_threshold(name, value):
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (
+        np.isfinite(value) and value > 0
+    ):
+        raise ValueError(
+            f"Invalid value for argument `{name}`: expected a positive number (1.0 = chance) or "
+            f"None to switch this signal off, received {name}={value!r}."
+        )
+    return float(value)
+
+
+def _check_count(name, value, low):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise ValueError(
+            f"Invalid value for argument `{name}`: expected an int >= {low}, received "
+            f"{name}={value!r}."
+        )
+    return int(value)
+
+
+class ShortcutAlarm:
+    """Watches the shortcut signals epoch by epoch and fires at most once per run.
 
     Args:
-        threshold: lift below which an epoch counts as off target. None disables the alarm.
-        patience: consecutive off-target logged epochs needed to fire.
-        warmup: logged epochs ignored at the start of a run.
+        lift_threshold: with masks, focus lift (permutation baseline) below which an epoch counts
+            as off the object. None switches the masked signal off. Defaults to 1.25.
+        border_threshold: border ratio above which an epoch counts as looking at the image's
+            edges. None switches the signal off. Defaults to 1.0.
+        patience: consecutive logged epochs past a threshold needed to fire. Defaults to 2.
+        warmup: logged epochs ignored at the start of a run. Defaults to 1.
+        min_mask_contrast: the masked signal is used only when the masks allow a lift of at least
+            this much (``metrics.mask_contrast``). Defaults to 2.0.
+
+    Raises:
+        ValueError: for a threshold that is not a positive number or None, a ``patience`` below 1
+            or a ``warmup`` below 0; the message names the callback's argument.
     """
 
-    def __init__(self, threshold=1.5, patience=2, warmup=1):
-        if threshold is not None and not (np.isfinite(threshold) and threshold > 0):
-            raise ValueError(
-                "Invalid value for argument `alarm_threshold`: expected a positive number (a "
-                f"focus lift; 1.0 = chance) or None to disable, received {threshold!r}."
-            )
-        for name, value, low in (("alarm_patience", patience, 1), ("alarm_warmup", warmup, 0)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-                raise ValueError(
-                    f"Invalid value for argument `{name}`: expected an int >= {low}, received "
-                    f"{value!r}."
-                )
-        self.threshold = threshold
-        self.patience = int(patience)
-        self.warmup = int(warmup)
+    def __init__(
+        self,
+        lift_threshold=DEFAULT_LIFT_THRESHOLD,
+        border_threshold=DEFAULT_BORDER_THRESHOLD,
+        patience=2,
+        warmup=1,
+        min_mask_contrast=DEFAULT_MIN_MASK_CONTRAST,
+    ):
+        self.lift_threshold = _check_threshold("alarm_threshold", lift_threshold)
+        self.border_threshold = _check_threshold("alarm_border_threshold", border_threshold)
+        self.min_mask_contrast = float(min_mask_contrast)
+        self.patience = _check_count("alarm_patience", patience, 1)
+        self.warmup = _check_count("alarm_warmup", warmup, 0)
         self.reset()
 
     def reset(self):
         """Forget the run so far (a new ``fit``)."""
         self.seen = 0  # logged epochs seen in this run
-        self.streak = 0  # consecutive off-target logged epochs
+        self.streak = 0  # consecutive logged epochs with some signal past its threshold
         self.fired_at = None  # epoch at which the alarm fired, or None
 
-    def update(self, epoch, lift, per_probe_lift, probe_names=None) -> str | None:
+    def scores(self, numbers) -> dict:
+        """``{signal: value / threshold or threshold / value}`` for the signals that apply.
+
+        Args:
+            numbers: the run-level numbers of one epoch, keys with or without ``saliency_``.
+        """
+        get = _getter(numbers)
+        out = {}
+        border = get("border_ratio")
+        if self.border_threshold is not None and np.isfinite(border):
+            out["border_ratio"] = border / self.border_threshold
+        lift, contrast = get("focus_lift"), get("mask_contrast")
+        if (
+            self.lift_threshold is not None
+            and np.isfinite(lift)
+            and np.isfinite(contrast)
+            and contrast >= self.min_mask_contrast
+        ):
+            out["focus_lift"] = self.lift_threshold / max(lift, 1e-12)
+        return out
+
+    def shortcut_score(self, numbers) -> float:
+        """The per-epoch number behind the alarm (``saliency_shortcut``): the largest score.
+
+        Above 1.0 some signal is past its threshold; NaN when no signal applies.
+        """
+        scores = self.scores(numbers)
+        return max(scores.values()) if scores else float("nan")
+
+    def update(self, epoch, numbers, per_probe, probe_names=None) -> str | None:
         """Record one logged epoch; return the alarm text the first time it fires, else None.
 
         Args:
             epoch: the 0-based epoch.
-            lift: mean focus lift over probes (NaN is ignored: it neither counts nor resets).
-            per_probe_lift: (N,) lift of each probe, to name the probes most off target.
-            probe_names: optional (N,) labels for the probes in the message.
+            numbers: the run-level numbers (``saliency_border_ratio``, ``saliency_focus_lift``,
+                ``saliency_mask_contrast``; keys with or without the prefix). A signal whose
+                number is missing or NaN does not apply this epoch.
+            per_probe: ``{name: (N,) values}``: ``border_share`` and ``focus_lift`` name the
+                probes in the message.
+            probe_names: optional (N,) labels of the probes, e.g. their class names.
         """
         self.seen += 1
-        if self.threshold is None or self.fired_at is not None or not np.isfinite(lift):
+        if self.fired_at is not None or self.seen <= self.warmup:
             return None
-        if self.seen <= self.warmup:
-            return None
-        self.streak = self.streak + 1 if lift < self.threshold else 0
+        scores = self.scores(numbers)
+        if not scores:
+            return None  # nothing measured (e.g. NaN maps): neither counts nor resets
+        over = {k: v for k, v in scores.items() if v > 1.0}
+        self.streak = self.streak + 1 if over else 0
         if self.streak < self.patience:
             return None
         self.fired_at = epoch
-        per_probe = np.asarray(per_probe_lift, np.float64)
-        order = np.argsort(np.where(np.isfinite(per_probe), per_probe, np.inf))[:3]
-        worst = ", ".join(
-            f"probe {i}"
-            + (f" ({probe_names[i]})" if probe_names is not None else "")
-            + f" lift {per_probe[i]:.2f}"
-            for i in order
-            if np.isfinite(per_probe[i])
-        )
+        get = _getter(numbers)
+        reasons = []
+        if "border_ratio" in over:
+            reasons.append(self._border_words(get("border_ratio"), per_probe, probe_names))
+        if "focus_lift" in over:
+            reasons.append(self._lift_words(get("focus_lift"), per_probe, probe_names))
         return (
-            f"Saliency alarm at epoch {epoch}: the model's saliency focus lift has been below "
-            f"{self.threshold:g} for {self.streak} logged epochs (now {lift:.2f}; 1.0 = no more "
-            "on the object masks than anywhere else). It may be learning a shortcut (background, "
-            f"watermark, border) instead of the object. Most off target: {worst}."
+            f"Saliency alarm at epoch {epoch}: the model may be learning a shortcut instead of "
+            f"the object (past the threshold for {self.streak} logged epochs in a row). "
+            + " ".join(reasons)
         )
+
+    def _border_words(self, value, per_probe, names):
+        share = np.asarray(per_probe.get("border_share", []), np.float64)
+        probes = _probe_list(share, largest=True, names=names)
+        return (
+            f"Signal border_ratio = {value:.2f} (alarm above {self.border_threshold:g}; 1.0 = "
+            "chance): saliency is denser in the image's outer band than in its middle, where "
+            "objects usually are; look for a watermark, tag, stamp or frame at the edges."
+            + (f" Most saliency at the edges: {probes}." if probes else "")
+        )
+
+    def _lift_words(self, value, per_probe, names):
+        lift = np.asarray(per_probe.get("focus_lift", []), np.float64)
+        probes = _probe_list(lift, largest=False, names=names)
+        return (
+            f"Signal focus_lift = {value:.2f} (alarm below {self.lift_threshold:g}; 1.0 = "
+            "chance): saliency lands on each probe's own object mask hardly more than on the "
+            "other probes' masks, so it does not follow the object; look at the background, "
+            "borders and marks."
+            + (f" Least on their object: {probes}." if probes else "")
+        )
+
+
+def _getter(numbers):
+    def get(key):
+        value = numbers.get("saliency_" + key, numbers.get(key))
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            return float("nan")
+
+    return get
+
+
+def _probe_list(values, largest, names, count=3):
+    """``"probe 4 (cat) 0.93, ..."`` for the ``count`` most extreme finite values (0-based)."""
+    if values.size == 0:
+        return ""
+    finite = np.isfinite(values)
+    key = np.where(finite, -values if largest else values, np.inf)
+    order = [int(i) for i in np.argsort(key, kind="stable")[:count] if finite[i]]
+    return ", ".join(
+        f"probe {i}" + (f" ({names[i]})" if names is not None else "") + f" {values[i]:.2f}"
+        for i in order
+    )

@@ -29,7 +29,7 @@ import keras
 import numpy as np
 
 from keras_saliency_monitor import arrays, metrics, probes, render, store
-from keras_saliency_monitor.alarm import FocusAlarm
+from keras_saliency_monitor.alarm import ShortcutAlarm
 from keras_saliency_monitor.checks import positive_int, real_number
 from keras_saliency_monitor.explain import Explainer
 from keras_saliency_monitor.writer import BackgroundWorker, EventWriter, last_step
@@ -202,7 +202,9 @@ class SaliencyMonitor(keras.callbacks.Callback):
             callable ``logits -> (N,)`` scores built with ``keras.ops``.
         masks: optional object masks aligned with ``probe_data``: (N, H, W) bool or float, (N, 4)
             boxes ``(y0, x0, y1, x1)`` in pixels, or a callable ``(x_i, y_i) -> (H, W)``. With
-            masks, ``saliency_focus`` (fraction of saliency inside the mask) is logged.
+            masks, ``saliency_focus`` (fraction of saliency inside the mask), ``saliency_focus_lift``
+            (against the other probes' masks: 1.0 = chance) and ``saliency_mask_contrast`` are
+            logged, and the alarm also watches the lift.
         every_n_epochs: log epochs ``0, n, 2n, ...``. Defaults to 1.
         seed: seed of the probe draw. Defaults to 0.
         output: index or name of the output to explain, for multi-output models.
@@ -219,10 +221,16 @@ class SaliencyMonitor(keras.callbacks.Callback):
         max_grid_width: cap on the grid image's width in pixels. Defaults to 1024.
         pointing_tolerance: pixels within which the most salient pixel counts as a hit on the
             mask for ``saliency_pointing_game``. Defaults to 0.
-        alarm_threshold: with masks, warn once when ``saliency_focus_lift`` stays below this
-            for ``alarm_patience`` logged epochs after ``alarm_warmup`` ones. None disables it.
-            Defaults to 1.5.
-        alarm_patience: see ``alarm_threshold``. Defaults to 2.
+        alarm_threshold: with masks, the focus lift (1.0 = chance) below which the alarm counts
+            an epoch as off the object; used when the masks differ enough to tell
+            (``saliency_mask_contrast`` >= 2). None switches this signal off. Defaults to 1.25.
+        alarm_border_threshold: the border ratio (saliency density in the image's outer band
+            over the density inside it; 1.0 = chance) above which the alarm counts an epoch as
+            looking at the edges (watermarks, tags, stamps, frames). Works without masks. None
+            switches this signal off. Defaults to 1.0.
+        alarm_patience: the alarm warns once when some signal has been past its threshold for
+            this many consecutive logged epochs after ``alarm_warmup`` ones; the per-epoch
+            number behind it is ``saliency_shortcut`` (> 1.0 = past a threshold). Defaults to 2.
         alarm_warmup: logged epochs ignored by the alarm at the start of a run. Defaults to 1.
         stop_on_alarm: also stop training (``model.stop_training = True``) when the alarm fires.
             Defaults to False.
@@ -293,7 +301,8 @@ class SaliencyMonitor(keras.callbacks.Callback):
         alpha=0.8,
         max_grid_width=1024,
         pointing_tolerance=0,
-        alarm_threshold=1.5,
+        alarm_threshold=1.25,
+        alarm_border_threshold=1.0,
         alarm_patience=2,
         alarm_warmup=1,
         stop_on_alarm=False,
@@ -339,7 +348,9 @@ class SaliencyMonitor(keras.callbacks.Callback):
         self.pointing_tolerance = real_number(
             "pointing_tolerance", pointing_tolerance, 0, None, "a distance in pixels >= 0"
         )
-        self.alarm = FocusAlarm(alarm_threshold, alarm_patience, alarm_warmup)
+        self.alarm = ShortcutAlarm(
+            alarm_threshold, alarm_border_threshold, alarm_patience, alarm_warmup
+        )
         self.stop_on_alarm = bool(stop_on_alarm)
         self.alarm_message = None  # the alarm's text once it fired in the current run
         self.save_arrays = bool(save_arrays)
@@ -520,10 +531,13 @@ class SaliencyMonitor(keras.callbacks.Callback):
         masks = self.probes.masks
         if masks is not None:
             per_probe["focus"] = metrics.focus(maps, masks)
-            per_probe["focus_lift"] = metrics.focus_lift(maps, masks)
             per_probe["pointing_game"] = metrics.pointing_game(
                 maps, masks, tolerance=self.pointing_tolerance
             )
+        # Shortcut indicators (mask-free ones always; the lift against the other probes' masks
+        # with masks). Run-level values are not plain means of the per-probe ones.
+        run, indicators = metrics.shortcut_indicators(maps, masks)
+        per_probe.update(indicators)
         extras = explanation.extras
         if "completeness_gap" in extras:
             # Integrated gradients: |sum of attributions - (f(x) - f(baseline))| relative to
@@ -534,18 +548,16 @@ class SaliencyMonitor(keras.callbacks.Callback):
                 delta > 0, gap / np.maximum(delta, 1e-12), np.nan
             )
         numbers = {"saliency_" + k: metrics.nanmean(v) for k, v in per_probe.items()}
+        numbers.update({"saliency_" + k: float(v) for k, v in run.items()})
+        numbers["saliency_shortcut"] = float(self.alarm.shortcut_score(run))
         return numbers, per_probe
 
     def _check_alarm(self, epoch, numbers, per_probe):
-        """Feed the focus lift to the alarm; warn (and stop, if asked) the first time it fires."""
-        if "saliency_focus_lift" not in numbers:
-            return None
+        """Feed the shortcut signals to the alarm; warn (and stop, if asked) when it fires."""
         names = None
         if self.probes.labels is not None:
             names = [self._class_name(c) for c in self.probes.labels]
-        message = self.alarm.update(
-            epoch, numbers["saliency_focus_lift"], per_probe["focus_lift"], names
-        )
+        message = self.alarm.update(epoch, numbers, per_probe, names)
         if message is None:
             return None
         self.alarm_message = message

@@ -30,13 +30,21 @@ from typing import NamedTuple
 import numpy as np
 
 __all__ = [
+    "border_band",
+    "border_ratio",
+    "border_share",
     "concentration",
     "focus",
+    "focus_chance",
     "focus_lift",
+    "mask_contrast",
+    "mean_focus_lift",
     "masks_from_boxes",
     "nanmean",
+    "place_agreement",
     "pointing_game",
     "rank_correlation",
+    "shortcut_indicators",
 ]
 
 
@@ -291,38 +299,272 @@ def focus(maps, masks) -> np.ndarray:
     return _focus(maps, masks)
 
 
-def focus_lift(maps, masks) -> np.ndarray:
-    """Focus relative to chance: `focus` divided by the mask's share of the image.
+def focus_chance(maps, masks) -> np.ndarray:
+    """Each map's focus on the *other* probes' masks: the chance level of `focus`.
 
-        lift_n = focus_n / mean_{h,w} M_n[h, w]
+        chance_n = mean_{m != n} focus(S_n, M_m)
 
-    A map that spreads saliency evenly has focus equal to the mask's share of
-    the image (so has, on average, a map placed independently of the object),
-    so lift 1.0 means no better than chance; above 1 the map favours the
-    object, below 1 it avoids it. The largest value, `1 / share`, means all
-    mass is inside the mask. Unlike `focus`, lift can be compared between
-    probes whose objects differ in size.
-    It is the ratio of the relevance mass accuracy of Arras et al. (2022) to
-    its expectation under a uniform map.
+    A permutation baseline: it is what `focus` would be if the saliency map did
+    not depend on where this probe's object is, only on where objects tend to be
+    (centre bias) and where the map tends to be (e.g. a fixed watermark). With a
+    single probe there are no other masks, and the chance level falls back to
+    the mask's share of the image (the focus of a uniform map).
 
     Args:
         maps: Raw saliency maps, shape `(N, H, W)`, values `>= 0`.
         masks: Object masks, shape `(N, H, W)`: bool, or float weights in
-            `[0, 1]` (the share is then the mean weight).
+            `[0, 1]`.
 
     Returns:
-        float64 array of shape `(N,)` with values in `[0, 1 / share]`. NaN for a
-        probe whose mask is empty (all zero), or whose map is all zero or
-        holds NaN or inf.
+        float64 array of shape `(N,)` with values in `[0, 1]`. NaN for a probe
+        whose map is all zero or holds NaN or inf.
 
     Raises:
         ValueError: As `focus`.
     """
     maps = _check_maps(maps)
     masks = _check_masks(masks, maps)
-    share = masks.mean(axis=(1, 2))
+    return _focus_and_chance(maps, masks)[1]
+
+
+def _focus_and_chance(maps: np.ndarray, masks: np.ndarray):
+    """(own focus, permutation chance), each `(N,)`, on validated arrays."""
+    n, h, w = maps.shape
+    flat = maps.reshape(n, h * w)
+    total = flat.sum(axis=1)
+    defined = np.isfinite(total) & (total > 0)
+    weights = masks.reshape(n, h * w)
+    # cross[n, m] = saliency mass of map n inside mask m. einsum, not `@`: no BLAS thread pool
+    # on the training thread (see `concentration`); N x N x H*W is small.
+    cross = np.einsum("nk,mk->nm", np.where(defined[:, None], flat, 0.0), weights)
+    own = np.full(n, np.nan)
+    np.divide(np.diagonal(cross), total, out=own, where=defined)
+    chance = np.full(n, np.nan)
+    if n == 1:
+        np.copyto(chance, weights.mean(axis=1), where=defined)
+    else:
+        others = (cross.sum(axis=1) - np.diagonal(cross)) / (n - 1)
+        np.divide(others, total, out=chance, where=defined)
+    return own, chance
+
+
+def focus_lift(maps, masks, baseline: str = "permutation") -> np.ndarray:
+    """Focus relative to its chance level, probe by probe.
+
+        lift_n = focus(S_n, M_n) / chance_n
+
+    With `baseline="permutation"` (the default) `chance_n` is `focus_chance`:
+    the map's focus on the other probes' masks. 1.0 then means the map lands on
+    its own object no more than on where the other probes' objects are, which
+    is what a map unrelated to the object scores, also when objects and maps
+    both sit near the centre (centre bias) and the masks' share of the image
+    says nothing about chance. Above 1 the map follows its own object; the
+    largest value a map can reach depends on how much the masks differ (see
+    `mask_contrast`); if every probe has the same mask, every map scores 1.0.
+
+    With `baseline="area"` `chance_n` is the mask's share of the image (the
+    focus of a uniform map): the ratio of the relevance mass accuracy of Arras
+    et al. (2022) to its expectation under a uniform map. It is biased upwards
+    when maps and objects both favour the centre (a lift of 2 for unrelated
+    masks is common), so it is not a chance level for real data.
+
+    Args:
+        maps: Raw saliency maps, shape `(N, H, W)`, values `>= 0`.
+        masks: Object masks, shape `(N, H, W)`: bool, or float weights in
+            `[0, 1]`.
+        baseline: `"permutation"` (default) or `"area"`. With one probe,
+            `"permutation"` falls back to `"area"`.
+
+    Returns:
+        float64 array of shape `(N,)`, values `>= 0`. NaN where focus or its
+        chance level is undefined or zero (an empty mask, an all-zero map, a map
+        holding NaN or inf, or a map with no mass on any other probe's mask).
+
+    Raises:
+        ValueError: As `focus`, or for an unknown `baseline`.
+    """
+    if baseline not in ("permutation", "area"):
+        raise ValueError(
+            'Invalid value for argument `baseline`: expected "permutation" or "area", '
+            f"received baseline={baseline!r}."
+        )
+    maps = _check_maps(maps)
+    masks = _check_masks(masks, maps)
+    if baseline == "area":
+        own = _focus(maps, masks)
+        chance = masks.mean(axis=(1, 2))
+    else:
+        own, chance = _focus_and_chance(maps, masks)
     out = np.full(maps.shape[0], np.nan)
-    np.divide(_focus(maps, masks), share, out=out, where=share > 0)
+    np.divide(own, chance, out=out, where=np.isfinite(own) & (chance > 0))
+    return out
+
+
+def mean_focus_lift(maps, masks) -> float:
+    """The run-level focus lift: mean focus over mean chance (permutation baseline).
+
+        lift = mean_n focus(S_n, M_n) / mean_n chance_n
+
+    over the probes where both are defined. A ratio of means rather than a mean
+    of ratios: one probe whose map misses every other mask (chance 0) does not
+    make it infinite. For masks shuffled across probes its expectation over the
+    shuffles is exactly 1.0.
+
+    Args:
+        maps: Raw saliency maps, shape `(N, H, W)`, values `>= 0`.
+        masks: Object masks, shape `(N, H, W)`.
+
+    Returns:
+        A float; NaN if no probe is defined or the chance level is 0.
+    """
+    maps = _check_maps(maps)
+    masks = _check_masks(masks, maps)
+    own, chance = _focus_and_chance(maps, masks)
+    both = np.isfinite(own) & np.isfinite(chance)
+    if not both.any() or chance[both].sum() <= 0:
+        return float("nan")
+    return float(own[both].sum() / chance[both].sum())
+
+
+def mask_contrast(masks) -> float:
+    """The highest run-level focus lift these masks allow: the lift of maps equal to the masks.
+
+    It measures how much the probes' masks differ from each other, so how much
+    `mean_focus_lift` can say. Masks at random places score several; objects
+    that all sit in the middle score little above 1.0, and identical masks
+    score exactly 1.0: a map on the object cannot then be told from a map on a
+    fixed place in the middle, and the lift is not evidence either way.
+
+    Args:
+        masks: Object masks, shape `(N, H, W)`: bool, or float weights in
+            `[0, 1]`.
+
+    Returns:
+        A float `>= 1`; inf for disjoint masks, NaN for fewer than two
+        non-empty masks.
+    """
+    raw = np.asarray(masks)
+    if raw.ndim != 3:
+        raise ValueError(
+            "Invalid value for argument `masks`: expected shape (N, H, W), one mask per probe, "
+            f"received shape {raw.shape}."
+        )
+    weights = _check_masks(raw, np.empty(raw.shape))
+    weights = weights[weights.sum(axis=(1, 2)) > 0]
+    if len(weights) < 2:
+        return float("nan")
+    own, chance = _focus_and_chance(weights, weights)
+    # Disjoint masks: a perfect map never lands on another probe's mask.
+    return float(own.sum() / chance.sum()) if chance.sum() > 0 else float("inf")
+
+
+# ----------------------------------------------------------------------------
+# Mask-free shortcut indicators
+# ----------------------------------------------------------------------------
+
+
+def border_band(height: int, width: int, fraction: float = 1 / 8) -> np.ndarray:
+    """The outer band of an image: `(H, W)` bool, True within `fraction` of the side of an edge.
+
+    The band is `max(1, round(fraction * min(H, W)))` pixels wide on every side.
+    """
+    height = _check_size(height, "height")
+    width = _check_size(width, "width")
+    if not (isinstance(fraction, numbers.Real) and 0 < fraction < 0.5):
+        raise ValueError(
+            "Invalid value for argument `fraction`: expected a number in (0, 0.5), the band's "
+            f"width as a fraction of the image side, received fraction={fraction!r}."
+        )
+    b = max(1, round(fraction * min(height, width)))
+    band = np.ones((height, width), bool)
+    band[b : height - b, b : width - b] = False
+    return band
+
+
+def border_share(maps, fraction: float = 1 / 8) -> np.ndarray:
+    """Share of each map's saliency mass in the outer band of the image (`border_band`).
+
+    A uniform map scores the band's share of the image (about 0.44 for the
+    default 1/8 of the side on each edge).
+
+    Args:
+        maps: Raw saliency maps, shape `(N, H, W)`, values `>= 0`.
+        fraction: Width of the band as a fraction of the shorter side.
+
+    Returns:
+        float64 array of shape `(N,)` in `[0, 1]`; NaN for an all-zero map or
+        one holding NaN or inf.
+    """
+    maps = _check_maps(maps)
+    band = border_band(maps.shape[1], maps.shape[2], fraction)
+    return _focus(maps, np.broadcast_to(band, maps.shape))
+
+
+def border_ratio(share, band_share: float) -> np.ndarray | float:
+    """Saliency density in the border band over the density inside it.
+
+        ratio = (share / band_share) / ((1 - share) / (1 - band_share))
+
+    1.0 is chance: a uniform map, or any map as dense at the edges as in the
+    middle. Objects usually sit inside the image, so a model looking at them
+    scores well below 1; artefacts at a fixed place at the edges (a
+    watermark, a corner tag, a stamp, a frame) push it above 1.
+
+    Args:
+        share: `border_share` values (any shape), or their mean over probes for
+            the run-level number.
+        band_share: the band's share of the image, `border_band(...).mean()`.
+
+    Returns:
+        The ratio, elementwise; inf where all mass is in the band, NaN where
+        `share` is NaN.
+    """
+    s = np.asarray(share, np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = (s / band_share) / ((1.0 - s) / (1.0 - band_share))
+    return float(out) if out.ndim == 0 else out
+
+
+def place_agreement(maps, top: float = 0.05) -> np.ndarray:
+    """How much each map sits where the *other* probes' maps sit (mask-free).
+
+    For probe `n`, the other probes' normalised maps are averaged; their
+    hottest `top` share of pixels is the place where saliency agrees. The
+    value is the share of probe `n`'s mass in that place divided by `top`.
+    1.0 is chance (uniform maps, or maps at places independent of each other);
+    `1 / top` means every map has all its mass exactly where the others have
+    theirs: a fixed place, whatever the image. A model looking at objects
+    that move scores near 1; objects that all sit in the middle raise it too,
+    so it is informative, not an alarm on its own.
+
+    Args:
+        maps: Raw saliency maps, shape `(N, H, W)`, values `>= 0`.
+        top: Share of the pixels that make up the agreed place, in `(0, 1)`.
+
+    Returns:
+        float64 array of shape `(N,)` in `[0, 1 / top]`; NaN for a probe whose
+        map is all zero or not finite, and for every probe when fewer than two
+        maps are defined.
+    """
+    if not (isinstance(top, numbers.Real) and 0 < top < 1):
+        raise ValueError(
+            "Invalid value for argument `top`: expected a share of the pixels in (0, 1), "
+            f"received top={top!r}."
+        )
+    maps = _check_maps(maps)
+    n, h, w = maps.shape
+    flat = maps.reshape(n, h * w)
+    total = flat.sum(axis=1)
+    defined = np.isfinite(total) & (total > 0)
+    out = np.full(n, np.nan)
+    if defined.sum() < 2:
+        return out
+    p = flat[defined] / total[defined, None]
+    others = (p.sum(axis=0) - p) / (len(p) - 1)  # leave-one-out mean map, (n, K)
+    k = max(1, int(round(top * h * w)))
+    hot = np.argpartition(others, h * w - k, axis=1)[:, h * w - k :]  # (n, k)
+    inside = np.take_along_axis(p, hot, axis=1).sum(axis=1)
+    out[defined] = inside / (k / (h * w))
     return out
 
 
@@ -583,6 +825,43 @@ def rank_correlation_of(a: RankedMaps, b: RankedMaps) -> np.ndarray:
     out = np.full(len(cross), np.nan)
     np.divide(cross, spread, out=out, where=defined)
     return np.clip(out, -1.0, 1.0)
+
+
+def shortcut_indicators(maps, masks=None):
+    """The numbers the shortcut alarm reads, from one epoch's maps (and masks, if any).
+
+    Args:
+        maps: Raw saliency maps, shape `(N, H, W)`, values `>= 0`.
+        masks: Optional object masks, shape `(N, H, W)`.
+
+    Returns:
+        `(run, per_probe)`: `run` holds the run-level `border_ratio` (from the
+        mean `border_share`), `place_agreement` (mean) and, with masks,
+        `focus_lift` (`mean_focus_lift`) and `mask_contrast`; `per_probe` holds
+        `(N,)` arrays `border_share`, `place_agreement` and, with masks,
+        `focus_lift`.
+    """
+    maps = _check_maps(maps)
+    band = border_band(maps.shape[1], maps.shape[2])
+    per_probe = {
+        "border_share": _focus(maps, np.broadcast_to(band, maps.shape)),
+        "place_agreement": place_agreement(maps),
+    }
+    run = {
+        "border_ratio": border_ratio(nanmean(per_probe["border_share"]), float(band.mean())),
+        "place_agreement": nanmean(per_probe["place_agreement"]),
+    }
+    if masks is not None:
+        weights = _check_masks(masks, maps)
+        own, chance = _focus_and_chance(maps, weights)
+        lift = np.full(len(own), np.nan)
+        np.divide(own, chance, out=lift, where=np.isfinite(own) & (chance > 0))
+        per_probe["focus_lift"] = lift
+        both = np.isfinite(own) & np.isfinite(chance)
+        total_chance = chance[both].sum()
+        run["focus_lift"] = float(own[both].sum() / total_chance) if total_chance > 0 else np.nan
+        run["mask_contrast"] = mask_contrast(weights)
+    return run, per_probe
 
 
 def nanmean(x) -> float:

@@ -1,0 +1,216 @@
+"""Does the alarm catch shortcuts, and stay silent on clean runs? A suite generated in code.
+
+    python benchmarks/shortcuts.py            # 8 kinds x 3 seeds, 5 methods: ~15 min on 2 busy cores
+    python benchmarks/shortcuts.py --quick    # 8 kinds x 1 seed, 6 epochs
+
+Every (kind, seed) trains one tiny CNN once, on 32x32 images of three shapes (circle, square,
+triangle: the class) on a dark blotchy background. After every epoch the probes (16 validation
+images, drawn like the training data, artefacts included, as a user's validation split would be)
+are explained with every method against the same weights, and each method's maps go through the
+monitor's own measurement and alarm (`SaliencyMonitor._measure` logic via
+`keras_saliency_monitor.alarm.measure`), at the library's defaults, once with the object masks and
+once without.
+
+Kinds (the shortcut is perfectly predictive of the class in training unless said otherwise):
+
+* ``watermark``: a 4x4 checkerboard of a class colour and black in the bottom-right corner.
+* ``frame``: a one-pixel frame of a class colour around the image.
+* ``stamp``: a label in a random corner of each image: a class glyph (3x5 pixels, class
+  colour) on a black 5x7 box.
+* ``background``: the background is tinted with a class colour.
+* ``partial``: the watermark, but right for only 70% of the training images (a random class's
+  mark on the others), so the model uses both the mark and the shape.
+* ``clean_random``, ``clean_centred``, ``clean_large``: no shortcut; shapes at random
+  positions, at the centre, or filling most of the image.
+
+"shortcut-free accuracy" is measured on images drawn like the kind's but without the artefact (for
+``background``: a random, class-independent tint). A shortcut run is "full" when it is < 0.6.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+
+SIZE = 32
+NUM_CLASSES = 3
+COLOURS = np.array([[1.0, 0.1, 0.1], [0.1, 1.0, 0.1], [0.2, 0.4, 1.0]], np.float32)
+# 3x5 glyphs, one per class ("T", "L", "X"-like), for the stamp.
+GLYPHS = np.array(
+    [
+        [[1, 1, 1], [0, 1, 0], [0, 1, 0], [0, 1, 0], [0, 1, 0]],
+        [[1, 0, 0], [1, 0, 0], [1, 0, 0], [1, 0, 0], [1, 1, 1]],
+        [[1, 0, 1], [1, 0, 1], [0, 1, 0], [1, 0, 1], [1, 0, 1]],
+    ],
+    bool,
+)
+SHORTCUT_KINDS = ("watermark", "frame", "stamp", "background", "partial")
+FIXED_PLACE = ("watermark", "frame", "stamp")
+CLEAN_KINDS = ("clean_random", "clean_centred", "clean_large")
+KINDS = SHORTCUT_KINDS + CLEAN_KINDS
+METHODS = ("vanilla", "gradient_x_input", "smoothgrad", "integrated_gradients", "gradcam")
+_KIND_NAMES = ("circle", "square", "triangle")
+
+
+def _artefact_boxes(kind):
+    """Boxes (y0, x0, y1, x1) the shapes keep clear of, so masks and artefacts never overlap."""
+    s = SIZE
+    if kind in ("watermark", "partial"):
+        return [(s - 6, s - 6, s, s)]
+    if kind == "stamp":
+        return [(0, 0, 9, 7), (0, s - 7, 9, s), (s - 9, 0, s, 7), (s - 9, s - 7, s, s)]
+    return []
+
+
+def make_images(kind, n, seed, shortcut=True, class_rate=1.0):
+    """``n`` images of ``kind``: (x float32 (n, S, S, 3) in [0, 1], y int32 (n,), masks bool).
+
+    With ``shortcut=False`` the artefact is left out (the shortcut-free test set).
+    ``class_rate`` is the fraction of images whose artefact names their own class (the others
+    carry a random class's artefact).
+    """
+    from keras_saliency_monitor.demo_data import _shape_mask, _upsample
+
+    rng = np.random.default_rng(seed)
+    s = SIZE
+    y = rng.permutation(np.arange(n) % NUM_CLASSES).astype(np.int32)
+    marked = np.where(rng.random(n) < class_rate, y, rng.integers(0, NUM_CLASSES, n))
+    x = np.empty((n, s, s, 3), np.float32)
+    x[...] = rng.uniform(0.1, 0.45, size=(n, 1, 1, 3))
+    for grid, amp in ((4, 0.15), (8, 0.08)):
+        x += _upsample(rng.uniform(-amp, amp, size=(n, grid, grid, 3)).astype(np.float32), s)
+    if kind == "background":
+        tint = COLOURS[marked] if shortcut else COLOURS[rng.integers(0, NUM_CLASSES, n)]
+        x = 0.6 * x + 0.25 * tint[:, None, None, :]
+    masks = np.zeros((n, s, s), bool)
+    keep_out = _artefact_boxes(kind) if shortcut else _artefact_boxes(kind)
+    lo, hi = ((0.38, 0.46) if kind == "clean_large" else (0.16, 0.26))
+    for i in range(n):
+        shape = _KIND_NAMES[y[i]]
+        radius = rng.uniform(lo, hi) * s
+        reach = 1.2 * radius + 1.0
+        for _ in range(200):
+            if kind == "clean_centred":
+                cy, cx = s / 2 + rng.uniform(-1.0, 1.0, size=2)
+            elif kind == "clean_large":
+                cy, cx = s / 2 + rng.uniform(-2.0, 2.0, size=2)
+            else:
+                margin = reach if kind != "frame" else reach + 1
+                cy, cx = rng.uniform(min(margin, s / 2), max(s - margin, s / 2), size=2)
+            clear = all(
+                cy + reach <= y0 or cy - reach >= y1 or cx + reach <= x0 or cx - reach >= x1
+                for y0, x0, y1, x1 in keep_out
+            )
+            if clear:
+                break
+        mask = _shape_mask(shape, cy, cx, radius, 0.0, s)
+        if kind == "frame":
+            mask[[0, -1], :] = False
+            mask[:, [0, -1]] = False
+        under = x[i][mask].mean(axis=0)
+        colour = np.clip(under + rng.uniform(0.3, 0.6, size=3), 0.0, 1.0)
+        x[i][mask] = colour
+        masks[i] = mask
+    x += rng.standard_normal(x.shape, dtype=np.float32) * np.float32(0.05)
+    if shortcut:
+        _draw_artefacts(kind, x, marked, rng)
+    np.clip(x, 0.0, 1.0, out=x)
+    return x, y, masks
+
+
+def _draw_artefacts(kind, x, marked, rng):
+    s = SIZE
+    if kind in ("watermark", "partial"):
+        checker = (np.add.outer(np.arange(4), np.arange(4)) % 2 == 0)[None, :, :, None]
+        x[:, s - 5 : s - 1, s - 5 : s - 1] = checker * COLOURS[marked][:, None, None, :]
+    elif kind == "frame":
+        c = COLOURS[marked][:, None, :]
+        x[:, 0], x[:, -1] = c, c
+        x[:, :, 0], x[:, :, -1] = c, c
+    elif kind == "stamp":
+        corners = rng.integers(0, 4, len(x))
+        for i, (c, k) in enumerate(zip(marked, corners)):
+            # A label: the glyph in its class colour on a black 5x7 box, one pixel in.
+            y0 = 1 if k < 2 else s - 8
+            x0 = 1 if k % 2 == 0 else s - 6
+            box = x[i, y0 : y0 + 7, x0 : x0 + 5]
+            box[...] = 0.0
+            box[1:6, 1:4][GLYPHS[c]] = COLOURS[c]
+
+
+def build_model(seed):
+    """A tiny CNN (about 15k parameters): the demo's architecture at 32x32."""
+    import keras
+    from keras import layers
+
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential(
+        [
+            keras.Input((SIZE, SIZE, 3)),
+            layers.Rescaling(2.0, offset=-1.0),
+            layers.Conv2D(16, 3, padding="same", activation="relu"),
+            layers.MaxPooling2D(),
+            layers.Conv2D(32, 3, padding="same", activation="relu"),
+            layers.MaxPooling2D(),
+            layers.Conv2D(32, 3, padding="same", activation="relu"),
+            layers.GlobalMaxPooling2D(),
+            layers.Dense(NUM_CLASSES, activation="softmax"),
+        ]
+    )
+    model.compile(
+        optimizer=keras.optimizers.Adam(3e-3),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    return model
+
+
+def train_and_explain(kind, seed, epochs, n_train=480, n_probes=16):
+    """Train one model; every epoch, every method's maps of the same probes.
+
+    Returns:
+        dict with ``maps`` {method: (E, N, S, S) float32}, ``masks`` (N, S, S), ``labels`` (N,),
+        ``classes`` {method: (E, N)}, ``free_acc`` (E,) shortcut-free accuracy per epoch,
+        ``train_acc`` (E,), ``seconds`` {"fit": s, method: s per epoch}.
+    """
+    import keras
+
+    from keras_saliency_monitor.explain import Explainer
+
+    rate = 0.7 if kind == "partial" else 1.0
+    x, y, _ = make_images(kind, n_train, 10_000 * seed + 1, class_rate=rate)
+    px, py, pmasks = make_images(kind, n_probes, 10_000 * seed + 2, class_rate=rate)
+    fx, fy, _ = make_images(kind, 240, 10_000 * seed + 3, shortcut=False)
+    model = build_model(seed)
+    explainers = {m: Explainer(m).bind(model, px.shape[1:]) for m in METHODS}
+    out = {
+        "maps": {m: [] for m in METHODS},
+        "classes": {m: [] for m in METHODS},
+        "free_acc": [],
+        "train_acc": [],
+        "seconds": {"fit": 0.0, **{m: 0.0 for m in METHODS}},
+    }
+
+    class Collect(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            for m, explainer in explainers.items():
+                start = time.perf_counter()
+                e = explainer.explain(px)
+                out["seconds"][m] += time.perf_counter() - start
+                out["maps"][m].append(e.maps)
+                out["classes"][m].append(e.classes)
+            out["train_acc"].append(float(logs["accuracy"]))
+            pred = np.argmax(self.model.predict(fx, verbose=0, batch_size=120), axis=1)
+            out["free_acc"].append(float(np.mean(pred == fy)))
+
+    start = time.perf_counter()
+    model.fit(x, y, epochs=epochs, batch_size=32, verbose=0, callbacks=[Collect()])
+    out["seconds"]["fit"] = time.perf_counter() - start - sum(out["seconds"][m] for m in METHODS)
+    out["maps"] = {m: np.stack(v) for m, v in out["maps"].items()}
+    out["classes"] = {m: np.stack(v) for m, v in out["classes"].items()}
+    out.update(masks=pmasks, labels=py, images=px)
+    return out
