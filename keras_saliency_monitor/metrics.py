@@ -339,12 +339,18 @@ def _focus_and_chance(maps: np.ndarray, masks: np.ndarray):
     cross = np.einsum("nk,mk->nm", np.where(defined[:, None], flat, 0.0), weights)
     own = np.full(n, np.nan)
     np.divide(np.diagonal(cross), total, out=own, where=defined)
+    # Empty masks are no object: no focus of their own, and not part of the others' chance.
+    nonempty = weights.sum(axis=1) > 0
+    own[~nonempty] = np.nan
+    count = nonempty.sum() - nonempty  # (N,): other probes with a mask
+    kept = np.einsum("nm,m->n", cross, nonempty.astype(np.float64))
+    kept -= np.diagonal(cross) * nonempty
+    others = kept / np.maximum(count, 1)
     chance = np.full(n, np.nan)
-    if n == 1:
-        np.copyto(chance, weights.mean(axis=1), where=defined)
-    else:
-        others = (cross.sum(axis=1) - np.diagonal(cross)) / (n - 1)
-        np.divide(others, total, out=chance, where=defined)
+    np.divide(others, total, out=chance, where=defined & (count > 0))
+    # No other mask (a single probe): the chance level of a uniform map, the mask's share.
+    alone = defined & (count == 0)
+    chance[alone] = weights.mean(axis=1)[alone]
     return own, chance
 
 

@@ -1,75 +1,146 @@
-"""The shortcut alarm, alone and inside the callback (masks -> lift -> warning, text, stop)."""
+"""The shortcut alarm over sequences of numbers, and inside the callback (warning, text, stop)."""
 
 import os
 
+import keras
 import numpy as np
 import pytest
 
 from keras_saliency_monitor import SaliencyMonitor
-from keras_saliency_monitor.alarm import FocusAlarm
+from keras_saliency_monitor.alarm import ShortcutAlarm
 from keras_saliency_monitor.callback import ALARM_TAG, INFO_TAG
 
 from .helpers import accumulator, tiny_cnn, tiny_data
 
+SHARE = np.array([0.9, 0.2, 0.95])  # per-probe border shares for the messages
 
-def test_fires_once_after_warmup_and_patience():
-    alarm = FocusAlarm(threshold=1.5, patience=2, warmup=1)
-    lifts = [0.5, 0.9, 2.0, 1.0, 1.1, 0.8, 0.7]
-    fired = [alarm.update(e, v, np.array([v, 3.0, 0.2])) for e, v in enumerate(lifts)]
-    # Epoch 0 is warm-up; 1 starts a streak that epoch 2 (2.0 >= 1.5) breaks; 3 and 4 fire.
+
+def _run(alarm, numbers_by_epoch, per_probe=None):
+    per_probe = per_probe or {"border_share": SHARE, "focus_lift": np.array([0.8, 3.0, 1.1])}
+    return [alarm.update(e, n, per_probe) for e, n in enumerate(numbers_by_epoch)]
+
+
+def test_border_signal_fires_once_after_warmup_and_patience():
+    alarm = ShortcutAlarm(patience=2, warmup=1)
+    ratios = [5.0, 1.2, 0.5, 1.5, 1.1, 3.0, 3.0]
+    fired = _run(alarm, [{"saliency_border_ratio": r} for r in ratios])
+    # Epoch 0 is warm-up; 1 starts a streak that epoch 2 (0.5 <= 1.0) breaks; 3 and 4 fire.
     assert [m is not None for m in fired] == [False, False, False, False, True, False, False]
     assert alarm.fired_at == 4
     text = fired[4]
-    assert "epoch 4" in text and "1.10" in text and "below 1.5" in text
-    # The probes most off target are named, lowest lift first.
-    assert text.index("probe 2 lift 0.20") < text.index("probe 0 lift 1.10")
+    assert "epoch 4" in text and "border_ratio = 1.10" in text and "above 1" in text
+    assert "focus_lift" not in text  # no masks: only the signal that fired is named
+    # 0-based probes, most saliency at the edges first.
+    assert text.index("probe 2 0.95") < text.index("probe 0 0.90") < text.index("probe 1 0.20")
+
+
+def test_lift_signal_needs_masks_that_can_tell():
+    low_lift = {"saliency_focus_lift": 1.0, "saliency_border_ratio": 0.3}
+    # Masks that differ (contrast 3): a lift of 1.0 is chance, the alarm fires.
+    alarm = ShortcutAlarm(patience=1, warmup=0)
+    text = alarm.update(0, {**low_lift, "saliency_mask_contrast": 3.0}, {"focus_lift": SHARE})
+    assert text is not None and "focus_lift = 1.00" in text and "below 1.25" in text
+    assert "probe 1 0.20" in text  # least on its object first
+    # Objects all in the middle (contrast 1.2): the lift says nothing, no alarm.
+    alarm = ShortcutAlarm(patience=1, warmup=0)
+    assert alarm.update(0, {**low_lift, "saliency_mask_contrast": 1.2}, {}) is None
+    assert alarm.scores({**low_lift, "saliency_mask_contrast": 1.2}) == {"border_ratio": 0.3}
+
+
+def test_shortcut_score_is_the_largest_ratio_to_threshold():
+    alarm = ShortcutAlarm()
+    numbers = {"border_ratio": 0.5, "focus_lift": 0.625, "mask_contrast": 4.0}
+    assert alarm.scores(numbers) == {"border_ratio": 0.5, "focus_lift": 2.0}
+    assert alarm.shortcut_score(numbers) == 2.0
+    assert np.isnan(alarm.shortcut_score({"border_ratio": float("nan")}))
+
+
+def test_both_signals_named_when_both_past_threshold():
+    alarm = ShortcutAlarm(patience=1, warmup=0)
+    numbers = {"border_ratio": 2.0, "focus_lift": 1.0, "mask_contrast": 5.0}
+    text = alarm.update(7, numbers, {"border_share": SHARE, "focus_lift": SHARE}, ["a", "b", "c"])
+    assert "border_ratio = 2.00" in text and "focus_lift = 1.00" in text
+    assert "probe 2 (c) 0.95" in text
 
 
 def test_nan_is_ignored_and_reset_rearms():
-    alarm = FocusAlarm(threshold=1.0, patience=1, warmup=0)
-    assert alarm.update(0, float("nan"), np.array([np.nan])) is None
-    assert alarm.update(1, 0.5, np.array([0.5])) is not None
+    alarm = ShortcutAlarm(patience=2, warmup=0)
+    nan, high = {"border_ratio": float("nan")}, {"border_ratio": 2.0}
+    # A NaN epoch neither counts nor breaks the streak.
+    fired = _run(alarm, [high, nan, high])
+    assert fired[:2] == [None, None] and fired[2] is not None and alarm.fired_at == 2
     alarm.reset()
     assert alarm.fired_at is None
-    assert alarm.update(0, 0.5, np.array([0.5])) is not None
+    assert _run(alarm, [high, high])[1] is not None
 
 
-def test_disabled_with_none():
-    alarm = FocusAlarm(threshold=None)
-    assert all(alarm.update(e, 0.0, np.zeros(2)) is None for e in range(5))
+def test_disabled_signals():
+    alarm = ShortcutAlarm(lift_threshold=None, border_threshold=None, patience=1, warmup=0)
+    numbers = {"border_ratio": 9.0, "focus_lift": 0.1, "mask_contrast": 9.0}
+    assert all(m is None for m in _run(alarm, [numbers] * 4))
+    assert np.isnan(alarm.shortcut_score(numbers))
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"threshold": 0}, {"threshold": float("nan")}, {"patience": 0}, {"warmup": -1}]
+    "kwargs,name",
+    [
+        ({"lift_threshold": 0}, "alarm_threshold"),
+        ({"lift_threshold": float("nan")}, "alarm_threshold"),
+        ({"border_threshold": -1.0}, "alarm_border_threshold"),
+        ({"border_threshold": True}, "alarm_border_threshold"),
+        ({"patience": 0}, "alarm_patience"),
+        ({"warmup": -1}, "alarm_warmup"),
+    ],
 )
-def test_bad_alarm_arguments(kwargs):
-    with pytest.raises(ValueError, match="alarm_"):
-        FocusAlarm(**kwargs)
+def test_bad_alarm_arguments_name_the_callback_argument(kwargs, name):
+    with pytest.raises(ValueError, match=f"`{name}`"):
+        ShortcutAlarm(**kwargs)
 
 
-def test_callback_fires_on_masks_the_model_ignores(tmp_path):
-    """Masks far from the squares that define the class: lift stays low, the alarm fires."""
-    x, y = tiny_data()
-    masks = np.zeros(x.shape[:3], bool)
-    masks[:, -3:, -3:] = True  # bottom-right corner: nothing there predicts the class
-    model = tiny_cnn()
+def _corner_data(n=48, size=24, classes=3, seed=0):
+    """The class is a bright mark in the bottom-right corner: a fixed-place shortcut."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(0.0, 0.1, size=(n, size, size, 3)).astype("float32")
+    y = (np.arange(n) % classes).astype("int32")
+    for i in range(n):
+        x[i, -3:, -3:, y[i]] += 2.0
+    return x, y
+
+
+def _pooling_cnn(size=24, classes=3):
+    """Same-padded conv and global max pooling: a mark anywhere is one filter's peak."""
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((size, size, 3)),
+            keras.layers.Conv2D(8, 3, padding="same", activation="relu"),
+            keras.layers.GlobalMaxPooling2D(),
+            keras.layers.Dense(classes, activation="softmax"),
+        ]
+    )
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-2),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    return model
+
+
+def test_callback_fires_without_masks_on_a_corner_shortcut_and_stops(tmp_path):
+    x, y = _corner_data()
+    model = _pooling_cnn()
     monitor = SaliencyMonitor(
-        tmp_path,
-        (x, y),
-        num_probes=6,
-        masks=masks,
-        alarm_threshold=1.0,
-        alarm_patience=1,
-        alarm_warmup=0,
-        stop_on_alarm=True,
-        class_names=["a", "b", "c"],
+        tmp_path, (x, y), num_probes=6, stop_on_alarm=True, class_names=["a", "b", "c"]
     )
     with pytest.warns(UserWarning, match="Saliency alarm"):
-        history = model.fit(x, y, epochs=5, batch_size=16, verbose=0, callbacks=[monitor])
-    # It stopped training at the epoch it fired.
+        history = model.fit(x, y, epochs=8, batch_size=16, verbose=0, callbacks=[monitor])
+    # It stopped training at the epoch it fired, and said which signal and which probes.
     assert len(history.history["loss"]) == monitor.alarm.fired_at + 1
-    assert history.history["saliency_focus_lift"][-1] < 1.0
-    for key in ("saliency_focus", "saliency_pointing_game", "saliency_concentration"):
+    assert "border_ratio" in monitor.alarm_message and "probe " in monitor.alarm_message
+    # The per-epoch number behind the alarm is in logs, past 1.0 at the alarm.
+    assert history.history["saliency_shortcut"][-1] > 1.0
+    assert history.history["saliency_border_ratio"][-1] > 1.0
+    for key in ("saliency_place_agreement", "saliency_border_share", "saliency_concentration"):
         assert key in history.history
     acc = accumulator(os.path.join(tmp_path, "saliency"))
     from tensorboard.util import tensor_util
@@ -78,4 +149,32 @@ def test_callback_fires_on_masks_the_model_ignores(tmp_path):
     assert b"Saliency alarm" in alarm_text.item()
     info = tensor_util.make_ndarray(acc.Tensors(INFO_TAG)[0].tensor_proto).item().decode()
     assert info.count("\n") == 6 + 1  # header, rule, one row per probe
-    assert "saliency/focus_lift_per_probe" in acc.Tags()["tensors"]
+    tags = acc.Tags()["tensors"]
+    assert "saliency/shortcut" in tags and "saliency/border_ratio" in tags
+
+
+def test_early_stopping_recipe_reads_the_alarm_number(tmp_path):
+    x, y = _corner_data()
+    model = _pooling_cnn()
+    monitor = SaliencyMonitor(tmp_path, (x, y), num_probes=6)
+    stop = keras.callbacks.EarlyStopping(monitor="saliency_shortcut", mode="min", patience=2)
+    with pytest.warns(UserWarning, match="Saliency alarm"):
+        history = model.fit(x, y, epochs=30, batch_size=16, verbose=0, callbacks=[monitor, stop])
+    assert len(history.history["loss"]) < 30  # EarlyStopping saw the number and stopped
+    assert "saliency_shortcut" in history.history
+
+
+def test_callback_with_masks_logs_the_calibrated_lift(tmp_path):
+    """Masks far from the squares that define the class: the lift is no better than chance."""
+    x, y = tiny_data()
+    masks = np.zeros(x.shape[:3], bool)
+    for i in range(len(x)):
+        r = (3 * i) % 9
+        masks[i, r : r + 3, 8:11] = True  # boxes that move, away from the class squares
+    model = tiny_cnn()
+    monitor = SaliencyMonitor(tmp_path, (x, y), num_probes=6, masks=masks)
+    model.fit(x, y, epochs=2, batch_size=16, verbose=0, callbacks=[monitor])
+    numbers = monitor.history[1]
+    assert numbers["saliency_mask_contrast"] > 1.0
+    for key in ("saliency_focus", "saliency_focus_lift", "saliency_pointing_game"):
+        assert np.isfinite(numbers[key])

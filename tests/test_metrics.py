@@ -102,7 +102,7 @@ def test_focus_of_a_uniform_map_is_the_mask_share_and_lift_is_one():
     masks = metrics.masks_from_boxes([[0, 0, 4, 4], [1, 2, 7, 8], [0, 0, 8, 8]], 8, 8)
     maps = np.full((3, 8, 8), 0.37)
     np.testing.assert_allclose(metrics.focus(maps, masks), [16 / 64, 36 / 64, 1.0])
-    np.testing.assert_allclose(metrics.focus_lift(maps, masks), [1.0, 1.0, 1.0])
+    np.testing.assert_allclose(metrics.focus_lift(maps, masks, baseline="area"), [1.0, 1.0, 1.0])
 
 
 def test_focus_on_a_2x2_map_by_hand():
@@ -128,8 +128,17 @@ def test_focus_matches_the_definition_on_random_maps_and_ignores_scale():
     np.testing.assert_allclose(metrics.focus(maps * 1e-9, masks), expected, rtol=1e-12)
     np.testing.assert_allclose(metrics.focus(maps.astype(np.float32), masks), expected, rtol=1e-6)
     np.testing.assert_allclose(
-        metrics.focus_lift(maps, masks), expected / masks.mean(axis=(1, 2)), rtol=1e-12
+        metrics.focus_lift(maps, masks, baseline="area"),
+        expected / masks.mean(axis=(1, 2)),
+        rtol=1e-12,
     )
+    # Permutation baseline: the same map's focus on each other probe's mask, averaged.
+    chance = np.array(
+        [np.mean([maps[i][masks[j]].sum() / maps[i].sum() for j in range(5) if j != i])
+         for i in range(5)]
+    )
+    np.testing.assert_allclose(metrics.focus_chance(maps, masks), chance, rtol=1e-12)
+    np.testing.assert_allclose(metrics.focus_lift(maps, masks), expected / chance, rtol=1e-12)
 
 
 def test_focus_nan_only_for_undefined_probes():
@@ -151,6 +160,143 @@ def test_focus_lift_is_nan_for_an_empty_mask():
     np.testing.assert_allclose(metrics.focus(maps, masks)[1], 0.0)  # focus itself is defined
     lift = metrics.focus_lift(maps, masks)
     assert np.isfinite(lift[0]) and np.isnan(lift[1])
+
+
+def _centre_biased_probes(n=24, size=32, seed=0):
+    """Objects (discs) near the centre, and maps that favour the centre and the object."""
+    rng = _rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size] + 0.5
+    centres = size / 2 + rng.normal(0, size / 10, size=(n, 2))
+    radii = rng.uniform(size / 10, size / 5, size=n)
+    masks = np.stack(
+        [(yy - cy) ** 2 + (xx - cx) ** 2 <= r * r for (cy, cx), r in zip(centres, radii)]
+    )
+    centre = np.exp(-((yy - size / 2) ** 2 + (xx - size / 2) ** 2) / (2 * (size / 6) ** 2))
+    maps = centre[None] * (1.0 + 2.0 * masks) + 0.05 * rng.random((n, size, size))
+    return maps, masks
+
+
+def test_lift_on_masks_shuffled_across_probes_is_chance_under_centre_bias():
+    maps, masks = _centre_biased_probes()
+    # The area baseline is fooled by centre bias: unrelated masks near the centre score ~2.
+    rng = _rng(3)
+    shuffled = masks[np.roll(np.arange(len(masks)), 1)]  # every probe gets another's mask
+    area = metrics.nanmean(metrics.focus_lift(maps, shuffled, baseline="area"))
+    assert area > 1.5
+    lifts = []
+    for _ in range(20):
+        perm = rng.permutation(len(masks))
+        while (perm == np.arange(len(masks))).any():  # a derangement: no probe keeps its mask
+            perm = rng.permutation(len(masks))
+        lifts.append(metrics.mean_focus_lift(maps, masks[perm]))
+    assert abs(np.mean(lifts) - 1.0) < 0.3 and max(abs(v - 1.0) for v in lifts) < 0.3, lifts
+    # The true masks: the maps do favour their own objects.
+    assert metrics.mean_focus_lift(maps, masks) > 1.3
+
+
+def test_lift_of_maps_on_their_own_disjoint_masks_and_ceiling():
+    masks = np.zeros((3, 4, 4), bool)
+    masks[0, 0, :2] = masks[1, 2, 2:] = masks[2, 3, :] = True
+    maps = masks.astype(float)
+    # No mass on the other masks: the chance level is 0, the lift undefined, the ceiling infinite.
+    assert np.isnan(metrics.focus_lift(maps, masks)).all()
+    assert metrics.mask_contrast(masks) == np.inf
+    # Identical masks: every map scores chance, and the masks allow nothing more.
+    same = np.broadcast_to(masks[:1], masks.shape)
+    np.testing.assert_allclose(metrics.focus_lift(_rng().random((3, 4, 4)), same), 1.0)
+    assert metrics.mask_contrast(same) == pytest.approx(1.0)
+
+
+def test_mask_contrast_by_hand():
+    # Masks of 2 pixels each; probe 0 and 1 share one pixel, probe 2 shares none.
+    masks = np.zeros((3, 1, 6), bool)
+    masks[0, 0, [0, 1]] = masks[1, 0, [1, 2]] = masks[2, 0, [4, 5]] = True
+    # Map i = mask i: own focus 1; chance of 0 = (1/2 + 0) / 2, of 1 = 1/4, of 2 = 0.
+    assert metrics.mask_contrast(masks) == pytest.approx(3 / (0.25 + 0.25 + 0.0))
+
+
+def test_focus_lift_rejects_an_unknown_baseline():
+    with pytest.raises(ValueError, match="`baseline`"):
+        metrics.focus_lift(np.ones((2, 2, 2)), np.ones((2, 2, 2), bool), baseline="uniform")
+
+
+# ----------------------------------------------------------------------------
+# mask-free shortcut indicators, on hand-built maps with known answers
+# ----------------------------------------------------------------------------
+
+
+def test_border_band_width_and_share():
+    band = metrics.border_band(32, 32)  # 4 pixels on each side
+    assert band.sum() == 32 * 32 - 24 * 24
+    assert metrics.border_band(5, 5).sum() == 25 - 9  # at least one pixel
+    with pytest.raises(ValueError, match="`fraction`"):
+        metrics.border_band(8, 8, fraction=0.5)
+
+
+def test_border_ratio_uniform_ring_and_centre():
+    n, size = 4, 32
+    band = metrics.border_band(size, size)
+    share = band.mean()
+    uniform = np.ones((n, size, size))
+    ring = np.broadcast_to(band, (n, size, size)).astype(float)
+    centre = np.zeros((n, size, size))
+    centre[:, 14:18, 14:18] = 1.0
+    np.testing.assert_allclose(metrics.border_share(uniform), share)
+    assert metrics.border_ratio(share, share) == pytest.approx(1.0)  # chance
+    assert metrics.border_ratio(metrics.border_share(ring), share).tolist() == [np.inf] * n
+    assert metrics.border_ratio(metrics.nanmean(metrics.border_share(centre)), share) == 0.0
+    # A thin one-pixel frame holding half the mass: density 0.5 / (124 / 1024) on the frame.
+    frame = np.zeros((size, size))
+    frame[[0, -1], :] = frame[:, [0, -1]] = 1.0
+    half = frame / frame.sum() + (1 - frame) / (1 - frame).sum()
+    got = metrics.border_share(half[None])[0]
+    expected = 0.5 + 0.5 * (band.sum() - frame.sum()) / (size * size - frame.sum())
+    assert got == pytest.approx(expected)
+    ratio = metrics.border_ratio(got, share)
+    assert ratio == pytest.approx((expected / share) / ((1 - expected) / (1 - share)))
+    assert ratio > 1.0
+
+
+def _hot_pixel_maps(positions, size=16, floor=0.0):
+    maps = np.full((len(positions), size, size), floor)
+    for i, (r, c) in enumerate(positions):
+        maps[i, r, c] += 1.0
+    return maps
+
+
+def test_place_agreement_fixed_moving_and_uniform():
+    size, n, top = 16, 8, 0.05
+    k = round(top * size * size)  # 13 pixels make up the agreed place
+    fixed = _hot_pixel_maps([(2, 13)] * n, size)
+    np.testing.assert_allclose(metrics.place_agreement(fixed, top), size * size / k)  # 1 / top
+    moving = _hot_pixel_maps([(i, (5 * i) % size) for i in range(n)], size)
+    # The other probes' hot pixels fill 7 of the 13 places, never this probe's pixel.
+    np.testing.assert_allclose(metrics.place_agreement(moving, top), 0.0)
+    np.testing.assert_allclose(metrics.place_agreement(np.ones((n, size, size)), top), 1.0)
+    # One map alone agrees with nothing: undefined.
+    assert np.isnan(metrics.place_agreement(fixed[:1])).all()
+
+
+def test_shortcut_indicators_on_hand_built_maps():
+    size, n = 32, 6
+    fixed = _hot_pixel_maps([(29, 29)] * n, size, floor=1e-3)  # a fixed corner hot spot
+    rng = _rng(4)
+    spots = rng.integers(8, 24, size=(n, 2))
+    moving = _hot_pixel_maps([tuple(p) for p in spots], size, floor=1e-3)
+    masks = np.zeros((n, size, size), bool)
+    for i, (r, c) in enumerate(spots):
+        masks[i, r - 2 : r + 3, c - 2 : c + 3] = True  # objects where the moving spots are
+    run_fixed, probe_fixed = metrics.shortcut_indicators(fixed, masks)
+    run_moving, probe_moving = metrics.shortcut_indicators(moving, masks)
+    assert run_fixed["border_ratio"] > 1.0 > run_moving["border_ratio"]
+    assert run_fixed["place_agreement"] > 5 * run_moving["place_agreement"]
+    assert run_fixed["focus_lift"] == pytest.approx(1.0, abs=0.05)  # off every object alike
+    assert run_moving["focus_lift"] > 3.0
+    assert run_fixed["mask_contrast"] == run_moving["mask_contrast"] > 2.0
+    assert set(probe_fixed) == {"border_share", "place_agreement", "focus_lift"}
+    run_free, probe_free = metrics.shortcut_indicators(fixed)
+    assert set(run_free) == {"border_ratio", "place_agreement"}
+    assert all(v.shape == (n,) for v in probe_free.values())
 
 
 # ----------------------------------------------------------------------------
