@@ -33,8 +33,10 @@ DEFAULT_MIN_MASK_CONTRAST = 2.0
 def _check_threshold(name, value):
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (
-        np.isfinite(value) and value > 0
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not (np.isfinite(value) and value > 0)
     ):
         raise ValueError(
             f"Invalid value for argument `{name}`: expected a positive number (1.0 = chance) or "
@@ -172,8 +174,7 @@ class ShortcutAlarm:
             f"Signal focus_lift = {value:.2f} (alarm below {self.lift_threshold:g}; 1.0 = "
             "chance): saliency lands on each probe's own object mask hardly more than on the "
             "other probes' masks, so it does not follow the object; look at the background, "
-            "borders and marks."
-            + (f" Least on their object: {probes}." if probes else "")
+            "borders and marks." + (f" Least on their object: {probes}." if probes else "")
         )
 
 

@@ -202,9 +202,9 @@ class SaliencyMonitor(keras.callbacks.Callback):
             callable ``logits -> (N,)`` scores built with ``keras.ops``.
         masks: optional object masks aligned with ``probe_data``: (N, H, W) bool or float, (N, 4)
             boxes ``(y0, x0, y1, x1)`` in pixels, or a callable ``(x_i, y_i) -> (H, W)``. With
-            masks, ``saliency_focus`` (fraction of saliency inside the mask), ``saliency_focus_lift``
-            (against the other probes' masks: 1.0 = chance) and ``saliency_mask_contrast`` are
-            logged, and the alarm also watches the lift.
+            masks, ``saliency_focus`` (fraction of saliency inside the mask),
+            ``saliency_focus_lift`` (against the other probes' masks: 1.0 = chance) and
+            ``saliency_mask_contrast`` are logged, and the alarm also watches the lift.
         every_n_epochs: log epochs ``0, n, 2n, ...``. Defaults to 1.
         seed: seed of the probe draw. Defaults to 0.
         output: index or name of the output to explain, for multi-output models.

@@ -134,8 +134,10 @@ def test_focus_matches_the_definition_on_random_maps_and_ignores_scale():
     )
     # Permutation baseline: the same map's focus on each other probe's mask, averaged.
     chance = np.array(
-        [np.mean([maps[i][masks[j]].sum() / maps[i].sum() for j in range(5) if j != i])
-         for i in range(5)]
+        [
+            np.mean([maps[i][masks[j]].sum() / maps[i].sum() for j in range(5) if j != i])
+            for i in range(5)
+        ]
     )
     np.testing.assert_allclose(metrics.focus_chance(maps, masks), chance, rtol=1e-12)
     np.testing.assert_allclose(metrics.focus_lift(maps, masks), expected / chance, rtol=1e-12)
