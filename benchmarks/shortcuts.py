@@ -220,7 +220,8 @@ def evaluate(run, masked):
     """Feed one run's maps, epoch by epoch, through the monitor's measurement and alarm.
 
     Returns:
-        ``{method: (epoch of first alarm or None, [saliency_shortcut per epoch])}``.
+        ``{method: (epoch of first alarm or None, [saliency_shortcut per epoch], last epoch's
+        run-level numbers)}``.
     """
     from keras_saliency_monitor import metrics
     from keras_saliency_monitor.alarm import ShortcutAlarm
@@ -236,7 +237,7 @@ def evaluate(run, masked):
             scores.append(alarm.shortcut_score(numbers))
             if alarm.update(epoch, numbers, per_probe) is not None:
                 fired = epoch
-        out[method] = (fired, scores)
+        out[method] = (fired, scores, numbers)
     return out
 
 
@@ -321,6 +322,23 @@ def table(results, seeds, kinds=KINDS):
             f"{_rate(fixed)} ({100 * np.mean(fixed):.0f}%), full shortcut runs detected "
             f"{_rate(full)} ({100 * np.mean(full):.0f}%), partial {_rate(partial)}, "
             f"clean runs alarmed {_rate(clean)} (false-alarm rate {100 * np.mean(clean):.0f}%)"
+        )
+    lines.append("")
+    lines.append("Last epoch's signals, min-max over seeds: border ratio (no masks) and focus lift")
+    lines.append("(masks; mask contrast in the kind's column):")
+    lines.append("")
+    lines.append(f"| kind (mask contrast) | {' | '.join(METHODS)} |")
+    lines.append("|" + " --- |" * (1 + len(METHODS)))
+    for kind in kinds:
+        runs = [results[(kind, s)]["alarms"][True] for s in seeds]
+        contrast = [r[METHODS[0]][2]["mask_contrast"] for r in runs]
+        cells = []
+        for method in METHODS:
+            border = [r[method][2]["border_ratio"] for r in runs]
+            lift = [r[method][2]["focus_lift"] for r in runs]
+            cells.append(f"{min(border):.2f}-{max(border):.2f} / {min(lift):.2f}-{max(lift):.2f}")
+        lines.append(
+            f"| {kind} ({min(contrast):.1f}-{max(contrast):.1f}) | " + " | ".join(cells) + " |"
         )
     return "\n".join(lines)
 
