@@ -382,6 +382,7 @@ class SaliencyMonitor(keras.callbacks.Callback):
         self._step_offset = None  # step - epoch in the current fit, fixed at its first epoch
         self._chief = True
         self._previous_ranked = None
+        self._mask_contrast = None  # metrics.mask_contrast of the probes' masks, when first needed
         self._info_written = False
         self._stalled = False  # a write job outlived WRITE_TIMEOUT_SECONDS: stop waiting for it
         self._wait_seconds = []  # time the training thread waited for write jobs, per wait
@@ -536,7 +537,9 @@ class SaliencyMonitor(keras.callbacks.Callback):
             )
         # Shortcut indicators (mask-free ones always; the lift against the other probes' masks
         # with masks). Run-level values are not plain means of the per-probe ones.
-        run, indicators = metrics.shortcut_indicators(maps, masks)
+        if masks is not None and self._mask_contrast is None:
+            self._mask_contrast = metrics.mask_contrast(masks)  # fixed probes: once per monitor
+        run, indicators = metrics.shortcut_indicators(maps, masks, self._mask_contrast)
         per_probe.update(indicators)
         extras = explanation.extras
         if "completeness_gap" in extras:

@@ -833,12 +833,14 @@ def rank_correlation_of(a: RankedMaps, b: RankedMaps) -> np.ndarray:
     return np.clip(out, -1.0, 1.0)
 
 
-def shortcut_indicators(maps, masks=None):
+def shortcut_indicators(maps, masks=None, contrast=None):
     """The numbers the shortcut alarm reads, from one epoch's maps (and masks, if any).
 
     Args:
         maps: Raw saliency maps, shape `(N, H, W)`, values `>= 0`.
         masks: Optional object masks, shape `(N, H, W)`.
+        contrast: `mask_contrast(masks)` if already known (the masks are fixed
+            for a run, so a caller measuring every epoch computes it once).
 
     Returns:
         `(run, per_probe)`: `run` holds the run-level `border_ratio` (from the
@@ -866,7 +868,7 @@ def shortcut_indicators(maps, masks=None):
         both = np.isfinite(own) & np.isfinite(chance)
         total_chance = chance[both].sum()
         run["focus_lift"] = float(own[both].sum() / total_chance) if total_chance > 0 else np.nan
-        run["mask_contrast"] = mask_contrast(weights)
+        run["mask_contrast"] = mask_contrast(weights) if contrast is None else float(contrast)
     return run, per_probe
 
 
