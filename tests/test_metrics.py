@@ -251,12 +251,31 @@ def test_border_ratio_uniform_ring_and_centre():
     frame = np.zeros((size, size))
     frame[[0, -1], :] = frame[:, [0, -1]] = 1.0
     half = frame / frame.sum() + (1 - frame) / (1 - frame).sum()
-    got = metrics.border_share(half[None])[0]
+    got = metrics.border_share(half[None], power=1)[0]
     expected = 0.5 + 0.5 * (band.sum() - frame.sum()) / (size * size - frame.sum())
     assert got == pytest.approx(expected)
+    # Energy (the default, power 2): each frame pixel's value is 0.5 / 124, each other pixel's
+    # 0.5 / 900; squares weigh the frame (900 / 124)^2 times more per pixel.
+    a, b = (0.5 / frame.sum()) ** 2, (0.5 / (size * size - frame.sum())) ** 2
+    in_band = frame.sum() * a + (band.sum() - frame.sum()) * b
+    energy = in_band / (frame.sum() * a + (size * size - frame.sum()) * b)
+    assert metrics.border_share(half[None])[0] == pytest.approx(energy)
+    assert energy > got
     ratio = metrics.border_ratio(got, share)
     assert ratio == pytest.approx((expected / share) / ((1 - expected) / (1 - share)))
     assert ratio > 1.0
+
+
+def test_border_share_is_scale_free_and_nan_for_broken_maps():
+    maps = _rng(5).random((3, 16, 16))
+    np.testing.assert_allclose(metrics.border_share(maps * 1e300), metrics.border_share(maps))
+    maps[1, 3, 3] = np.nan
+    maps[2, 0, 0] = np.inf
+    got = metrics.border_share(maps)
+    assert np.isfinite(got[0]) and np.isnan(got[1:]).all()
+    assert np.isnan(metrics.border_share(np.zeros((1, 4, 4)))).all()
+    with pytest.raises(ValueError, match="`power`"):
+        metrics.border_share(maps, power=0)
 
 
 def _hot_pixel_maps(positions, size=16, floor=0.0):
