@@ -2,10 +2,11 @@
 
 Each signal is a run-level number the callback logs, compared with a threshold:
 
-* ``border_ratio`` (no masks needed): saliency density in the image's outer band (1/8 of the side
-  on every edge) over the density inside it; 1.0 = chance (a uniform map). Objects sit inside the
-  image, so a model that looks at them scores well below 1; watermarks, corner tags, stamps and
-  frames sit at the edges and push it above. Fires above ``border_threshold`` (1.0).
+* ``border_ratio`` (no masks needed): saliency energy (the squared map) density in the image's
+  outer band (1/8 of the side on every edge) over the density inside it; 1.0 = chance (a uniform
+  map). Objects sit inside the image, so a model that looks at them scores well below 1;
+  watermarks, corner tags, stamps and frames sit at the edges and push it above. Fires above
+  ``border_threshold`` (1.0).
 * ``focus_lift`` (masks): focus on each probe's own mask over its focus on the other probes' masks
   (a permutation baseline, 1.0 = chance, see ``metrics.focus_lift``). Fires below
   ``lift_threshold`` (1.25), but only when the masks differ enough to tell (``mask_contrast``, the
@@ -164,7 +165,7 @@ class ShortcutAlarm:
             f"Signal border_ratio = {value:.2f} (alarm above {self.border_threshold:g}; 1.0 = "
             "chance): saliency is denser in the image's outer band than in its middle, where "
             "objects usually are; look for a watermark, tag, stamp or frame at the edges."
-            + (f" Most saliency at the edges: {probes}." if probes else "")
+            + (f" Share of saliency at the edges, highest first: {probes}." if probes else "")
         )
 
     def _lift_words(self, value, per_probe, names):
@@ -174,7 +175,8 @@ class ShortcutAlarm:
             f"Signal focus_lift = {value:.2f} (alarm below {self.lift_threshold:g}; 1.0 = "
             "chance): saliency lands on each probe's own object mask hardly more than on the "
             "other probes' masks, so it does not follow the object; look at the background, "
-            "borders and marks." + (f" Least on their object: {probes}." if probes else "")
+            "borders and marks."
+            + (f" Focus lift per probe, lowest first: {probes}." if probes else "")
         )
 
 
