@@ -1,15 +1,16 @@
 """Does the alarm catch shortcuts, and stay silent on clean runs? A suite generated in code.
 
-    python benchmarks/shortcuts.py            # 8 kinds x 3 seeds, 5 methods: ~10 min, 2 busy cores
-    python benchmarks/shortcuts.py --quick    # 8 kinds x 1 seed, 6 epochs
+    python benchmarks/shortcuts.py            # 8 kinds x 3 seeds, 5 methods: ~5 min, 2 busy cores
+    python benchmarks/shortcuts.py --seeds 5  # the README's table: ~8 min
+    python benchmarks/shortcuts.py --quick    # 8 kinds x 1 seed, 6 epochs: ~2 min
 
 Every (kind, seed) trains one tiny CNN once, on 32x32 images of three shapes (circle, square,
 triangle: the class) on a dark blotchy background. After every epoch the probes (16 validation
 images, drawn like the training data, artefacts included, as a user's validation split would be)
 are explained with every method against the same weights, and each method's maps go through the
-monitor's own measurement and alarm (`SaliencyMonitor._measure` logic via
-`keras_saliency_monitor.alarm.measure`), at the library's defaults, once with the object masks and
-once without.
+monitor's own measurement and alarm (`metrics.shortcut_indicators` and `alarm.ShortcutAlarm`, which
+`SaliencyMonitor._measure` and `_check_alarm` call), at the library's defaults, once with the
+object masks and once without. It ends with the cost of the indicators against the gradient.
 
 Kinds (the shortcut is perfectly predictive of the class in training unless said otherwise):
 
