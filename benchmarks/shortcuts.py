@@ -143,11 +143,16 @@ def _draw_artefacts(kind, x, marked, rng):
             box[1:6, 1:4][GLYPHS[c]] = COLOURS[c]
 
 
-def build_model(seed):
-    """A tiny CNN (about 15k parameters): the demo's architecture at 32x32."""
+def build_model(seed, head="max"):
+    """A tiny CNN (about 15k parameters): the demo's architecture at 32x32.
+
+    ``head="average"`` swaps global max pooling for global average pooling (the head of most
+    ImageNet networks), a check that the signals do not depend on the pooling.
+    """
     import keras
     from keras import layers
 
+    pooling = {"max": layers.GlobalMaxPooling2D, "average": layers.GlobalAveragePooling2D}[head]
     keras.utils.set_random_seed(seed)
     model = keras.Sequential(
         [
@@ -158,7 +163,7 @@ def build_model(seed):
             layers.Conv2D(32, 3, padding="same", activation="relu"),
             layers.MaxPooling2D(),
             layers.Conv2D(32, 3, padding="same", activation="relu"),
-            layers.GlobalMaxPooling2D(),
+            pooling(),
             layers.Dense(NUM_CLASSES, activation="softmax"),
         ]
     )
@@ -170,7 +175,7 @@ def build_model(seed):
     return model
 
 
-def train_and_explain(kind, seed, epochs, n_train=480, n_probes=16):
+def train_and_explain(kind, seed, epochs, n_train=480, n_probes=16, head="max"):
     """Train one model; every epoch, every method's maps of the same probes.
 
     Returns:
@@ -186,7 +191,7 @@ def train_and_explain(kind, seed, epochs, n_train=480, n_probes=16):
     x, y, _ = make_images(kind, n_train, 10_000 * seed + 1, class_rate=rate)
     px, py, pmasks = make_images(kind, n_probes, 10_000 * seed + 2, class_rate=rate)
     fx, fy, _ = make_images(kind, 240, 10_000 * seed + 3, shortcut=False)
-    model = build_model(seed)
+    model = build_model(seed, head)
     explainers = {m: Explainer(m).bind(model, px.shape[1:]) for m in METHODS}
     out = {
         "maps": {m: [] for m in METHODS},
@@ -352,6 +357,9 @@ def main(argv=None):
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--kinds", default=",".join(KINDS))
+    parser.add_argument(
+        "--head", choices=("max", "average"), default="max", help="global pooling of the CNN"
+    )
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     seeds = range(1) if args.quick else range(args.seeds)
@@ -361,7 +369,7 @@ def main(argv=None):
     start = time.perf_counter()
     for seed in seeds:
         for kind in kinds:
-            run = train_and_explain(kind, seed, epochs)
+            run = train_and_explain(kind, seed, epochs, head=args.head)
             results[(kind, seed)] = {
                 "free_acc": run["free_acc"][-1],
                 "alarms": {masked: evaluate(run, masked) for masked in (False, True)},
