@@ -196,6 +196,7 @@ def train_and_explain(kind, seed, epochs, n_train=480, n_probes=16, head="max"):
     out = {
         "maps": {m: [] for m in METHODS},
         "classes": {m: [] for m in METHODS},
+        "logits": [],
         "free_acc": [],
         "train_acc": [],
         "seconds": {"fit": 0.0, **{m: 0.0 for m in METHODS}},
@@ -209,6 +210,7 @@ def train_and_explain(kind, seed, epochs, n_train=480, n_probes=16, head="max"):
                 out["seconds"][m] += time.perf_counter() - start
                 out["maps"][m].append(e.maps)
                 out["classes"][m].append(e.classes)
+            out["logits"].append(e.logits)  # the same weights for every method
             out["train_acc"].append(float(logs["accuracy"]))
             pred = np.argmax(self.model.predict(fx, verbose=0, batch_size=120), axis=1)
             out["free_acc"].append(float(np.mean(pred == fy)))
@@ -241,6 +243,7 @@ def evaluate(run, masked):
             numbers, per_probe = metrics.shortcut_indicators(
                 epoch_maps, run["masks"] if masked else None, contrast if masked else None
             )
+            numbers["probe_skill"] = metrics.probe_skill(run["logits"][epoch], run["labels"])
             scores.append(alarm.shortcut_score(numbers))
             if alarm.update(epoch, numbers, per_probe) is not None:
                 fired = epoch

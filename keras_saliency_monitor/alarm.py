@@ -13,6 +13,10 @@ Each signal is a run-level number the callback logs, compared with a threshold:
   lift of a perfect map, at least ``min_mask_contrast``, 2.0): objects that all sit in the middle
   leave the lift near 1.0 whatever the model looks at.
 
+The alarm counts an epoch only once the model has learned something: ``probe_skill``
+(``metrics.probe_skill``: 0 = chance, 1 = every probe right) at least ``min_skill`` (0.5). A fresh
+network's maps say nothing about the object, and it has learned no shortcut either.
+
 ``shortcut_score`` folds them into one per-epoch number for ``logs`` (``saliency_shortcut``): the
 largest of ``value / threshold`` (signals that fire above) and ``threshold / value`` (below); above
 1.0 some signal is past its threshold this epoch. The alarm fires when the score has been above 1.0
@@ -29,6 +33,7 @@ import numpy as np
 DEFAULT_LIFT_THRESHOLD = 1.25
 DEFAULT_BORDER_THRESHOLD = 1.0
 DEFAULT_MIN_MASK_CONTRAST = 2.0
+DEFAULT_MIN_SKILL = 0.5
 
 
 def _check_threshold(name, value):
@@ -67,6 +72,9 @@ class ShortcutAlarm:
         warmup: logged epochs ignored at the start of a run. Defaults to 1.
         min_mask_contrast: the masked signal is used only when the masks allow a lift of at least
             this much (``metrics.mask_contrast``). Defaults to 2.0.
+        min_skill: epochs count only once the model predicts the probes at least this far from
+            chance towards perfect (``probe_skill``; a missing or NaN skill, e.g. for a
+            regression, does not hold them back). Defaults to 0.5.
 
     Raises:
         ValueError: for a threshold that is not a positive number or None, a ``patience`` below 1
@@ -80,10 +88,12 @@ class ShortcutAlarm:
         patience=2,
         warmup=1,
         min_mask_contrast=DEFAULT_MIN_MASK_CONTRAST,
+        min_skill=DEFAULT_MIN_SKILL,
     ):
         self.lift_threshold = _check_threshold("alarm_threshold", lift_threshold)
         self.border_threshold = _check_threshold("alarm_border_threshold", border_threshold)
         self.min_mask_contrast = float(min_mask_contrast)
+        self.min_skill = float(min_skill)
         self.patience = _check_count("alarm_patience", patience, 1)
         self.warmup = _check_count("alarm_warmup", warmup, 0)
         self.reset()
@@ -129,8 +139,8 @@ class ShortcutAlarm:
         Args:
             epoch: the 0-based epoch.
             numbers: the run-level numbers (``saliency_border_ratio``, ``saliency_focus_lift``,
-                ``saliency_mask_contrast``; keys with or without the prefix). A signal whose
-                number is missing or NaN does not apply this epoch.
+                ``saliency_mask_contrast``, ``saliency_probe_skill``; keys with or without the
+                prefix). A signal whose number is missing or NaN does not apply this epoch.
             per_probe: ``{name: (N,) values}``: ``border_share`` and ``focus_lift`` name the
                 probes in the message.
             probe_names: optional (N,) labels of the probes, e.g. their class names.
@@ -139,8 +149,10 @@ class ShortcutAlarm:
         if self.fired_at is not None or self.seen <= self.warmup:
             return None
         scores = self.scores(numbers)
-        if not scores:
-            return None  # nothing measured (e.g. NaN maps): neither counts nor resets
+        # An untrained model (skill below min_skill; False for NaN: no skill measured) or no
+        # signal measured (NaN maps): the epoch neither counts nor resets.
+        if not scores or _getter(numbers)("probe_skill") < self.min_skill:
+            return None
         over = {k: v for k, v in scores.items() if v > 1.0}
         self.streak = self.streak + 1 if over else 0
         if self.streak < self.patience:

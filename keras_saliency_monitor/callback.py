@@ -541,6 +541,8 @@ class SaliencyMonitor(keras.callbacks.Callback):
             self._mask_contrast = metrics.mask_contrast(masks)  # fixed probes: once per monitor
         run, indicators = metrics.shortcut_indicators(maps, masks, self._mask_contrast)
         per_probe.update(indicators)
+        head = self.explainer.head
+        run["probe_skill"] = metrics.probe_skill(explanation.logits, self.probes.labels, head.kind)
         extras = explanation.extras
         if "completeness_gap" in extras:
             # Integrated gradients: |sum of attributions - (f(x) - f(baseline))| relative to

@@ -43,6 +43,7 @@ __all__ = [
     "nanmean",
     "place_agreement",
     "pointing_game",
+    "probe_skill",
     "rank_correlation",
     "shortcut_indicators",
 ]
@@ -861,6 +862,56 @@ def rank_correlation_of(a: RankedMaps, b: RankedMaps) -> np.ndarray:
     out = np.full(len(cross), np.nan)
     np.divide(cross, spread, out=out, where=defined)
     return np.clip(out, -1.0, 1.0)
+
+
+def probe_skill(logits, labels=None, kind: str = "softmax") -> float:
+    """How far the model's predictions on the probes are from chance towards perfect.
+
+        skill = (score - chance) / (1 - chance)
+
+    `score` is the share of probes predicted as labelled when `labels` are
+    given, otherwise the mean probability of the predicted class; `chance` is
+    `1 / K` for `K` classes (1/2 for a single sigmoid unit). 0 = chance (a
+    fresh network), 1 = every probe right (or fully confident). A shortcut is
+    something the model has learned, so the alarm waits until it predicts the
+    probes (artefacts included) clearly better than chance.
+
+    Args:
+        logits: `(N, K)` logits of the probes (`K = 1` for a single sigmoid
+            unit or a scalar regression).
+        labels: Optional `(N,)` int class labels.
+        kind: `"softmax"` (or `"linear"` for logits read with a softmax, e.g.
+            `from_logits=True`) or `"sigmoid"`, the activation of the head.
+
+    Returns:
+        A float `<= 1`; NaN for a regression output (`K = 1`, not sigmoid), a
+        multi-label sigmoid head without labels, or no probes.
+    """
+    z = np.asarray(logits, np.float64)
+    if z.ndim != 2 or len(z) == 0:
+        return float("nan")
+    n, k = z.shape
+    if k == 1 and kind != "sigmoid":
+        return float("nan")  # regression: no classes to be right about
+    if k == 1:  # one sigmoid unit: class 1 when the logit is > 0
+        predicted = (z[:, 0] > 0).astype(np.int64)
+        confidence = 1.0 / (1.0 + np.exp(-np.abs(z[:, 0])))
+        k = 2
+    else:
+        predicted = np.argmax(z, axis=1)
+        if kind == "sigmoid":
+            confidence = None  # independent units: no probability of "the" predicted class
+        else:
+            shifted = np.exp(z - z.max(axis=1, keepdims=True))
+            confidence = 1.0 / shifted.sum(axis=1)  # softmax probability of the argmax
+    if labels is not None:
+        score = float(np.mean(predicted == np.asarray(labels).reshape(-1)))
+    elif confidence is not None:
+        score = float(np.mean(confidence))
+    else:
+        return float("nan")
+    chance = 1.0 / k
+    return (score - chance) / (1.0 - chance)
 
 
 def shortcut_indicators(maps, masks=None, contrast=None):

@@ -63,6 +63,17 @@ def test_both_signals_named_when_both_past_threshold():
     assert "probe 2 (c) 0.95" in text
 
 
+def test_epochs_count_only_once_the_model_predicts_the_probes():
+    alarm = ShortcutAlarm(patience=2, warmup=0)
+    fresh = {"border_ratio": 3.0, "probe_skill": 0.1}  # a fresh network's noisy maps
+    learned = {"border_ratio": 3.0, "probe_skill": 0.9}
+    fired = _run(alarm, [fresh, fresh, fresh, learned, fresh, learned])
+    # Unlearned epochs neither count nor reset: the two learned epochs make the streak.
+    assert [m is not None for m in fired] == [False] * 5 + [True]
+    # The per-epoch number is the same whether or not the epoch counts.
+    assert alarm.shortcut_score(fresh) == alarm.shortcut_score(learned) == 3.0
+
+
 def test_nan_is_ignored_and_reset_rearms():
     alarm = ShortcutAlarm(patience=2, warmup=0)
     nan, high = {"border_ratio": float("nan")}, {"border_ratio": 2.0}
@@ -140,6 +151,7 @@ def test_callback_fires_without_masks_on_a_corner_shortcut_and_stops(tmp_path):
     # The per-epoch number behind the alarm is in logs, past 1.0 at the alarm.
     assert history.history["saliency_shortcut"][-1] > 1.0
     assert history.history["saliency_border_ratio"][-1] > 1.0
+    assert history.history["saliency_probe_skill"][-1] >= 0.5  # it had learned the mark
     for key in ("saliency_place_agreement", "saliency_border_share", "saliency_concentration"):
         assert key in history.history
     acc = accumulator(os.path.join(tmp_path, "saliency"))

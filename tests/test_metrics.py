@@ -298,6 +298,24 @@ def test_place_agreement_fixed_moving_and_uniform():
     assert np.isnan(metrics.place_agreement(fixed[:1])).all()
 
 
+def test_probe_skill_by_hand():
+    logits = np.array([[2.0, 0.0, 0.0], [0.0, 3.0, 0.0], [0.0, 0.0, 1.0], [5.0, 0.0, 0.0]])
+    # 3 of 4 right against labels; chance 1/3: (3/4 - 1/3) / (2/3) = 0.625.
+    assert metrics.probe_skill(logits, np.array([0, 1, 2, 1])) == pytest.approx(0.625)
+    # Without labels: the mean softmax probability of the argmax, from chance 1/3.
+    p = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    expected = (p.max(axis=1).mean() - 1 / 3) / (2 / 3)
+    assert metrics.probe_skill(logits) == pytest.approx(expected)
+    # Equal logits (a fresh network): chance, 0.
+    assert metrics.probe_skill(np.zeros((5, 4))) == pytest.approx(0.0)
+    # One sigmoid unit: class 1 when the logit is > 0; chance 1/2.
+    binary = np.array([[2.0], [-1.0], [0.5], [-3.0]])
+    assert metrics.probe_skill(binary, np.array([1, 0, 0, 0]), "sigmoid") == pytest.approx(0.5)
+    # Regression, or no probes: undefined.
+    assert np.isnan(metrics.probe_skill(binary, kind="linear"))
+    assert np.isnan(metrics.probe_skill(np.zeros((0, 3))))
+
+
 def test_shortcut_indicators_on_hand_built_maps():
     size, n = 32, 6
     fixed = _hot_pixel_maps([(29, 29)] * n, size, floor=1e-3)  # a fixed corner hot spot
