@@ -229,8 +229,10 @@ class SaliencyMonitor(keras.callbacks.Callback):
             looking at the edges (watermarks, tags, stamps, frames). Works without masks. None
             switches this signal off. Defaults to 1.0.
         alarm_patience: the alarm warns once when some signal has been past its threshold for
-            this many consecutive logged epochs after ``alarm_warmup`` ones; the per-epoch
-            number behind it is ``saliency_shortcut`` (> 1.0 = past a threshold). Defaults to 2.
+            this many consecutive counted epochs after ``alarm_warmup`` logged ones; the
+            per-epoch number behind it is ``saliency_shortcut`` (> 1.0 = past a threshold). An
+            epoch counts once the model predicts the probes clearly better than chance
+            (``saliency_probe_skill`` >= 0.5). Defaults to 2.
         alarm_warmup: logged epochs ignored by the alarm at the start of a run. Defaults to 1.
         stop_on_alarm: also stop training (``model.stop_training = True``) when the alarm fires.
             Defaults to False.
