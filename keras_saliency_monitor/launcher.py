@@ -67,7 +67,10 @@ def tensorboard_command(logdir, port=0, host="127.0.0.1", max_images=DEFAULT_MAX
         "--host",
         host,
         "--samples_per_plugin",
-        f"images={int(max_images)}",
+        # saliency=0 keeps every step of the SALIENCY dashboard's data ("all" in 2.21's ingesters;
+        # its reader asks for every step, unlike the images plugin). The plugin's loader sets the
+        # same default for a plain `tensorboard` command.
+        f"images={int(max_images)},saliency=0",
     ]
 
 

@@ -96,8 +96,9 @@ def test_launch_refuses_bad_arguments_without_starting(tmp_path):
 def test_command_keeps_every_image():
     command = launcher.tensorboard_command("runs/demo", 0)
     assert command[1:3] == ["-m", "tensorboard.main"]
-    k = int(command[command.index("--samples_per_plugin") + 1].split("=")[1])
-    assert k >= 10_000  # 0 would show none in TensorBoard 2.21
+    spec = dict(p.split("=") for p in command[command.index("--samples_per_plugin") + 1].split(","))
+    assert int(spec["images"]) >= 10_000  # 0 would show none in TensorBoard 2.21
+    assert spec["saliency"] == "0"  # every step of the SALIENCY dashboard's data
 
 
 def test_cli_tensorboard_missing_log_dir(tmp_path, capsys):

@@ -111,7 +111,9 @@ class SaliencyPlugin(base_plugin.TBPlugin):
     # ------------------------------------------------------------------------------- routes
     @wrappers.Request.application
     def _serve_runs(self, request):
-        return http_util.Respond(request, store.saliency_runs(*self._where(request)), "application/json")
+        return http_util.Respond(
+            request, store.saliency_runs(*self._where(request)), "application/json"
+        )
 
     @wrappers.Request.application
     def _serve_run(self, request):

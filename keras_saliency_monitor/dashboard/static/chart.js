@@ -21,7 +21,7 @@ function fmt(v) {
  * Options: title; lines: [{value, label, kind: "chance" | "threshold"}]; marks: [{step, label,
  * kind: "alarm" | "current"}]; width, height.
  */
-export function lineChart(points, { title, lines = [], marks = [], width = 230, height = 120 } = {}) {
+export function lineChart(points, { title, lines = [], marks = [], width = 190, height = 96 } = {}) {
   const figure = document.createElement("figure");
   figure.className = "chart";
   const caption = document.createElement("figcaption");

@@ -15,7 +15,8 @@ const state = {
   opacity: 0.8,
   sigma: 0,
   tile: 88,
-  columns: 8,
+  columns: -1, // -1: as many as fit the width (first and last always among them); 0: all
+  fitColumns: 8,
   page: 0,
   order: "probe",
   classFilter: "",
@@ -94,6 +95,19 @@ export function visibleSteps(steps, page, columns) {
   return [steps[0], ...middle.slice(p * per, (p + 1) * per), steps[steps.length - 1]];
 }
 
+/** The columns per run actually used: "fit" is resolved from the page width. */
+function columns() {
+  return state.columns === -1 ? state.fitColumns : state.columns;
+}
+
+function fitColumns() {
+  const width = document.getElementById("runs").clientWidth || window.innerWidth;
+  const runs = Math.max(1, [...state.shown].filter((r) => state.data.has(r)).length);
+  const per = state.layout === "side" ? (width - 20 * (runs - 1)) / runs : width;
+  // 110 px for the probe captions, 8 px of spacing per column.
+  return Math.max(3, Math.floor((per - 110) / (state.tile + 8)));
+}
+
 function pageCount(steps, columns) {
   if (!columns || steps.length <= columns) return 1;
   return Math.ceil((steps.length - 2) / Math.max(1, columns - 2));
@@ -103,7 +117,7 @@ function maxPages() {
   let n = 1;
   for (const run of state.shown) {
     const d = state.data.get(run);
-    if (d) n = Math.max(n, pageCount(d.index.steps, state.columns));
+    if (d) n = Math.max(n, pageCount(d.index.steps, columns()));
   }
   return n;
 }
@@ -112,8 +126,9 @@ function goToEpoch(step) {
   for (const run of state.shown) {
     const steps = state.data.get(run).index.steps;
     const i = steps.indexOf(step);
-    if (i > 0 && i < steps.length - 1 && state.columns && steps.length > state.columns) {
-      state.page = Math.floor((i - 1) / Math.max(1, state.columns - 2));
+    const c = columns();
+    if (i > 0 && i < steps.length - 1 && c && steps.length > c) {
+      state.page = Math.floor((i - 1) / Math.max(1, c - 2));
       return true;
     }
     if (i >= 0) return true; // first, last, or everything on one page: always visible
@@ -171,12 +186,16 @@ async function paintTile(canvas) {
   canvas.dataset.drawn = key + "|" + state.opacity;
 }
 
+let paintGeneration = 0;
+
 async function paintAll() {
   const canvases = [...document.querySelectorAll("canvas.tile")];
+  const generation = ++paintGeneration;
   document.body.dataset.painted = "0";
   try {
     await Promise.all(canvases.map(paintTile));
-    document.body.dataset.painted = "1";
+    // Only the latest repaint says "done": an older one may finish after a newer one started.
+    if (generation === paintGeneration) document.body.dataset.painted = "1";
     status("");
   } catch (err) {
     status(`Could not draw the maps: ${err.message}`, true);
@@ -244,7 +263,7 @@ function buildFilmstrip(run) {
   const d = state.data.get(run);
   const { index } = d;
   const ps = index.probe_set;
-  const steps = visibleSteps(index.steps, state.page, state.columns);
+  const steps = visibleSteps(index.steps, state.page, columns());
   const all = index.steps;
   const head = h("tr", {}, h("th", { class: "corner", text: "probe" }));
   steps.forEach((s, i) => {
@@ -313,7 +332,7 @@ function buildRun(run) {
   const n = index.steps.length;
   section.append(h("h2", {}, h("span", { class: "runname", text: run }),
     h("span", { class: "runmeta", text: ps ? ` · ${ps.num_probes} probes · ${n} logged epoch${n === 1 ? "" : "s"} (${index.steps[0]}-${index.steps[n - 1]}) · ${ps.method}` : "" })));
-  if (index.alarm) section.append(h("div", { class: "alarm", text: `Alarm at epoch ${index.alarm.step}: ${index.alarm.text}` }));
+  if (index.alarm) section.append(h("div", { class: "alarm", text: index.alarm.text }));
   if (!ps || !n) {
     section.append(h("p", { class: "note", text: "No saliency maps logged in this run yet." }));
     return section;
@@ -328,6 +347,7 @@ function buildRun(run) {
 function buildAll() {
   const box = document.getElementById("runs");
   box.className = "runs " + state.layout;
+  state.fitColumns = fitColumns();
   box.replaceChildren(...[...state.runs].filter((r) => state.shown.has(r) && state.data.has(r)).map(buildRun));
   updatePager();
   updateClassFilter();
@@ -495,9 +515,9 @@ function buildToolbar() {
   classFilter.addEventListener("change", () => { state.classFilter = classFilter.value; buildAll(); });
   const onlyWrong = h("input", { id: "onlywrong", type: "checkbox" });
   onlyWrong.addEventListener("change", () => { state.onlyWrong = onlyWrong.checked; buildAll(); });
-  const columns = h("select", { id: "columns" }, ...[4, 6, 8, 12, 16, 24, 0].map((c) => h("option", { value: c, text: c ? String(c) : "all" })));
-  columns.value = String(state.columns);
-  columns.addEventListener("change", () => { state.columns = Number(columns.value); state.page = 0; buildAll(); });
+  const colSelect = h("select", { id: "columns" }, ...[-1, 4, 6, 8, 12, 16, 24, 0].map((c) => h("option", { value: c, text: c === -1 ? "fit width" : c ? String(c) : "all" })));
+  colSelect.value = String(state.columns);
+  colSelect.addEventListener("change", () => { state.columns = Number(colSelect.value); state.page = 0; buildAll(); });
   const tile = h("select", { id: "tilesize" }, ...[[56, "small"], [88, "medium"], [128, "large"], [192, "huge"]].map(([v, t]) => h("option", { value: v, text: t })));
   tile.value = String(state.tile);
   tile.addEventListener("change", () => { state.tile = Number(tile.value); buildAll(); });
@@ -524,7 +544,7 @@ function buildToolbar() {
     h("div", { class: "group" }, h("strong", { text: "Probes" }),
       control("order", order), control("true class", classFilter), control("misclassified only", onlyWrong)),
     h("div", { class: "group" }, h("strong", { text: "Epochs" }),
-      control("columns", columns),
+      control("columns", colSelect),
       h("button", { id: "prev", text: "◀ earlier", onclick: () => { state.page = Math.max(0, state.page - 1); buildAll(); } }),
       page,
       h("button", { id: "next", text: "later ▶", onclick: () => { state.page = Math.min(maxPages() - 1, state.page + 1); buildAll(); } }),
@@ -559,6 +579,11 @@ export async function render() {
       h("div", { id: "detailbody", class: "detailbody" })));
   document.getElementById("detail").addEventListener("click", (e) => { if (e.target.id === "detail") closeDetail(); });
   document.addEventListener("keydown", (e) => { if (e.key === "Escape") closeDetail(); });
+  let resizing = null;
+  window.addEventListener("resize", () => {
+    clearTimeout(resizing);
+    resizing = setTimeout(() => { if (state.columns === -1 && fitColumns() !== state.fitColumns) buildAll(); }, 200);
+  });
   try {
     const [runs, colormaps] = await Promise.all([getJson("runs"), getJson("colormaps")]);
     for (const name of colormaps.names) state.luts[name] = Uint8Array.from(colormaps.luts[name]);
