@@ -223,6 +223,8 @@ def test_images_and_masks_routes(board, trained):
     expected = trained["masks"][indices].reshape(NUM_PROBES * ps["height"], ps["width"])
     np.testing.assert_array_equal(stacked > 127, expected)
     get(board, "data/plugin/saliency/masks", expect=404, run=RUNS["shortcut"])
+    assert index["has_masks"] is True
+    assert wait_for_run(board, RUNS["shortcut"], EPOCHS["shortcut"])["has_masks"] is False
 
 
 def test_flat_maps_are_flagged(board, trained):

@@ -8,11 +8,16 @@ Set KSM_DASHBOARD_SHOTS=<dir> to also save screenshots there (the README's come 
 examples/dashboard_screenshots.py, which uses the same browser code on the demo's log dir).
 """
 
+import io
 import json
 import os
 import re
 
+import numpy as np
 import pytest
+from PIL import Image
+
+from keras_saliency_monitor import render
 
 from keras_saliency_monitor.dashboard import browser as dashboard_browser
 
@@ -21,6 +26,7 @@ from .test_dashboard import (
     EPOCHS,
     NUM_PROBES,
     RUNS,
+    get,
     start_tensorboard,
     train_dashboard_runs,
     wait_for_run,
@@ -158,10 +164,18 @@ def test_clicking_a_tile_opens_the_probe_detail(board, frame):
     header = frame.locator("#detailbody table.numbers thead").inner_text()
     assert "focus" in header and "focus_lift" in header and "confidence" in header
     assert frame.locator("#detailepoch").inner_text() == "epoch 0"
+    frame.wait_for_selector("#detailbody[data-painted='1']")
+    assert frame.locator("#detailmask").is_checked()  # clean has object masks: outline shown
+    assert _pixels(frame, "#detailoverlay") != _pixels(frame, "#detailimage")
     frame.locator("button[aria-label='next epoch']").click()
     assert frame.locator("#detailepoch").inner_text() == "epoch 1"
     frame.locator("button.close").click()
     detail.wait_for(state="hidden")
+
+
+def _png(body):
+    with Image.open(io.BytesIO(body)) as image:
+        return np.asarray(image)
 
 
 def _pixels(frame, selector):
@@ -237,3 +251,45 @@ def test_charts_mark_the_alarm_and_chance(board, frame):
     alarm = board.indices["clean"]["alarm"]
     assert lift.locator("line.vmark.alarm").count() == (1 if alarm else 0)
     assert json.loads(json.dumps(titles))  # every chart has a caption
+
+
+def test_recolouring_matches_the_callbacks_renderer(board, frame):
+    """The page's normalisation and colormap (paint.js) against render.py, from the same maps."""
+    run = RUNS["clean"]
+    index = board.indices["clean"]
+    step = index["steps"][-1]
+    info = index["epochs"][str(step)]
+    body, _ = get(board, "data/plugin/saliency/maps", run=run, step=step)
+    h, w = info["map_height"], info["map_width"]
+    q = _png(body).reshape(NUM_PROBES, h, w).astype(np.float32) / 255
+    maps = np.asarray(info["scale"], np.float32)[:, None, None] * (q * q)
+    assert info["encoding"] == "sqrt8"
+    maps01 = render.normalize_maps(maps, 99.0)
+    heat = render.colorize(maps01, "inferno")
+    layers = frame.evaluate(
+        """async ([run, step]) => {
+            const paint = await import("./static/paint.js");
+            const cmaps = await (await fetch("colormaps")).json();
+            const lut = Uint8Array.from(cmaps.luts.inferno);
+            const response = await fetch("maps?" + new URLSearchParams({run, step}));
+            const grey = paint.greyOf(await paint.decodePng(response));
+            const info = (await (await fetch("run?" + new URLSearchParams({run}))).json())
+                .epochs[String(step)];
+            const out = [];
+            for (let k = 0; k < info.scale.length; k++) {
+                const layer = paint.heatLayer(grey, info, k, {lut, clip: 99, sigma: 0});
+                out.push(Array.from(layer.data));
+            }
+            return out;
+        }""",
+        [run, step],
+    )
+    rgba = np.asarray(layers, np.int32).reshape(NUM_PROBES, h, w, 4)
+    alpha = np.floor(maps01 * 255 + 0.5)
+    assert np.abs(rgba[..., 3] - alpha).max() <= 1
+    # Colours: the same colormap entry, up to one step of float32 rounding.
+    lut = np.asarray(render.colorize(np.linspace(0, 1, 256)[None], "inferno")[0], np.int32)
+    off = np.abs(rgba[..., :3] - heat.astype(np.int32)).max(axis=-1)
+    neighbour = np.abs(lut[1:] - lut[:-1]).max()
+    assert off.max() <= neighbour
+    assert (off == 0).mean() > 0.99

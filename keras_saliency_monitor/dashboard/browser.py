@@ -127,9 +127,14 @@ class DashboardBrowser:
     def open(self, url, timeout=60.0):
         """Opens TensorBoard's SALIENCY tab at ``url`` and returns the dashboard's frame once
         its first filmstrip tile is drawn."""
-        self._host = urllib.parse.urlsplit(url).hostname
-        self.page.goto(url.rstrip("/") + "/#saliency")
+        self.navigate(url)
         return self.wait_first_tile(timeout)
+
+    def navigate(self, url):
+        """Starts loading TensorBoard's SALIENCY tab at ``url`` (returns once the navigation
+        commits); requests to hosts other than ``url``'s are aborted from now on."""
+        self._host = urllib.parse.urlsplit(url).hostname
+        self.page.goto(url.rstrip("/") + "/#saliency", wait_until="commit")
 
     def wait_first_tile(self, timeout=60.0):
         """Waits until the dashboard's iframe exists and has drawn one tile; returns the frame."""

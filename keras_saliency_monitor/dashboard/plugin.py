@@ -12,7 +12,7 @@ reloading behave as in TensorBoard's own dashboards.
 
 Routes (under ``/data/plugin/saliency/``):
     ``runs``: JSON list of the runs holding saliency maps.
-    ``run?run=R``: JSON index of one run (``store.read_run``).
+    ``run?run=R``: JSON index of one run (``store.read_run``, plus ``has_masks``).
     ``images?run=R``: PNG of the probe images stacked vertically.
     ``masks?run=R``: PNG of the object masks, or 404 without masks.
     ``maps?run=R&step=S``: PNG of the stored maps of one logged epoch.
@@ -22,6 +22,7 @@ Routes (under ``/data/plugin/saliency/``):
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 import importlib.resources
 import json
@@ -118,7 +119,12 @@ class SaliencyPlugin(base_plugin.TBPlugin):
     @wrappers.Request.application
     def _serve_run(self, request):
         run = self._run_arg(request)
-        index = store.read_run(*self._where(request), run)
+        provider, ctx, eid = self._where(request)
+        # Added to the index so the page asks for masks only when they exist (a 404 would be a
+        # console error); read meanwhile, on another thread.
+        masks = _POOL.submit(store.read_masks, provider, ctx, eid, run)
+        index = store.read_run(_PrefetchingProvider(provider), ctx, eid, run)
+        index["has_masks"] = masks.result() is not None
         return http_util.Respond(request, index, "application/json")
 
     @wrappers.Request.application
@@ -168,6 +174,48 @@ class SaliencyPlugin(base_plugin.TBPlugin):
         return http_util.Respond(request, files[name], content_type or "application/octet-stream")
 
 
+# Blob reads of one /run request run on these threads at once (see _PrefetchingProvider).
+_POOL = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="saliency-blobs")
+
+
+class _PrefetchingProvider:
+    """A per-request view of a ``DataProvider`` that reads the blobs ``store.read_run`` will ask
+    for concurrently, as soon as it lists a blob sequence.
+
+    ``read_run`` reads one JSON blob per logged epoch, one after the other. Through TensorBoard's
+    Rust data server each ``read_blob`` is a gRPC call with about 45 ms of latency, whatever its
+    size: measured on a 50-epoch run, 50 sequential calls took 2.2-2.6 s and the same 50 calls on
+    8 threads 0.05-0.07 s (tensorboard 2.21, data server 0.7.2, 2 cores). Everything else is
+    passed through unchanged; nothing outlives the request, so nothing can go stale.
+    """
+
+    def __init__(self, provider):
+        self._provider = provider
+        self._pending = {}
+
+    def __getattr__(self, name):
+        return getattr(self._provider, name)
+
+    def read_blob_sequences(self, ctx, **kwargs):
+        result = self._provider.read_blob_sequences(ctx, **kwargs)
+        for tags in result.values():
+            for data in tags.values():
+                for datum in data:
+                    # Blob [0] is each step's JSON, which read_run reads for every step.
+                    key = datum.values[0].blob_key if datum.values else None
+                    if key is not None and key not in self._pending:
+                        self._pending[key] = _POOL.submit(
+                            self._provider.read_blob, ctx, blob_key=key
+                        )
+        return result
+
+    def read_blob(self, ctx, *, blob_key):
+        pending = self._pending.pop(blob_key, None)
+        if pending is not None:
+            return pending.result()
+        return self._provider.read_blob(ctx, blob_key=blob_key)
+
+
 @functools.lru_cache(maxsize=1)
 def _static_files() -> dict:
     """The frontend files, read once: ``{file name: bytes}``."""
@@ -177,12 +225,12 @@ def _static_files() -> dict:
 
 @functools.lru_cache(maxsize=1)
 def _colormap_json() -> str:
-    """256-entry RGB lookup tables of :data:`COLORMAPS`, computed from matplotlib once."""
-    import matplotlib
+    """256-entry RGB lookup tables of :data:`COLORMAPS`: the callback's own tables (render.py,
+    from matplotlib), so the page colours a map exactly as the grid and the report do."""
     import numpy as np
 
-    luts = {}
-    for name in COLORMAPS:
-        rgb = matplotlib.colormaps[name](np.linspace(0.0, 1.0, 256))[:, :3]
-        luts[name] = np.round(rgb * 255).astype(int).reshape(-1).tolist()
+    from keras_saliency_monitor import render  # imports matplotlib: only when first asked
+
+    ramp = np.linspace(0.0, 1.0, 256, dtype=np.float32)[None]
+    luts = {name: render.colorize(ramp, name)[0].reshape(-1).tolist() for name in COLORMAPS}
     return json.dumps({"names": list(COLORMAPS), "luts": luts}, separators=(",", ":"))

@@ -22,6 +22,7 @@ const state = {
   classFilter: "",
   onlyWrong: false,
   layout: "side",
+  showMask: true,
   detail: null,
 };
 
@@ -161,6 +162,40 @@ async function loadRun(run) {
     maps: old ? old.maps : new Map(),
     masks: old ? old.masks : null,
   });
+}
+
+/** The run's object masks as one edge canvas per probe (null without masks). */
+function masksOf(run) {
+  const d = state.data.get(run);
+  if (!d.index.has_masks) return Promise.resolve(null);
+  if (!d.masks) {
+    const n = d.index.probe_set.num_probes;
+    d.masks = getPng("masks?" + q({ run })).then((decoded) => maskEdges(decoded, n));
+    d.masks.catch(() => { d.masks = null; });
+  }
+  return d.masks;
+}
+
+/** Outline of each probe's mask: pixels inside with a 4-neighbour outside, in cyan. */
+function maskEdges(decoded, n) {
+  const w = decoded.width;
+  const h = Math.floor(decoded.height / n);
+  const out = [];
+  for (let k = 0; k < n; k++) {
+    const inside = (x, y) => x >= 0 && y >= 0 && x < w && y < h && decoded.rgba[4 * ((k * h + y) * w + x)] > 127;
+    const edge = new ImageData(w, h);
+    for (let y = 0; y < h; y++) {
+      for (let x = 0; x < w; x++) {
+        if (inside(x, y) && !(inside(x - 1, y) && inside(x + 1, y) && inside(x, y - 1) && inside(x, y + 1))) {
+          edge.data.set([0, 229, 255, 255], 4 * (y * w + x));
+        }
+      }
+    }
+    const canvas = new OffscreenCanvas(w, h);
+    canvas.getContext("2d").putImageData(edge, 0, 0);
+    out.push(canvas);
+  }
+  return out;
 }
 
 // ---------------------------------------------------------------------------------- painting
@@ -406,6 +441,8 @@ function buildDetail() {
   const steps = index.steps;
   const slider = h("input", { type: "range", id: "detailstep", min: 0, max: steps.length - 1, value: steps.indexOf(step), "aria-label": "epoch" });
   slider.addEventListener("input", () => { state.detail.step = steps[Number(slider.value)]; paintDetail(); });
+  const maskBox = h("input", { type: "checkbox", id: "detailmask", checked: state.showMask });
+  maskBox.addEventListener("change", () => { state.showMask = maskBox.checked; paintDetail(); });
   const size = 240;
   const mk = (id) => {
     const c = h("canvas", { id, width: Math.round(size * devicePixelRatio), height: Math.round(size * devicePixelRatio) });
@@ -437,6 +474,7 @@ function buildDetail() {
     h("h2", {}, h("span", { text: `${run} · probe ${k}${label} · data index ${p.index}` }),
       h("button", { class: "close", text: "close", onclick: closeDetail, "aria-label": "close probe detail" })),
     h("div", { class: "detailnav" },
+      index.has_masks ? control("object mask", maskBox) : null,
       h("button", { text: "◀", "aria-label": "previous epoch", onclick: () => stepDetail(-1) }),
       slider,
       h("button", { text: "▶", "aria-label": "next epoch", onclick: () => stepDetail(1) }),
@@ -456,6 +494,8 @@ function stepDetail(delta) {
 
 async function paintDetail() {
   const { run, k, step } = state.detail;
+  const panel = document.getElementById("detailbody");
+  panel.dataset.painted = "0";
   const d = state.data.get(run);
   const { index } = d;
   const ps = index.probe_set;
@@ -468,7 +508,7 @@ async function paintDetail() {
   const conf = !ps.regression && info.confidences ? ` (confidence ${info.confidences[k].toFixed(2)})` : "";
   const what = ps.regression ? `output ${fmt(info.outputs ? info.outputs[k] : null)}` : `explained: ${className(ps, info.classes[k])}${conf}`;
   document.getElementById("detailcap").textContent = `overlay at epoch ${step} · ${what}` + (info.flat && info.flat[k] ? " · flat map" : "");
-  const names = JSON.parse(document.getElementById("detailbody").dataset.names || "[]");
+  const names = JSON.parse(panel.dataset.names || "[]");
   const charts = document.getElementById("detailcharts");
   const steps = index.steps;
   const figs = [];
@@ -487,7 +527,15 @@ async function paintDetail() {
   const grey = await mapsOf(run, step);
   if (!state.detail || state.detail.step !== step) return; // moved on meanwhile
   const layer = heatLayer(grey, info, k, { lut: state.luts[state.cmap], clip: state.clip, sigma: state.sigma });
-  drawOverlay(document.getElementById("detailoverlay"), d.probes[k], layer, state.opacity);
+  const overlay = document.getElementById("detailoverlay");
+  drawOverlay(overlay, d.probes[k], layer, state.opacity);
+  const edges = state.showMask ? await masksOf(run) : null;
+  if (edges && state.detail && state.detail.step === step) {
+    const octx = overlay.getContext("2d");
+    octx.imageSmoothingEnabled = false; // crisp outline
+    octx.drawImage(edges[k], 0, 0, overlay.width, overlay.height);
+  }
+  panel.dataset.painted = "1";
 }
 
 // ---------------------------------------------------------------------------------- controls
@@ -568,6 +616,23 @@ async function refresh() {
   }
 }
 
+/** Reloads when TensorBoard has new epochs or runs (polled; the iframe gets no reload event). */
+async function checkForNewData() {
+  if (document.hidden) return;
+  try {
+    const runs = await getJson("runs");
+    let changed = runs.some((r) => !state.runs.includes(r));
+    for (const run of state.shown) {
+      if (changed || !runs.includes(run) || !state.data.has(run)) continue;
+      const index = await getJson("run?" + q({ run }));
+      changed = JSON.stringify(index.steps) !== JSON.stringify(state.data.get(run).index.steps);
+    }
+    if (changed) await refresh();
+  } catch (err) {
+    status(`Could not check for new data: ${err.message}`, true);
+  }
+}
+
 export async function render() {
   document.head.append(h("link", { rel: "stylesheet", href: new URL("./style.css", import.meta.url).href }));
   document.title = "Saliency";
@@ -598,6 +663,7 @@ export async function render() {
     // Each run is drawn as soon as it arrives, so the first filmstrip does not wait for the rest.
     await Promise.all(runs.map(async (run) => { await loadRun(run); await buildAll(); }));
     document.body.dataset.ready = "1";
+    setInterval(checkForNewData, 30000);
   } catch (err) {
     status(`Could not load the saliency data: ${err.message}`, true);
   }
