@@ -13,7 +13,8 @@ const state = {
   cmap: "inferno",
   clip: 99,
   opacity: 0.8,
-  sigma: 0,
+  sigma: 0, // Gaussian smoothing in pixels of the probe images (the callback's `smoothing`)
+  adopted: false, // display options taken from the first run's probe set (its grid's own)
   tile: 88,
   columns: -1, // -1: as many as fit the width (first and last always among them); 0: all
   fitColumns: 8,
@@ -204,6 +205,23 @@ function settingsKey() {
   return `${state.cmap}|${state.clip}|${state.sigma}`;
 }
 
+/** Smoothing in map pixels: stored maps may be smaller than the images (downsampled). */
+function mapSigma(ps, info) {
+  return ps && ps.width ? (state.sigma * info.map_width) / ps.width : state.sigma;
+}
+
+/** Starts from the display options the monitor itself used for the grid (probe_set.render). */
+function adoptRenderOptions(index) {
+  const r = index.probe_set && index.probe_set.render;
+  if (state.adopted || !r) return false;
+  state.adopted = true;
+  if (r.cmap in state.luts) state.cmap = r.cmap;
+  if (r.clip_percentile > 0 && r.clip_percentile <= 100) state.clip = r.clip_percentile;
+  if (r.smoothing >= 0) state.sigma = r.smoothing;
+  if (r.alpha >= 0 && r.alpha <= 1) state.opacity = r.alpha;
+  return true;
+}
+
 async function paintTile(canvas) {
   const run = canvas.dataset.run;
   const step = Number(canvas.dataset.step);
@@ -214,7 +232,7 @@ async function paintTile(canvas) {
   const key = settingsKey();
   if (canvas._key !== key) {
     const grey = await mapsOf(run, step);
-    canvas._layer = heatLayer(grey, info, k, { lut: state.luts[state.cmap], clip: state.clip, sigma: state.sigma });
+    canvas._layer = heatLayer(grey, info, k, { lut: state.luts[state.cmap], clip: state.clip, sigma: mapSigma(d.index.probe_set, info) });
     canvas._key = key;
   }
   drawOverlay(canvas, d.probes[k], canvas._layer, state.opacity);
@@ -526,7 +544,7 @@ async function paintDetail() {
   for (const tr of document.querySelectorAll("#detailbody table.numbers tbody tr")) tr.classList.toggle("current", Number(tr.dataset.step) === step);
   const grey = await mapsOf(run, step);
   if (!state.detail || state.detail.step !== step) return; // moved on meanwhile
-  const layer = heatLayer(grey, info, k, { lut: state.luts[state.cmap], clip: state.clip, sigma: state.sigma });
+  const layer = heatLayer(grey, info, k, { lut: state.luts[state.cmap], clip: state.clip, sigma: mapSigma(ps, info) });
   const overlay = document.getElementById("detailoverlay");
   drawOverlay(overlay, d.probes[k], layer, state.opacity);
   const edges = state.showMask ? await masksOf(run) : null;
@@ -555,7 +573,10 @@ function buildToolbar() {
   });
   const opacity = h("input", { id: "opacity", type: "range", min: 0, max: 1, step: 0.05, value: state.opacity });
   opacity.addEventListener("input", () => { state.opacity = Number(opacity.value); paintAll(); });
-  const sigma = h("select", { id: "smoothing" }, ...[0, 0.5, 1, 2, 3].map((s) => h("option", { value: s, text: s ? `${s} px` : "none" })));
+  const sigmas = [...new Set([0, 0.5, 1, 2, 3, 4, state.sigma])].sort((a, b) => a - b);
+  const sigma = h("select", { id: "smoothing", title: "Gaussian sigma, in pixels of the probe images" },
+    ...sigmas.map((s) => h("option", { value: s, text: s ? `${s} px` : "none" })));
+  sigma.value = String(state.sigma);
   sigma.addEventListener("change", () => { state.sigma = Number(sigma.value); paintAll(); });
   const order = h("select", { id: "order" }, ...Object.entries(ORDERS).map(([v, t]) => h("option", { value: v, text: t })));
   order.addEventListener("change", () => { state.order = order.value; buildAll(); });
@@ -661,7 +682,13 @@ export async function render() {
     runs.forEach((r) => state.shown.add(r));
     document.getElementById("toolbar").replaceChildren(buildToolbar());
     // Each run is drawn as soon as it arrives, so the first filmstrip does not wait for the rest.
-    await Promise.all(runs.map(async (run) => { await loadRun(run); await buildAll(); }));
+    await Promise.all(runs.map(async (run) => {
+      await loadRun(run);
+      if (adoptRenderOptions(state.data.get(run).index)) {
+        document.getElementById("toolbar").replaceChildren(buildToolbar());
+      }
+      await buildAll();
+    }));
     document.body.dataset.ready = "1";
     setInterval(checkForNewData, 30000);
   } catch (err) {
