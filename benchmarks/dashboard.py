@@ -124,7 +124,7 @@ def main(argv=None) -> int:
             print(f"{name}: {board.logdir} loaded: {wait_loaded(board)}", flush=True)
         times = {name: [] for name in boards}
         with DashboardBrowser(viewport=(1600, 1000)) as browser:
-            for name, board in boards.items():  # warm-up: TensorBoard's caches, Chromium's start
+            for board in boards.values():  # warm-up: TensorBoard's caches, Chromium's start
                 measure(browser, board.url)
             for i in range(args.repeats):
                 order = list(boards) if i % 2 == 0 else list(boards)[::-1]

@@ -9,7 +9,6 @@ examples/dashboard_screenshots.py, which uses the same browser code on the demo'
 """
 
 import io
-import json
 import os
 import re
 
@@ -18,7 +17,6 @@ import pytest
 from PIL import Image
 
 from keras_saliency_monitor import render
-
 from keras_saliency_monitor.dashboard import browser as dashboard_browser
 
 from .test_dashboard import (
@@ -251,7 +249,7 @@ def test_charts_mark_the_alarm_and_chance(board, frame):
     assert lift.locator("line.hline.chance").count() == 1
     alarm = board.indices["clean"]["alarm"]
     assert lift.locator("line.vmark.alarm").count() == (1 if alarm else 0)
-    assert json.loads(json.dumps(titles))  # every chart has a caption
+    assert all(t.startswith("saliency/") for t in titles)  # every chart says what it shows
 
 
 def test_recolouring_matches_the_callbacks_renderer(board, frame):

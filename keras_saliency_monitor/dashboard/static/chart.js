@@ -46,8 +46,12 @@ export function lineChart(points, { title, lines = [], marks = [], width = 190, 
   const X = (s) => left + ((s - x0) / (x1 - x0)) * (width - left - right);
   const Y = (v) => top + (1 - (v - y0) / (y1 - y0)) * (height - top - bottom);
   el("rect", { x: left, y: top, width: width - left - right, height: height - top - bottom, class: "frame" }, svg);
+  // Enough decimals that the two axis labels differ (a confidence of 0.9996..1.0 is not "1.000").
+  const span = y1 - y0 - 2 * pad;
+  const digits = Math.min(6, Math.max(2, Math.ceil(-Math.log10(span || 1)) + 1));
+  const tick = (v) => (Math.abs(v) >= 1e4 || (v !== 0 && Math.abs(v) < 1e-3) ? fmt(v) : v.toFixed(digits));
   for (const [v, anchor] of [[y1 - pad, "hi"], [y0 + pad, "lo"]]) {
-    el("text", { x: left - 4, y: Y(v) + 4, "text-anchor": "end", class: "tick " + anchor }, svg).textContent = fmt(v);
+    el("text", { x: left - 4, y: Y(v) + 4, "text-anchor": "end", class: "tick " + anchor }, svg).textContent = tick(v);
   }
   for (const s of [Math.min(...steps), Math.max(...steps)]) {
     el("text", { x: X(s), y: height - 4, "text-anchor": "middle", class: "tick" }, svg).textContent = String(s);

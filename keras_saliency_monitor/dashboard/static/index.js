@@ -151,6 +151,7 @@ function mapsOf(run, step) {
 }
 
 async function loadRun(run) {
+  performance.mark(`saliency:load ${run}`);
   const [index, images] = await Promise.all([
     getJson("run?" + q({ run })),
     getPng("images?" + q({ run })),
@@ -163,6 +164,7 @@ async function loadRun(run) {
     maps: old ? old.maps : new Map(),
     masks: old ? old.masks : null,
   });
+  performance.mark(`saliency:loaded ${run}`);
 }
 
 /** The run's object masks as one edge canvas per probe (null without masks). */
@@ -237,6 +239,7 @@ async function paintTile(canvas) {
   }
   drawOverlay(canvas, d.probes[k], canvas._layer, state.opacity);
   canvas.dataset.drawn = key + "|" + state.opacity;
+  if (!performance.getEntriesByName("saliency:first-tile").length) performance.mark("saliency:first-tile");
 }
 
 let paintGeneration = 0;
@@ -404,6 +407,7 @@ function buildAll() {
   box.replaceChildren(...[...state.runs].filter((r) => state.shown.has(r) && state.data.has(r)).map(buildRun));
   updatePager();
   updateClassFilter();
+  performance.mark("saliency:built");
   return paintAll();
 }
 
