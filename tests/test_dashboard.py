@@ -210,6 +210,27 @@ def test_last_epoch_maps_and_classes_match_an_independent_gradient(board, traine
     assert np.all(np.abs(decoded - expected) <= scale * (1 / 255 + 1 / 255**2) * 1.001 + 1e-9)
 
 
+def test_maps_batch_holds_the_same_pngs_as_maps(board, trained):
+    run = RUNS["clean"]
+    wait_for_run(board, run, EPOCHS["clean"])
+    steps = [0, 5, EPOCHS["clean"] - 1]
+    body, kind = get(board, "data/plugin/saliency/maps_batch", run=run, steps="0,5,11")
+    assert kind == "application/octet-stream"
+    length = int.from_bytes(body[:4], "big")
+    header = json.loads(body[4 : 4 + length])
+    assert header["steps"] == steps
+    offset = 4 + length
+    for step, size in zip(steps, header["sizes"]):
+        single, _ = get(board, "data/plugin/saliency/maps", run=run, step=step)
+        assert body[offset : offset + size] == single
+        offset += size
+    assert offset == len(body)
+    get(board, "data/plugin/saliency/maps_batch", expect=400, run=run, steps="")
+    get(board, "data/plugin/saliency/maps_batch", expect=400, run=run, steps="1,x")
+    get(board, "data/plugin/saliency/maps_batch", expect=400, run=run, steps=",".join(["0"] * 65))
+    get(board, "data/plugin/saliency/maps_batch", expect=404, run=run, steps="0,999")
+
+
 def test_images_and_masks_routes(board, trained):
     index = wait_for_run(board, RUNS["clean"], EPOCHS["clean"])
     ps = index["probe_set"]

@@ -16,6 +16,9 @@ Routes (under ``/data/plugin/saliency/``):
     ``images?run=R``: PNG of the probe images stacked vertically.
     ``masks?run=R``: PNG of the object masks, or 404 without masks.
     ``maps?run=R&step=S``: PNG of the stored maps of one logged epoch.
+    ``maps_batch?run=R&steps=S1,S2,...``: the PNGs of several epochs in one response (the
+    page's first request for a filmstrip page): a 4-byte big-endian header length, a JSON header
+    ``{"steps": [...], "sizes": [...]}``, then the PNGs back to back.
     ``colormaps``: JSON ``{"names": [...], "luts": {name: [r, g, b, ...] (256 x 3)}}``.
     ``static/<file>``: the frontend (``static/index.js`` is the entry module).
 """
@@ -27,6 +30,7 @@ import functools
 import importlib.resources
 import json
 import mimetypes
+import struct
 
 from tensorboard import errors, plugin_util
 from tensorboard.backend import http_util
@@ -40,6 +44,9 @@ __all__ = ["COLORMAPS", "SaliencyLoader", "SaliencyPlugin"]
 #: Colormaps offered by the page's colormap menu (matplotlib names). The first is the page's
 #: default: the callback's default ``cmap``, so the dashboard matches the grid.
 COLORMAPS = ("inferno", "viridis", "magma", "jet", "turbo", "hot", "gray")
+
+#: Most epochs one ``maps_batch`` request may ask for.
+MAX_BATCH = 64
 
 _STATIC = "static"
 _CONTENT_TYPES = {".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml"}
@@ -88,6 +95,7 @@ class SaliencyPlugin(base_plugin.TBPlugin):
             "/images": self._serve_images,
             "/masks": self._serve_masks,
             "/maps": self._serve_maps,
+            "/maps_batch": self._serve_maps_batch,
             "/colormaps": self._serve_colormaps,
             "/static/*": self._serve_static,
         }
@@ -160,6 +168,30 @@ class SaliencyPlugin(base_plugin.TBPlugin):
         return http_util.Respond(request, png, "image/png")
 
     @wrappers.Request.application
+    def _serve_maps_batch(self, request):
+        run = self._run_arg(request)
+        text = request.args.get("steps", "")
+        try:
+            steps = [int(s) for s in text.split(",") if s.strip()]
+        except ValueError:
+            steps = None
+        if not steps or len(steps) > MAX_BATCH:
+            raise errors.InvalidArgumentError(
+                f"Invalid query parameter `steps`: expected 1 to {MAX_BATCH} comma-separated "
+                f"ints, received {text!r}."
+            )
+        provider, ctx, eid = self._where(request)
+        # One request instead of one per column: the browser opens at most 6 connections per
+        # host, and each read is a round trip to the data server, so they run concurrently here.
+        pngs = list(_POOL.map(lambda s: _maps_or_none(provider, ctx, eid, run, s), steps))
+        missing = [s for s, png in zip(steps, pngs) if png is None]
+        if missing:
+            raise errors.NotFoundError(f"Run {run!r} has no maps at steps {missing}.")
+        header = json.dumps({"steps": steps, "sizes": [len(p) for p in pngs]}).encode("utf-8")
+        body = b"".join([struct.pack(">I", len(header)), header, *pngs])
+        return http_util.Respond(request, body, "application/octet-stream")
+
+    @wrappers.Request.application
     def _serve_colormaps(self, request):
         return http_util.Respond(request, _colormap_json(), "application/json", expires=3600)
 
@@ -214,6 +246,13 @@ class _PrefetchingProvider:
         if pending is not None:
             return pending.result()
         return self._provider.read_blob(ctx, blob_key=blob_key)
+
+
+def _maps_or_none(provider, ctx, eid, run, step):
+    try:
+        return store.read_maps(provider, ctx, eid, run, step)
+    except KeyError:
+        return None
 
 
 @functools.lru_cache(maxsize=1)

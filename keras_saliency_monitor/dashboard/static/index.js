@@ -150,6 +150,34 @@ function mapsOf(run, step) {
   return d.maps.get(step);
 }
 
+/** Fetches the maps of several steps of a run (maps_batch, 32 steps a request) into the cache. */
+function prefetchMaps(run, steps) {
+  const d = state.data.get(run);
+  const wanted = steps.filter((s) => !d.maps.has(s));
+  for (let i = 0; i < wanted.length; i += 32) fetchBatch(run, d, wanted.slice(i, i + 32));
+}
+
+function fetchBatch(run, d, wanted) {
+  const batch = fetch("maps_batch?" + q({ run, steps: wanted.join(",") })).then(async (response) => {
+    if (!response.ok) throw new Error(`maps_batch: HTTP ${response.status}`);
+    const buffer = await response.arrayBuffer();
+    const length = new DataView(buffer).getUint32(0);
+    const header = JSON.parse(new TextDecoder().decode(new Uint8Array(buffer, 4, length)));
+    const blobs = new Map();
+    let offset = 4 + length;
+    header.steps.forEach((s, i) => {
+      blobs.set(s, new Blob([new Uint8Array(buffer, offset, header.sizes[i])], { type: "image/png" }));
+      offset += header.sizes[i];
+    });
+    return blobs;
+  });
+  for (const s of wanted) {
+    const promise = batch.then((blobs) => decodePng(blobs.get(s))).then(greyOf);
+    promise.catch(() => d.maps.delete(s)); // retried on the next paint
+    d.maps.set(s, promise);
+  }
+}
+
 async function loadRun(run) {
   performance.mark(`saliency:load ${run}`);
   const [index, images] = await Promise.all([
@@ -246,6 +274,12 @@ let paintGeneration = 0;
 
 async function paintAll() {
   const canvases = [...document.querySelectorAll("canvas.tile")];
+  const needed = new Map();
+  for (const c of canvases) {
+    if (!needed.has(c.dataset.run)) needed.set(c.dataset.run, new Set());
+    needed.get(c.dataset.run).add(Number(c.dataset.step));
+  }
+  for (const [run, steps] of needed) prefetchMaps(run, [...steps]);
   const generation = ++paintGeneration;
   document.body.dataset.painted = "0";
   try {

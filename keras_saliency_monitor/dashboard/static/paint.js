@@ -7,9 +7,10 @@
 // a per-pixel opacity t (render.overlay's maps01), drawn over a dimmed grey copy of the image
 // (render.dim_grey).
 
-/** Decodes a PNG response into RGBA bytes, without colour management (exact grey levels). */
+/** Decodes a PNG response (or Blob) into RGBA bytes, without colour management (exact grey
+ * levels). */
 export async function decodePng(response) {
-  const blob = await response.blob();
+  const blob = response instanceof Blob ? response : await response.blob();
   const bitmap = await createImageBitmap(blob, {
     colorSpaceConversion: "none",
     premultiplyAlpha: "none",
