@@ -385,7 +385,11 @@ function buildFilmstrip(run) {
         title: `${run} · probe ${k} · epoch ${s}: click for details`,
       });
       canvas.style.width = canvas.style.height = `${state.tile}px`;
+      canvas.tabIndex = 0; // reachable with the keyboard: Enter or Space opens the detail
       canvas.addEventListener("click", () => openDetail(run, k, s));
+      canvas.addEventListener("keydown", (e) => {
+        if (e.key === "Enter" || e.key === " ") { e.preventDefault(); openDetail(run, k, s); }
+      });
       const cell = h("td", { class: "cell" + (gap ? " gap" : "") }, h("div", { class: "tilebox" }, canvas));
       if (info && info.flat && info.flat[k]) cell.firstChild.append(h("span", { class: "badge flat", text: "flat map", title: "This map is nearly constant: its picture carries no location." }));
       if (info && info.non_finite && info.non_finite[k]) cell.firstChild.append(h("span", { class: "badge nonfinite", text: "non-finite", title: "The map held NaN or infinity." }));
@@ -669,6 +673,7 @@ async function refresh() {
     for (const run of runs) if (!known.has(run)) state.shown.add(run);
     await Promise.all([...state.shown].filter((r) => runs.includes(r)).map(loadRun));
     document.getElementById("toolbar").replaceChildren(buildToolbar());
+    if (state.detail) buildDetail(); // its table lists the epochs: new ones included
     await buildAll();
   } catch (err) {
     status(`Could not reload: ${err.message}`, true);
