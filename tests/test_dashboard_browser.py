@@ -252,8 +252,10 @@ def test_charts_mark_the_alarm_and_chance(board, frame):
     assert all(t.startswith("saliency/") for t in titles)  # every chart says what it shows
 
 
-def test_recolouring_matches_the_callbacks_renderer(board, frame):
-    """The page's normalisation and colormap (paint.js) against render.py, from the same maps."""
+@pytest.mark.parametrize("sigma", [0.0, 1.0])
+def test_recolouring_matches_the_callbacks_renderer(board, frame, sigma):
+    """The page's smoothing, normalisation and colormap (paint.js) against render.py, from the
+    same stored maps (12 x 12: stored at full size, so map pixels are image pixels)."""
     run = RUNS["clean"]
     index = board.indices["clean"]
     step = index["steps"][-1]
@@ -263,10 +265,10 @@ def test_recolouring_matches_the_callbacks_renderer(board, frame):
     q = _png(body).reshape(NUM_PROBES, h, w).astype(np.float32) / 255
     maps = np.asarray(info["scale"], np.float32)[:, None, None] * (q * q)
     assert info["encoding"] == "sqrt8"
-    maps01 = render.normalize_maps(maps, 99.0)
+    maps01 = render.normalize_maps(render.smooth_maps(maps, sigma), 99.0)
     heat = render.colorize(maps01, "inferno")
     layers = frame.evaluate(
-        """async ([run, step]) => {
+        """async ([run, step, sigma]) => {
             const paint = await import("./static/paint.js");
             const cmaps = await (await fetch("colormaps")).json();
             const lut = Uint8Array.from(cmaps.luts.inferno);
@@ -276,12 +278,12 @@ def test_recolouring_matches_the_callbacks_renderer(board, frame):
                 .epochs[String(step)];
             const out = [];
             for (let k = 0; k < info.scale.length; k++) {
-                const layer = paint.heatLayer(grey, info, k, {lut, clip: 99, sigma: 0});
+                const layer = paint.heatLayer(grey, info, k, {lut, clip: 99, sigma});
                 out.push(Array.from(layer.data));
             }
             return out;
         }""",
-        [run, step],
+        [run, step, sigma],
     )
     rgba = np.asarray(layers, np.int32).reshape(NUM_PROBES, h, w, 4)
     alpha = np.floor(maps01 * 255 + 0.5)

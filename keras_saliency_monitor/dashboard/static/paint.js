@@ -75,10 +75,13 @@ export function relativeValues(grey, info, k) {
   return out;
 }
 
-/** Separable Gaussian blur (sigma in map pixels), borders reflected like scipy's "reflect". */
+/**
+ * Separable Gaussian blur (sigma in map pixels), as render.smooth_maps does it with
+ * scipy.ndimage.gaussian_filter: borders "reflect"ed, kernel cut at 4 sigma (scipy's truncate).
+ */
 export function gaussianBlur(values, w, h, sigma) {
   if (!(sigma > 0)) return values;
-  const radius = Math.max(1, Math.ceil(3 * sigma));
+  const radius = Math.max(1, Math.floor(4 * sigma + 0.5));
   const kernel = new Float32Array(2 * radius + 1);
   let sum = 0;
   for (let i = -radius; i <= radius; i++) {
