@@ -139,6 +139,7 @@ def test_plugins_listing_enables_saliency(board, trained):
     entry = listing["saliency"]
     assert entry["enabled"] is True
     assert entry["tab_name"] == "Saliency"
+    assert entry["disable_reload"] is True  # the page polls for new epochs itself
     assert entry["loading_mechanism"] == {
         "type": "IFRAME",
         "module_path": "/data/plugin/saliency/static/index.js",

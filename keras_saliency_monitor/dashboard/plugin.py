@@ -86,7 +86,11 @@ class SaliencyPlugin(base_plugin.TBPlugin):
         return False
 
     def frontend_metadata(self):
-        return base_plugin.FrontendMetadata(es_module_path="/static/index.js", tab_name="Saliency")
+        # TensorBoard's reload button does not reach an iframed dashboard; the page polls for new
+        # epochs itself (and has its own reload button), so TensorBoard's is disabled on its tab.
+        return base_plugin.FrontendMetadata(
+            disable_reload=True, es_module_path="/static/index.js", tab_name="Saliency"
+        )
 
     def get_plugin_apps(self):
         return {
