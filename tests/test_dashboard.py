@@ -2,7 +2,8 @@
 
 The log dir comes from real short fits with the real SaliencyMonitor: ``clean`` (12 epochs, more
 than TensorBoard's default reservoir of 10, with object masks), ``shortcut`` (3 epochs, no masks)
-and ``dead`` (2 epochs of a model whose ReLUs never fire, so every map is all zero: flat).
+and ``dead`` (2 epochs of a model whose ReLUs never fire, so every map is all zero: flat; its
+probes have no labels).
 TensorBoard is started with a plain command line, as a user would, so the plugin (and its flag
 that keeps every epoch) comes from the package's entry point alone.
 """
@@ -57,7 +58,8 @@ def train_dashboard_runs(tmp_path_factory):
                 kernel, bias = model.layers[0].get_weights()
                 model.layers[0].set_weights([np.zeros_like(kernel), -np.ones_like(bias)])
             monitor = SaliencyMonitor(
-                logdir / name, (x, y), num_probes=NUM_PROBES, class_names=CLASS_NAMES,
+                logdir / name, x if name == "dead" else (x, y),  # dead: no labels either
+                num_probes=NUM_PROBES, class_names=CLASS_NAMES,
                 masks=masks if name == "clean" else None,
             )  # fmt: skip
             with warnings.catch_warnings():

@@ -149,6 +149,14 @@ def test_flat_maps_are_marked(board, frame):
     assert badges.count() == NUM_PROBES * len(steps)
     assert badges.first.inner_text() == "flat map"
     assert frame.locator(f"section.run[data-run='{RUNS['clean']}'] .badge.flat").count() == 0
+    # Probes without labels: captions say what is known, nothing more.
+    captions = frame.locator(f"section.run[data-run='{run}'] th.caption").all_inner_texts()
+    assert len(captions) == NUM_PROBES and not any("true:" in c for c in captions)
+    # The detail of an empty (all-zero) map: the image alone, said to be flat.
+    frame.locator(f"canvas.tile[data-run='{run}'][data-probe='1']").first.click()
+    frame.wait_for_selector("#detailbody[data-painted='1']")
+    assert "flat map" in frame.locator("#detailcap").inner_text()
+    assert frame.locator("#detailmask").count() == 0  # no masks in this run
 
 
 def test_clicking_a_tile_opens_the_probe_detail(board, frame):
@@ -235,6 +243,9 @@ def test_order_and_filter(board, frame):
     assert order() == sorted(
         range(NUM_PROBES), key=lambda k: (stability[k] is None, stability[k] or 0, k)
     )
+    frame.select_option("#order", "class")
+    frame.wait_for_function("() => document.body.dataset.painted === '1'")
+    assert order() == sorted(range(NUM_PROBES), key=lambda k: (labels[k], k))
     frame.select_option("#classfilter", "1")
     frame.wait_for_function("() => document.body.dataset.painted === '1'")
     assert order() and all(labels[k] == 1 for k in order())
