@@ -64,6 +64,7 @@ def train_dashboard_runs(tmp_path_factory):
             )  # fmt: skip
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", category=DeprecationWarning, module="keras")
+                warnings.filterwarnings("ignore", message="Saliency alarm")  # drawn on the charts
                 model.fit(x, y, epochs=epochs, batch_size=16, verbose=0, callbacks=[monitor])
             models[name], monitors[name] = model, monitor
         _TRAINED.update(logdir=str(logdir), models=models, monitors=monitors, x=x, masks=masks)
