@@ -39,6 +39,8 @@ try:
 except ImportError:  # pragma: no cover - Windows: no detection of a second writer
     fcntl = None
 
+# Chance level of the logged numbers (README table "Numbers: catching a shortcut").
+_CHANCE = {"focus_lift": 1.0, "border_ratio": 1.0, "place_agreement": 1.0, "probe_skill": 0.0}
 SUBDIR = "saliency"  # events go to <log_dir>/saliency, beside Keras TensorBoard's train/validation
 GRID_TAG = "saliency/overlays"  # one labelled grid per logged epoch (Images dashboard)
 INFO_TAG = "saliency/probes_info"  # text: which probes, their labels (first logged step)
@@ -605,9 +607,23 @@ class SaliencyMonitor(keras.callbacks.Callback):
                     "smoothing": float(o["sigma"]),
                     "cmap": getattr(o["cmap"], "name", str(o["cmap"])),
                     "alpha": float(o["alpha"]),
-                }
+                },
+                # Reference lines of the dashboard's charts, per `saliency/<name>` number.
+                "chance": dict(_CHANCE),
+                "thresholds": self._alarm_thresholds(),
             },
         )
+
+    def _alarm_thresholds(self):
+        """``{number name: threshold}`` of the alarm's signals that are switched on."""
+        a = self.alarm
+        pairs = {
+            "focus_lift": a.lift_threshold,
+            "border_ratio": a.border_threshold,
+            "shortcut": 1.0,  # the alarm's own score: above 1.0 some signal is past its threshold
+            "probe_skill": a.min_skill,
+        }
+        return {k: float(v) for k, v in pairs.items() if v is not None}
 
     def _captions(self, explanation, broken, flat):
         """One short caption per probe: number (0-based) and true label; the explained class

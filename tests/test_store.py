@@ -185,6 +185,11 @@ def test_real_fit_round_trip(tmp_path):
     assert [p["probe"] for p in ps["probes"]] == list(range(6))
     assert [p["index"] for p in ps["probes"]] == [int(i) for i in monitor.probes.indices]
     assert [p["label"] for p in ps["probes"]] == [int(c) for c in monitor.probes.labels]
+    # The dashboard's chart reference lines: chance levels and the alarm's thresholds.
+    assert ps["chance"]["focus_lift"] == 1.0 and ps["chance"]["border_ratio"] == 1.0
+    assert "focus_lift" not in ps["thresholds"]  # alarm_threshold=None switches it off
+    assert ps["thresholds"]["border_ratio"] == monitor.alarm.border_threshold
+    assert ps["thresholds"]["shortcut"] == 1.0
     images = store.decode_images(store.read_probe_images(provider, ctx, eid, "saliency"), 6)
     np.testing.assert_array_equal(images, monitor._display)
     got_masks = store.decode_masks(store.read_masks(provider, ctx, eid, "saliency"), 6)

@@ -401,19 +401,26 @@ function buildFilmstrip(run) {
   return h("table", { class: "filmstrip" }, h("thead", {}, head), body);
 }
 
+/** Chance and alarm-threshold lines of a number, from the probe set's `chance` and `thresholds`
+ * maps (name -> value; older logs: focus_lift's chance 1.0 and `alarm_threshold`). */
+function referenceLines(ps, name) {
+  const lines = [];
+  const chance = (ps.chance || {})[name] ?? (name === "focus_lift" ? 1.0 : null);
+  if (chance !== null && chance !== undefined) lines.push({ value: chance, label: "chance", kind: "chance" });
+  const threshold = (ps.thresholds || {})[name] ?? (name === "focus_lift" ? ps.alarm_threshold : null);
+  if (threshold !== null && threshold !== undefined) {
+    lines.push({ value: threshold, label: "alarm threshold", kind: "threshold" });
+  }
+  return lines;
+}
+
 function runCharts(run) {
   const { index } = state.data.get(run);
   const ps = index.probe_set || {};
   const box = h("div", { class: "charts" });
   const marks = index.alarm ? [{ step: index.alarm.step, label: "alarm", kind: "alarm" }] : [];
   for (const [name, series] of Object.entries(index.scalars || {})) {
-    const lines = [];
-    const chance = (ps.chance || {})[name] ?? (name === "focus_lift" ? 1.0 : null);
-    if (chance !== null && chance !== undefined) lines.push({ value: chance, label: "chance", kind: "chance" });
-    if (name === "focus_lift" && ps.alarm_threshold !== null && ps.alarm_threshold !== undefined) {
-      lines.push({ value: ps.alarm_threshold, label: "alarm threshold", kind: "threshold" });
-    }
-    box.append(lineChart(series, { title: `saliency/${name}`, lines, marks }));
+    box.append(lineChart(series, { title: `saliency/${name}`, lines: referenceLines(ps, name), marks }));
   }
   return box;
 }
@@ -577,8 +584,7 @@ async function paintDetail() {
       { title: "confidence of the explained class", marks: [{ step, kind: "current" }] }));
   }
   for (const name of names) {
-    const lines = name === "focus_lift" ? [{ value: ((ps.chance || {}).focus_lift ?? 1.0), label: "chance", kind: "chance" }] : [];
-    if (name === "focus_lift" && ps.alarm_threshold != null) lines.push({ value: ps.alarm_threshold, label: "alarm threshold", kind: "threshold" });
+    const lines = referenceLines(ps, name);
     const pts = steps.map((s) => { const pp = index.epochs[String(s)].per_probe || {}; return [s, pp[name] ? pp[name][k] : null]; });
     figs.push(lineChart(pts, { title: name, lines, marks: [{ step, kind: "current" }] }));
   }
