@@ -44,7 +44,7 @@ def _decode_png(png_bytes):
 def test_round_trip_through_tensorboard_reader(tmp_path):
     rng = np.random.default_rng(0)
     # (k, H, W, 3) with H != W, so a swapped width/height would show. Random pixels make ~37 kB
-    # events, so the vectorised CRC path is checked too (TensorFlow's reader drops bad records).
+    # events (TensorFlow's reader drops records whose CRC is wrong).
     batches = [rng.integers(0, 256, size=(4, 48, 64, 3), dtype=np.uint8) for _ in range(3)]
     values = [rng.normal(size=(7, 11)) for _ in range(3)]
     with EventWriter(tmp_path) as writer:
@@ -101,7 +101,7 @@ def test_round_trip_through_tensorboard_reader(tmp_path):
 
 
 def test_blob_sequence_round_trip_through_tensorboard_reader(tmp_path):
-    blobs = [b'{"a": 1}', bytes(range(256)) * 300, b""]  # ~77 kB: the vectorised CRC path too
+    blobs = [b'{"a": 1}', bytes(range(256)) * 300, b""]  # ~77 kB
     with EventWriter(tmp_path) as writer:
         writer.add_blob_sequence("saliency/maps", blobs, 3, "saliency", description="maps")
         writer.add_blob_sequence("saliency/maps", blobs[:1], 4, "saliency")
