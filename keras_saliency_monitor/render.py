@@ -36,9 +36,12 @@ __all__ = [
     "FLAT_RANGE",
     "colorize",
     "downscale_images",
+    "draw_text",
+    "fit_text",
     "flat_maps",
     "frame_tiles",
     "heat_overlays",
+    "load_font",
     "make_grid",
     "mark_tiles",
     "normalize_maps",
@@ -675,11 +678,9 @@ def make_grid(
        probes that do not fit are left out (the first ones are kept) with a warning. Split many
        probes over several grids to avoid this.
 
-    Captions are drawn in light text on a dark strip with Pillow's default font (each character
-    rasterised once and cached, then composed in numpy). All strips share one height, enough for
-    the longest caption, at most 4 lines. Lines too long for the cell end in "…" (".." with
-    Pillow's bitmap fallback font, which is also limited to Latin-1; other characters show as
-    "?").
+    Captions are drawn in light text on a dark strip with Pillow's default font. All strips share
+    one height, enough for the longest caption, at most 4 lines. Lines too long for the cell end
+    in "…" (see `fit_text`).
 
     Args:
         display_u8: `(N, H, W, 3)` uint8 images.
@@ -765,7 +766,7 @@ def make_grid(
         cols = min(columns if columns is not None else math.ceil(math.sqrt(n)), max_cols, n)
         scale = grid_width(cols, tw) / max(display_width, 1)
         font_px = int(np.clip(math.ceil(CAPTION_EM * max(scale, 1.0)), 11, cell_w // 8))
-    font = _load_font(max(font_px, 11))
+    font = load_font(max(font_px, 11))
     lines_per_probe = [_caption_lines(str(c), font, cell_w - 2 * _CAPTION_PAD) for c in captions]
     n_lines = max(len(lines) for lines in lines_per_probe)
     line_h = _line_height(font) + 1
@@ -795,23 +796,29 @@ def make_grid(
         grid[y : y + th, x : x + tw] = display[i]
         grid[y : y + th, x + tw + sep : x + cell_w] = over[i]
         if strip_h:
-            coverage = np.zeros((strip_h, cell_w), dtype=np.uint8)  # text ink, 0..255
+            strip = Image.new("L", (cell_w, strip_h), _STRIP)  # light text on a dark grey strip
+            draw = ImageDraw.Draw(strip)
             for k, line in enumerate(lines_per_probe[i]):
-                _draw_text(coverage, line, font, _CAPTION_PAD, _CAPTION_PAD + k * line_h)
-            # Light text over the dark strip, anti-aliased by the coverage.
-            ink = ((_TEXT - _STRIP) * coverage.astype(np.uint16) + 127) // 255
-            level = (_STRIP + ink).astype(np.uint8)  # (strip_h, cell_w) grey
+                draw.text((_CAPTION_PAD, _CAPTION_PAD + k * line_h), line, font=font, fill=_TEXT)
+            level = np.asarray(strip)
             for channel in range(3):  # per channel: faster than broadcasting over RGB
                 grid[y + th : y + cell_h, x : x + cell_w, channel] = level
     return grid
 
 
+# ----------------------------------------------------------------------------------------------
+# Text: Pillow's default font, drawn by Pillow; report.py draws its labels through these too.
+# Pillow rasterises each line anew, ~0.11 ms a caption line: the 16-probe grid's 32 lines add
+# ~2.5 ms to the write job's ~30 ms thread CPU per epoch (benchmarks/README.md, "Text").
+# ----------------------------------------------------------------------------------------------
+
+
 @functools.lru_cache(maxsize=8)
-def _load_font(size: int):
+def load_font(size: int):
+    """Pillow's default font at `size` px; its bitmap font on Pillow < 10.1 or without FreeType."""
     try:
         return ImageFont.load_default(size=size)
-    except (TypeError, ImportError, OSError):
-        # Pillow < 10.1 has no `size`; without FreeType, `size` raises. Both: the bitmap font.
+    except (TypeError, ImportError, OSError):  # no `size` before 10.1; without FreeType it raises
         return ImageFont.load_default()
 
 
@@ -822,84 +829,46 @@ def _line_height(font) -> int:
     return font.getbbox("Agjy|")[3]
 
 
-@functools.lru_cache(maxsize=4096)
-def _glyph(font, char: str) -> tuple[np.ndarray, int, float]:
-    """Rasterises one character with Pillow, once per font.
+def fit_text(text: str, font, width: float, *, truncated: bool = False) -> str:
+    """One line of `text` cut to fit `width` px, a cut marked with "…".
 
-    Rendering each caption with Pillow costs ~0.5 ms a line; composing cached glyphs in numpy
-    costs a few microseconds a character, and captions mostly repeat the same characters.
-
-    Returns:
-        `(mask, x0, advance)`: `mask` is `(line height, w)` uint8 coverage whose column `-x0`
-        is the pen position; `advance` is how far the pen moves, in pixels.
+    With Pillow's bitmap fallback font the mark is "..", and characters outside Latin-1 (all it
+    can encode: drawing others raises) become "?". `truncated` marks the line as cut anyway.
     """
-    left, _, right, bottom = font.getbbox(char)
-    advance = float(font.getlength(char))
-    x0 = min(0, math.floor(left))
-    width = max(1, math.ceil(max(right, advance)) - x0)
-    height = max(_line_height(font), math.ceil(bottom))
-    image = Image.new("L", (width, height))
-    ImageDraw.Draw(image).text((-x0, 0), char, font=font, fill=255)
-    mask = np.array(image, dtype=np.uint8)
-    mask.flags.writeable = False  # shared through the cache
-    return mask, x0, advance
+    bitmap = not isinstance(font, ImageFont.FreeTypeFont)
+    if bitmap:
+        text = text.encode("latin-1", "replace").decode("latin-1")
+    if not truncated and font.getlength(text) <= width:
+        return text
+    ellipsis = ".." if bitmap else "…"
+    lo, hi = 0, len(text)  # binary search for the longest prefix that fits with the mark
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if font.getlength(text[:mid].rstrip() + ellipsis) <= width:
+            lo = mid
+        else:
+            hi = mid - 1
+    candidate = text[:lo].rstrip() + ellipsis
+    return candidate if font.getlength(candidate) <= width else ""
 
 
-def _text_width(font, text: str) -> float:
-    return sum(_glyph(font, char)[2] for char in text)
-
-
-def _draw_text(canvas: np.ndarray, text: str, font, x: int, y: int) -> None:
-    """Draws `text` into the `(h, w)` uint8 coverage `canvas`, pen starting at `(x, y)`.
-
-    Glyphs are combined with `maximum`, so touching anti-aliased edges do not add up.
-    Whatever falls outside the canvas is cut off.
-    """
-    height, width = canvas.shape
-    pen = float(x)
-    for char in text:
-        mask, x0, advance = _glyph(font, char)
-        left = round(pen) + x0
-        a, b = max(0, left), min(width, left + mask.shape[1])
-        rows = min(mask.shape[0], height - y)
-        if b > a and rows > 0:
-            region = canvas[y : y + rows, a:b]
-            np.maximum(region, mask[:rows, a - left : b - left], out=region)
-        pen += advance
+def draw_text(draw: ImageDraw.ImageDraw, xy, text: str, font, width: float, fill) -> None:
+    """Draws one line of `text` with its top left at `xy`, cut to `width` px (see `fit_text`)."""
+    draw.text(xy, fit_text(text, font, width), font=font, fill=fill)
 
 
 def _caption_lines(caption: str, font, width: int) -> list[str]:
     """Splits a caption into at most `_MAX_CAPTION_LINES` lines, each fitting `width` px."""
-    bitmap = not isinstance(font, ImageFont.FreeTypeFont)
-    ellipsis = ".." if bitmap else "…"
     text = caption.replace("\r", "").replace("\t", "  ").rstrip()
-    if bitmap:
-        # The bitmap font can only encode Latin-1; drawing anything else raises.
-        text = text.encode("latin-1", "replace").decode("latin-1")
     if not text:
         return []
     lines = text.split("\n")
     cut = len(lines) > _MAX_CAPTION_LINES
     lines = lines[:_MAX_CAPTION_LINES]
-    fitted = [_fit_text(line, font, width, ellipsis) for line in lines[:-1]]
-    fitted.append(_fit_text(lines[-1], font, width, ellipsis, truncated=cut))
-    return fitted
-
-
-def _fit_text(text: str, font, width: int, ellipsis: str, *, truncated: bool = False) -> str:
-    """Cuts `text` to fit `width` px, marking any cut with `ellipsis`."""
-    if not truncated and _text_width(font, text) <= width:
-        return text
-    # Binary search for the longest prefix that still fits with the ellipsis.
-    lo, hi = 0, len(text)
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if _text_width(font, text[:mid].rstrip() + ellipsis) <= width:
-            lo = mid
-        else:
-            hi = mid - 1
-    candidate = text[:lo].rstrip() + ellipsis
-    return candidate if _text_width(font, candidate) <= width else ""
+    return [
+        fit_text(line, font, width, truncated=cut and k == len(lines) - 1)
+        for k, line in enumerate(lines)
+    ]
 
 
 # ----------------------------------------------------------------------------------------------

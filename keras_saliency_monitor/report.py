@@ -30,7 +30,6 @@ Example:
 from __future__ import annotations
 
 import base64
-import functools
 import html
 import io
 import math
@@ -42,7 +41,7 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 from tensorboard.data import provider as tb_provider
 
 from keras_saliency_monitor import logdirs, render, store
@@ -469,32 +468,8 @@ def _resize(tiles: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.stack([np.asarray(Image.fromarray(t).resize((w, h), method)) for t in tiles])
 
 
-@functools.lru_cache(maxsize=8)
-def _font(size: int):
-    try:
-        return ImageFont.load_default(size=size)
-    except (TypeError, ImportError, OSError):  # Pillow < 10.1, or no FreeType
-        return ImageFont.load_default()
-
-
-def _fit(text: str, font, width: int) -> str:
-    """``text`` cut with an ellipsis to fit ``width`` pixels."""
-    if font.getlength(text) <= width:
-        return text
-    while text and font.getlength(text + "...") > width:
-        text = text[:-1]
-    return text + "..." if text else ""
-
-
-def _latin1(text: str) -> str:
-    if isinstance(_font(12), ImageFont.FreeTypeFont):
-        return text
-    return text.encode("latin-1", "replace").decode("latin-1")  # the bitmap font's limit
-
-
 def _draw_text(draw, xy, text, size, width, fill=_TEXT):
-    font = _font(size)
-    draw.text(xy, _fit(_latin1(text), font, width), font=font, fill=fill)
+    render.draw_text(draw, xy, text, render.load_font(size), width, fill)
 
 
 def _alarm_step(run: Run):
@@ -572,10 +547,10 @@ def _panel_layout(run: Run, probes, labels) -> dict:
     n = len(rows)
     cols = n if n <= 4 else math.ceil(math.sqrt(n))  # a few probes: one row
     cell_h = th + CAPTION_HEIGHT
-    font = _font(14)
+    font = render.load_font(14)
     # Wide enough for the name (with the alarm mark) and the longest epoch label of any frame.
-    title_w = font.getlength(_latin1(f"{run.name}  ALARM")) + 24
-    title_w += max(font.getlength(_latin1(label)) for label in labels)
+    title_w = font.getlength(render.fit_text(f"{run.name}  ALARM", font, math.inf)) + 24
+    title_w += max(font.getlength(render.fit_text(label, font, math.inf)) for label in labels)
     width = max(SEP + cols * (tw + SEP), math.ceil(title_w))
     height = TITLE_HEIGHT + math.ceil(n / cols) * (cell_h + SEP) + SEP
     return dict(rows=rows, th=th, tw=tw, cols=cols, cell_h=cell_h, width=width, height=height)
@@ -596,8 +571,8 @@ def _panel(run: Run, step, label: str, layout: dict) -> np.ndarray:
     draw = ImageDraw.Draw(canvas)
     draw.rectangle([0, 0, width, TITLE_HEIGHT - 1], fill=_TITLE_BG)
     alarm = _alarm_step(run) is not None and step is not None and step >= _alarm_step(run)
-    font = _font(14)
-    label = _latin1(label)
+    font = render.load_font(14)
+    label = render.fit_text(label, font, math.inf)
     label_w = font.getlength(label)
     name = f"{run.name}  ALARM" if alarm else run.name
     _draw_text(draw, (6, 5), name, 14, width - label_w - 24, _ALARM if alarm else _TEXT)

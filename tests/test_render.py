@@ -463,10 +463,10 @@ def test_make_grid_caps_height_with_a_warning():
 
 
 def test_make_grid_truncates_long_caption_lines():
-    font = render._load_font(12)
+    font = render.load_font(12)
     lines = render._caption_lines("word " * 100 + "\n" + "second", font, 150)
     assert len(lines) == 2
-    assert lines[0].endswith("…") and render._text_width(font, lines[0]) <= 150
+    assert lines[0].endswith("…") and font.getlength(lines[0]) <= 150
     assert lines[1] == "second"
     many = render._caption_lines("\n".join(f"line {i}" for i in range(10)), font, 150)
     assert len(many) == 4 and many[-1].endswith("…")
@@ -475,7 +475,7 @@ def test_make_grid_truncates_long_caption_lines():
 def test_make_grid_with_bitmap_font_fallback(monkeypatch):
     if not hasattr(ImageFont, "load_default_imagefont"):
         pytest.skip("Pillow < 10.1 has no separate bitmap default font")
-    monkeypatch.setattr(render, "_load_font", lambda size: ImageFont.load_default_imagefont())
+    monkeypatch.setattr(render, "load_font", lambda size: ImageFont.load_default_imagefont())
     display, over = _tiles(2, 32, 32)
     # Non-Latin-1 text and an ellipsis would make the bitmap font raise if passed through.
     grid = render.make_grid(display, over, ["猫 " * 60, "pred: café 0.93…"])
