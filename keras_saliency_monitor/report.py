@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image, ImageDraw
 from tensorboard.data import provider as tb_provider
+from tqdm import tqdm
 
 from keras_saliency_monitor import logdirs, render, store
 
@@ -380,56 +381,35 @@ def _probe_counts(chosen) -> dict:
 
 
 class Progress:
-    """A one-line progress bar on stderr, drawn only once the work has taken ``delay`` seconds.
+    """The report's progress on stderr: a tqdm bar per stage, shown once it has taken ``delay`` s.
 
     Args:
         stream: where to draw. Defaults to ``sys.stderr``.
-        delay: seconds before the bar first shows. Defaults to 1.
+        delay: seconds a stage runs before its bar shows. Defaults to 1.
         enabled: draw at all; None draws only on a terminal. Defaults to None.
     """
 
     def __init__(self, stream=None, delay=1.0, enabled=None):
-        self.stream = sys.stderr if stream is None else stream
-        if enabled is None:
-            isatty = getattr(self.stream, "isatty", None)
-            enabled = bool(isatty and isatty())
-        self.enabled = enabled
-        self.delay = delay
-        self.start = time.monotonic()
-        self.label, self.total, self.count = "", 1, 0
-        self._shown = False
-        self._last_draw = 0.0
+        self._options = dict(
+            file=sys.stderr if stream is None else stream,
+            delay=delay,
+            disable=None if enabled is None else not enabled,  # None: only on a terminal
+            dynamic_ncols=True,
+        )
+        self._bar = None
 
     def stage(self, label: str, total: int) -> None:
-        self.label, self.total, self.count = label, max(int(total), 1), 0
-        self._draw()
+        self.close()
+        self._bar = tqdm(total=max(int(total), 1), desc=label, **self._options)
 
     def advance(self, n: int = 1) -> None:
-        self.count = min(self.count + n, self.total)
-        self._draw()
-
-    def _draw(self) -> None:
-        if not self.enabled:
-            return
-        now = time.monotonic()
-        if now - self.start < self.delay:
-            return
-        if now - self._last_draw < 0.1 and self.count < self.total:
-            return  # at most 10 redraws a second
-        self._last_draw = now
-        fraction = self.count / self.total
-        bar = "#" * round(24 * fraction)
-        self.stream.write(
-            f"\r{self.label:<16} [{bar:<24}] {100 * fraction:3.0f}%  {now - self.start:5.1f}s"
-        )
-        self.stream.flush()
-        self._shown = True
+        if self._bar is not None:
+            self._bar.update(n)
 
     def close(self) -> None:
-        if self._shown:
-            self.stream.write("\n")
-            self.stream.flush()
-            self._shown = False
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
 
 
 # ==================================================================================================
