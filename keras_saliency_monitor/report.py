@@ -692,6 +692,7 @@ def _tick_label(value: float) -> str:
     return f"{value:.3g}" if abs(value) < 1e4 else f"{value:.2g}"
 
 
+# Kept over matplotlib: 21 charts take 760 ms, 500 kB there vs 1.5 ms, 70 kB here (libraries.py).
 def svg_chart(title, lines, alarm_step=None, reference=None, width=300, height=180) -> str:
     """A line chart as inline SVG (no namespace URL needed inside HTML, no script, no font file).
 
