@@ -1,4 +1,4 @@
-"""TensorBoard event writing in pure Python, and the background thread that runs it.
+"""TensorBoard event writing without TensorFlow, and the background thread that runs it.
 
 Why not `tf.summary`: with an integer `update_freq`, Keras's TensorBoard callback installs
 `tf.summary.record_if(step % N == 0)` on the default writer, which silently drops epoch-end images
