@@ -27,6 +27,7 @@ import numbers
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+import keras
 import numpy as np
 
 #: Rows per host block when ``grad`` has no ``batch_size`` (a plain function in tests).
@@ -379,31 +380,20 @@ def _check_ig_shape(options, input_shape):
 # ------------------------------------------------------------------------------------------------
 
 
-def _interpolation_matrix(size_out: int, size_in: int) -> np.ndarray:
-    """(size_out, size_in) linear interpolation with half-pixel centres, clamped at the edges."""
-    pos = (np.arange(size_out) + 0.5) * (size_in / size_out) - 0.5
-    pos = np.clip(pos, 0.0, size_in - 1)
-    lo = np.floor(pos).astype(int)
-    hi = np.minimum(lo + 1, size_in - 1)
-    frac = pos - lo
-    m = np.zeros((size_out, size_in))
-    np.add.at(m, (np.arange(size_out), lo), 1.0 - frac)
-    np.add.at(m, (np.arange(size_out), hi), frac)
-    return m
-
-
 def resize_bilinear(maps: np.ndarray, size) -> np.ndarray:
-    """Bilinear resize of (N, h, w) maps to (N, H, W), half-pixel centres (as ``tf.image.resize``).
+    """Bilinear resize of (N, h, w) maps to (N, H, W): half-pixel centres, edges clamped, no
+    antialiasing, as ``tf.image.resize``; ``keras.ops.image.resize`` on the active backend.
 
     Interpolation weights are non-negative and sum to 1, so non-negative maps stay non-negative.
     """
-    rows = _interpolation_matrix(int(size[0]), maps.shape[1])  # (H, h)
-    cols = _interpolation_matrix(int(size[1]), maps.shape[2])  # (W, w)
-    # Two 2-operand einsums, not matmul: numpy's matmul hands these small products to
-    # OpenBLAS's thread pool, which fights TensorFlow's still-spinning threads right after the
-    # gradient call (measured 31 ms instead of 1 ms for 8 maps 32x32 -> 128x128).
-    tmp = np.einsum("Hh,nhw->nHw", rows, maps.astype(np.float64))  # (N, H, w)
-    return np.einsum("nHw,Ww->nHW", tmp, cols)  # (N, H, W)
+    resized = keras.ops.image.resize(
+        np.asarray(maps, np.float32)[..., None],
+        (int(size[0]), int(size[1])),
+        interpolation="bilinear",
+        antialias=False,
+        data_format="channels_last",
+    )
+    return keras.ops.convert_to_numpy(resized)[..., 0]
 
 
 def _gradcam(grad, x, first, **_):
