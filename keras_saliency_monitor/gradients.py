@@ -451,37 +451,6 @@ def find_layer(model, layer=None, output=None) -> LayerChoice:
     return _pick(candidates, layer, _all_layers(model), where)
 
 
-def _logits_tensor(model, output):
-    """(tensor, finish) such that ``finish(value of tensor)`` are the logits.
-
-    The same stripping as :func:`targets.build_logits_fn`, expressed as a tensor of the model's
-    graph so that it can be an output of a multi-output view: the input of a final
-    Softmax/Activation layer, the input of a Dense with a fused softmax/sigmoid (``finish``
-    applies its kernel and bias), or the output itself.
-    """
-    _, out = targets._select_output(model, output)
-    layer, inputs = targets._producer(out)
-    act = ""
-    if isinstance(layer, keras.layers.Softmax):
-        act = "softmax"
-    elif isinstance(layer, keras.layers.Activation):
-        act = targets._activation_name(layer.activation)
-    if act in targets._SQUASHES and len(inputs) == 1:
-        return inputs[0], targets._flat
-    fused = targets._activation_name(getattr(layer, "activation", None))
-    if isinstance(layer, keras.layers.Dense) and fused in targets._SQUASHES and len(inputs) == 1:
-        dense = layer
-
-        def finish(features):
-            z = ops.matmul(ops.cast(features, dense.compute_dtype), dense.kernel)
-            if dense.bias is not None:
-                z = ops.add(z, dense.bias)
-            return targets._flat(z)
-
-        return inputs[0], finish
-    return out, targets._flat
-
-
 def _depends_on(tensor, sources, stop) -> bool:
     """True when ``tensor`` is computed from one of ``sources`` without passing through ``stop``."""
     ids = {id(s) for s in sources}
@@ -716,7 +685,7 @@ def build_layer_fn(model, layer=None, output=None, logits_fn=None, sample=None):
     else:
         choice = find_layer_by_pass(model, layer, sample)
     if graph and keras.backend.backend() == "tensorflow":
-        target, finish = _logits_tensor(model, output)
+        target, finish, _ = targets.logits_tensor(model, output)
         tapped = _InferencePass(_tap(model, choice.path, target))
 
         def layer_fn(x, delta=None):

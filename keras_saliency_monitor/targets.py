@@ -23,7 +23,7 @@ import contextlib
 import warnings
 import weakref
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import keras
 import numpy as np
@@ -149,6 +149,26 @@ def build_logits_fn(model, output=None, sample=None) -> tuple[Callable, ScoreHea
             )
         return _forward_pass_logits_fn(model, sample)
 
+    tensor, finish, head = logits_tensor(model, output, warn=True)
+    # Always a view, never the model itself: what the compiled gradient keeps must not hold the
+    # user's model alive (explain's cache is keyed on it weakly).
+    view = keras.Model(_inputs(model), tensor)
+
+    def logits_fn(x):
+        return finish(view(x, training=False))
+
+    return logits_fn, head
+
+
+def logits_tensor(model, output=None, warn=False) -> tuple[Any, Callable, ScoreHead]:
+    """Where the logits of a Functional or Sequential model's chosen output are in its graph.
+
+    Returns ``(tensor, finish, head)``: ``finish(value of tensor)`` are the (N, C) float32
+    logits. ``tensor`` is the input of a final Softmax/Activation layer (softmax or sigmoid), the
+    input of a Dense with a fused softmax/sigmoid (``finish`` applies its kernel and bias, on the
+    same variables), or else the output itself. Grad-CAM's views (``gradients``) use it too.
+    With ``warn``, a softmax/sigmoid inside another layer type, which cannot be split, warns.
+    """
     _, out = _select_output(model, output)
     layer, inputs = _producer(out)
     act = ""
@@ -157,21 +177,14 @@ def build_logits_fn(model, output=None, sample=None) -> tuple[Callable, ScoreHea
     elif isinstance(layer, keras.layers.Activation):
         act = _activation_name(layer.activation)
     if act in _SQUASHES and len(inputs) == 1:
-        view = keras.Model(_inputs(model), inputs[0])
         desc = f"{act} layer '{layer.name}' stripped"
-
-        def logits_fn(x):
-            return _flat(view(x, training=False))
-
-        return logits_fn, ScoreHead(act, _width(inputs[0]), desc)
+        return inputs[0], _flat, ScoreHead(act, _width(inputs[0]), desc)
 
     fused = _activation_name(getattr(layer, "activation", None))
     if isinstance(layer, keras.layers.Dense) and fused in _SQUASHES and len(inputs) == 1:
-        view = keras.Model(_inputs(model), inputs[0])
         dense = layer
 
-        def logits_fn(x):
-            features = view(x, training=False)
+        def finish(features):
             # The Dense layer's own computation minus its activation, on the same variables.
             z = ops.matmul(ops.cast(features, dense.compute_dtype), dense.kernel)
             if dense.bias is not None:
@@ -179,24 +192,17 @@ def build_logits_fn(model, output=None, sample=None) -> tuple[Callable, ScoreHea
             return _flat(z)
 
         desc = f"{fused} fused into Dense '{layer.name}' stripped"
-        return logits_fn, ScoreHead(fused, _width(out), desc)
+        return inputs[0], finish, ScoreHead(fused, _width(out), desc)
 
-    if fused in _SQUASHES:
+    if fused in _SQUASHES and warn:
         warnings.warn(
             f"The output layer '{layer.name}' ({type(layer).__name__}) applies {fused} inside "
             "a layer type we cannot split; saliency is taken of its probabilities, which saturate. "
             "Put the activation in a separate Activation layer to get logits.",
-            stacklevel=3,
+            stacklevel=4,
         )
-    # Always a view, never the model itself: what the compiled gradient keeps must not hold the
-    # user's model alive (explain's cache is keyed on it weakly).
-    view = keras.Model(_inputs(model), out)
-
-    def logits_fn(x):
-        return _flat(view(x, training=False))
-
     kind = fused if fused in _SQUASHES else "linear"
-    return logits_fn, ScoreHead(kind, _width(out), f"output of '{layer.name}' used as is")
+    return out, _flat, ScoreHead(kind, _width(out), f"output of '{layer.name}' used as is")
 
 
 def model_kind(model) -> str:
