@@ -7,8 +7,8 @@ must be in ``logs`` before the next callback reads them) and hands rendering, PN
 writing to a background worker; ``on_train_end`` drains the worker and flushes the event file.
 
 Faults during training (non-finite maps, a failing disk, any exception while computing or writing)
-go through ``_fault``: one warning per kind of fault and run, every occurrence counted in
-``faults``; with ``strict=True`` they are raised instead, out of ``fit``.
+go through ``faults`` (:class:`faults.Faults`): one warning per kind of fault and run, every
+occurrence counted; with ``strict=True`` they are raised instead, out of ``fit``.
 
 Durability: the write job of a logged epoch runs while the next epoch trains; every
 ``on_epoch_end`` first waits for the job still running (a no-op when writing is faster than an
@@ -18,30 +18,24 @@ returns only after its own epoch is on disk.
 
 from __future__ import annotations
 
-import json
 import os
-import socket
 import time
-import traceback
 import warnings
 
 import keras
 import numpy as np
 
-from keras_saliency_monitor import arrays, metrics, probes, render, store
+from keras_saliency_monitor import arrays, logdirs, metrics, probes, render, store
 from keras_saliency_monitor.alarm import ShortcutAlarm
 from keras_saliency_monitor.checks import positive_int, real_number
+from keras_saliency_monitor.distribution import is_chief
 from keras_saliency_monitor.explain import Explainer
+from keras_saliency_monitor.faults import Faults
 from keras_saliency_monitor.writer import BackgroundWorker, EventWriter, last_step
-
-try:
-    import fcntl  # POSIX: one writer per events directory (see _lock_events_dir)
-except ImportError:  # pragma: no cover - Windows: no detection of a second writer
-    fcntl = None
 
 # Chance level of the logged numbers (README table "Numbers: catching a shortcut").
 _CHANCE = {"focus_lift": 1.0, "border_ratio": 1.0, "place_agreement": 1.0, "probe_skill": 0.0}
-SUBDIR = "saliency"  # events go to <log_dir>/saliency, beside Keras TensorBoard's train/validation
+SUBDIR = logdirs.SALIENCY_DIR  # events in <log_dir>/saliency, beside Keras TensorBoard's train/
 GRID_TAG = "saliency/overlays"  # one labelled grid per logged epoch (Images dashboard)
 INFO_TAG = "saliency/probes_info"  # text: which probes, their labels (first logged step)
 ALARM_TAG = store.ALARM_TAG  # text: the shortcut alarm, when it fires
@@ -53,107 +47,6 @@ FLAT_COLOR = render.FLAT_COLOR  # frame around the overlay tile of a flat (near-
 # two probes per row, tiles of at most 112 px, captions about 15 px tall on screen.
 GRID_COLUMNS = 2
 GRID_TILE = 112
-LOCK_NAME = ".writer.lock"  # in <log_dir>/saliency: held by the one monitor writing there
-
-
-def _process_index(environ=None) -> int:
-    """This process's index in a ``keras.distribution`` (JAX) multi-process run, 0 otherwise.
-
-    ``jax.process_index()`` once JAX's distributed runtime is up (``keras.distribution.initialize``
-    starts it); before that, ``KERAS_DISTRIBUTION_PROCESS_ID``, the variable
-    ``keras.distribution.initialize`` reads. JAX is only asked when it is the active backend
-    (importing it is not free, and no other backend runs multi-process through it).
-    """
-    environ = os.environ if environ is None else environ
-    if keras.backend.backend() == "jax":
-        import jax
-
-        if jax.process_count() > 1:
-            return int(jax.process_index())
-    raw = environ.get("KERAS_DISTRIBUTION_PROCESS_ID", "").strip()
-    try:
-        return int(raw) if raw else 0
-    except ValueError:
-        return 0  # keras.distribution rejects it itself; writing twice loses nothing
-
-
-def _is_chief(environ=None) -> bool:
-    """Whether this process writes events.
-
-    Two multi-process set-ups, each with its own rule:
-
-    - ``keras.distribution`` (JAX): process 0 writes (see :func:`_process_index`);
-    - ``tf.distribute`` (TF_CONFIG): the task of type "chief" (or TF1's "master"); without one in
-      the cluster, worker 0. No TF_CONFIG (or one without a task) means single-process
-      training, which writes. Evaluators and parameter servers never write.
-    """
-    if _process_index(environ) != 0:
-        return False
-    raw = (os.environ if environ is None else environ).get("TF_CONFIG", "")
-    if not raw.strip():
-        return True
-    try:
-        config = json.loads(raw)
-        task = config.get("task") or {}
-        cluster = config.get("cluster") or {}
-        task_type = task.get("type")
-        index = int(task.get("index", 0))
-    except (ValueError, TypeError, AttributeError):
-        return True  # TensorFlow itself rejects a malformed TF_CONFIG; writing twice loses nothing
-    if not task_type:
-        return True
-    if task_type in ("chief", "master"):
-        return True
-    if task_type == "worker":
-        return index == 0 and not ("chief" in cluster or "master" in cluster)
-    return False
-
-
-def _check_log_dir(log_dir):
-    """Fail fast when ``log_dir`` or ``<log_dir>/saliency`` is a file or cannot be created.
-
-    Nothing is created here: the nearest existing ancestor of the events directory must be a
-    writable directory. Returns the absolute path.
-    """
-    if not isinstance(log_dir, (str, os.PathLike)):
-        raise TypeError(
-            "Invalid type for argument `log_dir`: expected a directory path (str or "
-            f"os.PathLike), received {type(log_dir).__name__}."
-        )
-    log_dir = os.fspath(log_dir)
-    if not log_dir:
-        raise ValueError(
-            "Invalid value for argument `log_dir`: expected a directory path, received an empty "
-            'string. Pass e.g. log_dir="runs/exp1".'
-        )
-    if "://" in log_dir:
-        raise ValueError(
-            f"Invalid value for argument `log_dir`: {log_dir!r} is a URL; events are written "
-            "with local file operations. Pass a local or mounted directory (and sync it to remote "
-            "storage if needed)."
-        )
-    events_dir = os.path.join(log_dir, SUBDIR)
-    for path in (log_dir, events_dir):
-        if os.path.exists(path) and not os.path.isdir(path):
-            raise ValueError(
-                f"Invalid value for argument `log_dir`: {path!r} is an existing file; pass a "
-                "directory path."
-            )
-    existing = os.path.abspath(events_dir)
-    while not os.path.exists(existing) and os.path.dirname(existing) != existing:
-        existing = os.path.dirname(existing)
-    if not os.path.isdir(existing):
-        raise ValueError(
-            f"Invalid value for argument `log_dir`: {log_dir!r} cannot be created because "
-            f"{existing!r} is a file, not a directory. Pass a path under a writable directory."
-        )
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ValueError(
-            f"Invalid value for argument `log_dir`: {log_dir!r} cannot be created or written: no "
-            f"write permission on {existing!r}. Pass a path under a writable directory."
-        )
-    # Absolute now: an os.chdir during training must not split the run into two directories.
-    return os.path.abspath(log_dir)
 
 
 def _class_names(class_names):
@@ -317,12 +210,12 @@ class SaliencyMonitor(keras.callbacks.Callback):
         **method_options,
     ):
         super().__init__()
-        if _is_chief():
-            self.log_dir = _check_log_dir(log_dir)
+        if is_chief():
+            self.log_dir = logdirs.check_log_dir(log_dir)
         elif isinstance(log_dir, (str, os.PathLike)):
             self.log_dir = os.path.abspath(log_dir)  # never touched by a non-writing process
         else:
-            _check_log_dir(log_dir)  # raises the TypeError
+            logdirs.check_log_dir(log_dir)  # raises the TypeError
         self.every_n_epochs = positive_int("every_n_epochs", every_n_epochs)
         self.explainer = Explainer(method, target, output, batch_size, **method_options)
         if display_fn is not None and not callable(display_fn):
@@ -381,7 +274,6 @@ class SaliencyMonitor(keras.callbacks.Callback):
         self._writer = None
         self._worker = None
         self._lock_file = None  # open, locked file in the events directory while a fit writes
-        self._releasing = False  # _release_writer is running (strict faults inside it)
         self._last_step = None  # the largest step this monitor (or its log_dir) has logged
         self._step_offset = None  # step - epoch in the current fit, fixed at its first epoch
         self._chief = True
@@ -391,7 +283,7 @@ class SaliencyMonitor(keras.callbacks.Callback):
         self._stalled = False  # a write job outlived WRITE_TIMEOUT_SECONDS: stop waiting for it
         self._wait_seconds = []  # time the training thread waited for write jobs, per wait
         self.history = {}  # step (the epoch, in a first fit) -> the numbers logged at it
-        self.faults = {}  # kind -> [where, ...] in the current run
+        self.faults = Faults(self.strict, self._release_before_raise)  # kind -> [where, ...]
 
     # ---------------------------------------------------------------- Keras hooks
     def on_train_begin(self, logs=None):
@@ -403,7 +295,7 @@ class SaliencyMonitor(keras.callbacks.Callback):
         labels = self.probes.labels
         if labels is not None and self.explainer.head.num_classes is not None:
             self._check_labels(labels)
-        self._chief = _is_chief()
+        self._chief = is_chief()
         # A fit that ended in an exception never reached on_train_end: release what it left.
         self._release_writer(self._write_timeout(end=True), "train begin")
         self._step_offset = None
@@ -416,7 +308,8 @@ class SaliencyMonitor(keras.callbacks.Callback):
                     f"Invalid value for argument `log_dir`: cannot create {events_dir!r} ({err}). "
                     "Pass a writable directory."
                 ) from None
-            self._lock_events_dir(events_dir)
+            if self._lock_file is None:
+                self._lock_file = logdirs.lock_events_dir(events_dir)
             # Continue after whatever this directory holds already (an earlier fit, a killed
             # process), so that no step is ever reused and no arrays file overwritten.
             for found in (last_step(events_dir), arrays.last_saved_epoch(self.log_dir)):
@@ -429,7 +322,7 @@ class SaliencyMonitor(keras.callbacks.Callback):
         self._info_written = False
         self._stalled = False
         self._wait_seconds = []
-        self.faults = {}
+        self.faults = Faults(self.strict, self._release_before_raise)
         self.alarm.reset()
         self.alarm_message = None
 
@@ -452,14 +345,14 @@ class SaliencyMonitor(keras.callbacks.Callback):
                 logs.update(numbers)
             message = self._check_alarm(epoch, numbers, per_probe)
         except Exception as err:  # noqa: BLE001 - a monitor never kills the training it watches
-            self._fault("compute", f"epoch {epoch}", err)
+            self.faults.record("compute", f"epoch {epoch}", err)
             return
         broken = ~(
             np.isfinite(explanation.maps).all(axis=(1, 2))
             & np.isfinite(explanation.logits).all(axis=1)
         )
         if broken.any():
-            self._fault(
+            self.faults.record(
                 "non_finite",
                 f"epoch {epoch}",
                 FloatingPointError(
@@ -484,7 +377,7 @@ class SaliencyMonitor(keras.callbacks.Callback):
                 job_name=f"writing epoch {epoch}",
             )
         except Exception as err:  # noqa: BLE001
-            self._fault("write", f"epoch {epoch}", err)
+            self.faults.record("write", f"epoch {epoch}", err)
             return
         if self.durable:
             self._wait_for_writes(self._write_timeout(), epoch)
@@ -740,7 +633,7 @@ class SaliencyMonitor(keras.callbacks.Callback):
         self._wait_seconds.append(time.perf_counter() - start)
         self._report_write_errors()
         if not idle and not self._stalled:
-            self._fault(
+            self.faults.record(
                 "stalled",
                 f"epoch {where}" if isinstance(where, int) else where,
                 TimeoutError(
@@ -779,10 +672,10 @@ class SaliencyMonitor(keras.callbacks.Callback):
                 worker.submit(writer.close, job_name=f"closing the event file at {where}")
             stopped = worker.shutdown(timeout)
             for name, err, tb in worker.take_errors():
-                self._fault("write", name, err, tb)
+                self.faults.record("write", name, err, tb)
             if not stopped and not self._stalled:
                 self._stalled = True
-                self._fault(
+                self.faults.record(
                     "stalled",
                     where,
                     TimeoutError(
@@ -791,54 +684,8 @@ class SaliencyMonitor(keras.callbacks.Callback):
                     ),
                 )
         finally:
-            self._unlock_events_dir()
-
-    def _lock_events_dir(self, events_dir):
-        """Refuse a second writer in ``events_dir``: another monitor, here or in another process.
-
-        Two writers would put their events under the same tags and steps, indistinguishable.
-        The lock (``flock`` on ``<log_dir>/saliency/.writer.lock``) lives from ``on_train_begin``
-        to ``on_train_end``; the kernel drops it when a process dies, so a killed run never
-        blocks the next one. Where ``flock`` is missing or unsupported there is no detection.
-        """
-        if fcntl is None or self._lock_file is not None:
-            return
-        path = os.path.join(events_dir, LOCK_NAME)
-        try:
-            lock_file = open(path, "a+")  # noqa: SIM115 - held open until on_train_end
-        except OSError:
-            return  # could not even create the file: the writer will report the real problem
-        try:
-            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            lock_file.seek(0)
-            holder = lock_file.read(200).strip() or "unknown"
-            lock_file.close()
-            raise ValueError(
-                f"Invalid value for argument `log_dir`: {events_dir!r} is being written by another "
-                f"SaliencyMonitor ({holder}); two writers in one directory would mix their "
-                "images under the same tags and steps. Give each monitor its own log_dir (e.g. "
-                "runs/exp1/vanilla and runs/exp1/gradcam), or let the other fit end first."
-            ) from None
-        except OSError:
-            lock_file.close()  # a file system without locks (some network mounts)
-            return
-        try:
-            lock_file.seek(0)
-            lock_file.truncate()
-            lock_file.write(f"process {os.getpid()} on {socket.gethostname()}\n")
-            lock_file.flush()
-        except OSError:
-            pass  # the holder's name is only for the message
-        self._lock_file = lock_file
-
-    def _unlock_events_dir(self):
-        lock_file, self._lock_file = self._lock_file, None
-        if lock_file is not None:
-            try:
-                lock_file.close()  # closing drops the flock
-            except OSError:
-                pass
+            lock_file, self._lock_file = self._lock_file, None
+            logdirs.unlock(lock_file)
 
     def _check_image_model(self):
         """Fail fast, with the right fix, for a model whose input is not an image (H, W, C)."""
@@ -895,31 +742,9 @@ class SaliencyMonitor(keras.callbacks.Callback):
         if self._worker is None:
             return
         for name, err, tb in self._worker.take_errors():
-            self._fault("write", name, err, tb)
+            self.faults.record("write", name, err, tb)
 
-    def _fault(self, kind, where, err, tb=None):
-        """A fault during training: raise in strict mode, else warn once per kind and run."""
-        self.faults.setdefault(kind, []).append(where)
-        if self.strict:
-            # The error ends fit, and Keras then skips on_train_end: release the writer here.
-            if self._worker is not None and not self._releasing:
-                self._releasing = True
-                try:
-                    self._release_writer(self._write_timeout(end=True), where)
-                except Exception:  # noqa: BLE001, S110 - the first error is the one raised
-                    pass
-                finally:
-                    self._releasing = False
-            raise err
-        if len(self.faults[kind]) > 1:
-            return
-        if tb is None and err.__traceback__ is not None:
-            tb = "".join(traceback.format_exception(type(err), err, err.__traceback__))
-        warnings.warn(
-            f"SaliencyMonitor: {kind} fault at {where}: {type(err).__name__}: {err}. Training "
-            f"goes on; later faults of this kind in this run are only counted in "
-            f"`monitor.faults[{kind!r}]` (pass strict=True to raise instead)."
-            + (f"\n{tb}" if tb else ""),
-            RuntimeWarning,
-            stacklevel=3,
-        )
+    def _release_before_raise(self, where):
+        """Strict mode: the fault's error ends fit, and Keras then skips on_train_end."""
+        if self._worker is not None:
+            self._release_writer(self._write_timeout(end=True), where)

@@ -22,7 +22,8 @@ import numpy as np
 import pytest
 
 from keras_saliency_monitor import SaliencyMonitor
-from keras_saliency_monitor.callback import GRID_TAG, _is_chief
+from keras_saliency_monitor.callback import GRID_TAG
+from keras_saliency_monitor.distribution import is_chief
 
 from .helpers import read_images, read_scalars, tiny_cnn, tiny_data
 
@@ -57,7 +58,7 @@ def test_is_chief_reads_tf_config(monkeypatch, tf_config, chief):
         monkeypatch.delenv("TF_CONFIG", raising=False)
     else:
         monkeypatch.setenv("TF_CONFIG", tf_config)
-    assert _is_chief() is chief
+    assert is_chief() is chief
 
 
 def _run_hooks(log_dir, model, x, y, epochs=3):
@@ -199,7 +200,7 @@ def test_mirrored_strategy_fit_logs_each_epoch_once(tmp_path):
     ],
 )
 def test_is_chief_reads_the_keras_distribution_process_id(environ, chief):
-    assert _is_chief(environ) is chief
+    assert is_chief(environ) is chief
 
 
 def test_keras_distribution_process_1_computes_the_same_numbers_and_writes_nothing(
