@@ -641,7 +641,15 @@ def encode_png(image: np.ndarray) -> bytes:
     return out.getvalue()
 
 
-_SALIENCY_ORDER = ("focus_lift", "focus", "pointing_game", "concentration", "stability")
+_SALIENCY_ORDER = (
+    "shortcut",
+    "border_ratio",
+    "focus_lift",
+    "focus",
+    "pointing_game",
+    "concentration",
+    "stability",
+)
 
 
 def _series(runs) -> list[tuple[str, list]]:
@@ -669,7 +677,11 @@ _PALETTE = (
     "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
 )  # fmt: skip
 _ALARM_LINE = "#d9534f"
-_REFERENCES = {"saliency/focus_lift": (1.0, "1.0 = chance: no more saliency on the object")}
+_REFERENCES = {
+    "saliency/focus_lift": (1.0, "1.0 = chance: no more saliency on the object"),
+    "saliency/border_ratio": (1.0, "1.0 = chance: as dense at the edges as inside"),
+    "saliency/shortcut": (1.0, "above 1.0: some alarm signal is past its threshold"),
+}
 
 
 def _nice_ticks(lo: float, hi: float, count: int = 5, integer: bool = False) -> list[float]:
@@ -979,7 +991,7 @@ def html_page(runs, logdir, probes=None, max_epochs=DEFAULT_MAX_EPOCHS, progress
             parts.append(
                 f'<div class="alarm"><b>Shortcut alarm</b> (epoch {step}). {esc(text)}</div>'
             )
-        if not alarmed and "focus_lift" in run.scalars:
+        if not alarmed and ("shortcut" in run.scalars or "focus_lift" in run.scalars):
             parts.append('<div class="ok">No shortcut alarm.</div>')
         parts.append(
             f'<div class="meta">{len(run.steps)} logged epochs ({run.steps[0]}-'
