@@ -185,6 +185,7 @@ def train_and_explain(kind, seed, epochs, n_train=480, n_probes=16, head="max"):
     """
     import keras
 
+    from keras_saliency_monitor import metrics
     from keras_saliency_monitor.explain import Explainer
 
     rate = 0.8 if kind == "partial" else 1.0
@@ -193,13 +194,17 @@ def train_and_explain(kind, seed, epochs, n_train=480, n_probes=16, head="max"):
     fx, fy, _ = make_images(kind, 240, 10_000 * seed + 3, shortcut=False)
     model = build_model(seed, head)
     explainers = {m: Explainer(m).bind(model, px.shape[1:]) for m in METHODS}
+    # The object-reliance check's inputs: fixed probes and masks, built once per run; both halves
+    # go through one forward call, as in the callback.
+    painted = np.concatenate(metrics.reliance_inputs(px, pmasks))
     out = {
         "maps": {m: [] for m in METHODS},
         "classes": {m: [] for m in METHODS},
         "logits": [],
+        "reliance": [],
         "free_acc": [],
         "train_acc": [],
-        "seconds": {"fit": 0.0, **{m: 0.0 for m in METHODS}},
+        "seconds": {"fit": 0.0, "reliance": 0.0, **{m: 0.0 for m in METHODS}},
     }
 
     class Collect(keras.callbacks.Callback):
@@ -211,13 +216,21 @@ def train_and_explain(kind, seed, epochs, n_train=480, n_probes=16, head="max"):
                 out["maps"][m].append(e.maps)
                 out["classes"][m].append(e.classes)
             out["logits"].append(e.logits)  # the same weights for every method
+            # Forward passes only, and the same for every method (the class explained is the
+            # predicted one); timed apart, as the cost of the check.
+            start = time.perf_counter()
+            logits = explainers["vanilla"].logits
+            without = np.split(logits(painted), 2)
+            out["reliance"].append(metrics.object_reliance(e.logits, *without))
+            out["seconds"]["reliance"] += time.perf_counter() - start
             out["train_acc"].append(float(logs["accuracy"]))
             pred = np.argmax(self.model.predict(fx, verbose=0, batch_size=120), axis=1)
             out["free_acc"].append(float(np.mean(pred == fy)))
 
     start = time.perf_counter()
     model.fit(x, y, epochs=epochs, batch_size=32, verbose=0, callbacks=[Collect()])
-    out["seconds"]["fit"] = time.perf_counter() - start - sum(out["seconds"][m] for m in METHODS)
+    spent = sum(out["seconds"][m] for m in (*METHODS, "reliance"))
+    out["seconds"]["fit"] = time.perf_counter() - start - spent
     out["maps"] = {m: np.stack(v) for m, v in out["maps"].items()}
     out["classes"] = {m: np.stack(v) for m, v in out["classes"].items()}
     out.update(masks=pmasks, labels=py, images=px)
@@ -244,6 +257,8 @@ def evaluate(run, masked):
                 epoch_maps, run["masks"] if masked else None, contrast if masked else None
             )
             numbers["probe_skill"] = metrics.probe_skill(run["logits"][epoch], run["labels"])
+            if masked:
+                numbers["object_reliance"], per_probe["object_reliance"] = run["reliance"][epoch]
             scores.append(alarm.shortcut_score(numbers))
             if alarm.update(epoch, numbers, per_probe) is not None:
                 fired = epoch
@@ -252,7 +267,13 @@ def evaluate(run, masked):
 
 
 def indicator_cost(repeats=15):
-    """Median time of `shortcut_indicators` (with masks) over the vanilla gradient's, 16 probes."""
+    """Median times against the vanilla gradient of the same 16 probes, alternated pair by pair.
+
+    Returns rows ``(size, gradient s, indicators s, indicators ratio, reliance s, reliance
+    ratio)``: `shortcut_indicators` (numpy, with masks) and the object-reliance check (its two
+    forward passes per probe, compiled once, and `object_reliance`; its inputs are built once
+    per run, as the callback does).
+    """
     from keras_saliency_monitor import metrics
     from keras_saliency_monitor.explain import Explainer
 
@@ -266,18 +287,33 @@ def indicator_cost(repeats=15):
         finally:
             SIZE = saved
         explainer = Explainer("vanilla").bind(model, px.shape[1:])
-        maps = explainer.explain(px).maps
+        first = explainer.explain(px)
+        maps = first.maps
         contrast = metrics.mask_contrast(pmasks)
-        grad_times, indicator_times = [], []
-        for _ in range(repeats):  # alternate the two sides pair by pair
+        painted = np.concatenate(metrics.reliance_inputs(px, pmasks))  # one call for both
+        explainer.logits(px)  # compiled before timing, as the gradient
+        times = {"gradient": [], "indicators": [], "reliance": []}
+        for _ in range(repeats):  # alternate the sides pair by pair
             start = time.perf_counter()
             explainer.explain(px)
-            grad_times.append(time.perf_counter() - start)
+            times["gradient"].append(time.perf_counter() - start)
             start = time.perf_counter()
             metrics.shortcut_indicators(maps, pmasks, contrast)  # as the callback: contrast once
-            indicator_times.append(time.perf_counter() - start)
-        ratios = np.array(indicator_times) / np.array(grad_times)
-        rows.append((size, np.median(grad_times), np.median(indicator_times), np.median(ratios)))
+            times["indicators"].append(time.perf_counter() - start)
+            start = time.perf_counter()
+            metrics.object_reliance(first.logits, *np.split(explainer.logits(painted), 2))
+            times["reliance"].append(time.perf_counter() - start)
+        grad = np.array(times["gradient"])
+        rows.append(
+            (
+                size,
+                np.median(grad),
+                np.median(times["indicators"]),
+                np.median(np.array(times["indicators"]) / grad),
+                np.median(times["reliance"]),
+                np.median(np.array(times["reliance"]) / grad),
+            )
+        )
     return rows
 
 
@@ -338,18 +374,20 @@ def table(results, seeds, kinds=KINDS):
     lines.append("Last epoch's signals, min-max over seeds: border ratio (no masks) and focus lift")
     lines.append("(masks; mask contrast in the kind's column):")
     lines.append("")
-    lines.append(f"| kind (mask contrast) | {' | '.join(METHODS)} |")
-    lines.append("|" + " --- |" * (1 + len(METHODS)))
+    lines.append(f"| kind (mask contrast) | object reliance | {' | '.join(METHODS)} |")
+    lines.append("|" + " --- |" * (2 + len(METHODS)))
     for kind in kinds:
         runs = [results[(kind, s)]["alarms"][True] for s in seeds]
         contrast = [r[METHODS[0]][2]["mask_contrast"] for r in runs]
+        reliance = [r[METHODS[0]][2]["object_reliance"] for r in runs]
         cells = []
         for method in METHODS:
             border = [r[method][2]["border_ratio"] for r in runs]
             lift = [r[method][2]["focus_lift"] for r in runs]
             cells.append(f"{min(border):.2f}-{max(border):.2f} / {min(lift):.2f}-{max(lift):.2f}")
         lines.append(
-            f"| {kind} ({min(contrast):.1f}-{max(contrast):.1f}) | " + " | ".join(cells) + " |"
+            f"| {kind} ({min(contrast):.1f}-{max(contrast):.1f}) | "
+            f"{min(reliance):.2f}-{max(reliance):.2f} | " + " | ".join(cells) + " |"
         )
     return "\n".join(lines)
 
@@ -390,12 +428,13 @@ def main(argv=None):
             )
     print()
     print(table(results, list(seeds), kinds))
-    print("\nCost of the shortcut indicators (16 probes, numpy, with masks) against the vanilla")
-    print("gradient of the same probes (medians of 15 alternated pairs):")
-    for size, grad, ind, ratio in indicator_cost():
+    print("\nCost of the shortcut indicators (16 probes, numpy, with masks) and of the object")
+    print("reliance check (32 forward passes) against the vanilla gradient of the same probes")
+    print("(medians of 15 alternated pairs):")
+    for size, grad, ind, ratio, rel, rel_ratio in indicator_cost():
         print(
-            f"- {size}x{size}: gradient {1e3 * grad:.2f} ms, indicators {1e3 * ind:.2f} ms, "
-            f"ratio {ratio:.2f}"
+            f"- {size}x{size}: gradient {1e3 * grad:.2f} ms, indicators {1e3 * ind:.2f} ms "
+            f"(ratio {ratio:.2f}), object reliance {1e3 * rel:.2f} ms (ratio {rel_ratio:.2f})"
         )
     return results
 

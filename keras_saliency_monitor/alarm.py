@@ -12,6 +12,12 @@ Each signal is a run-level number the callback logs, compared with a threshold:
   ``lift_threshold`` (1.25), but only when the masks differ enough to tell (``mask_contrast``, the
   lift of a perfect map, at least ``min_mask_contrast``, 2.0): objects that all sit in the middle
   leave the lift near 1.0 whatever the model looks at.
+* ``object_reliance`` (masks): the share of the model's confidence above chance that goes when
+  each probe's object is painted over, beyond what goes when a patch of the same shape elsewhere
+  is painted over (``metrics.object_reliance``; 0 = chance, 1 = all of it). It asks the model,
+  not the maps: painting over the object leaves a watermark, frame, stamp or tinted background
+  in place, so a shortcut model's prediction hardly moves, whatever any saliency method shows.
+  Fires below ``reliance_threshold`` (0.25), whatever the masks' contrast.
 
 The alarm counts an epoch only once the model has learned something: ``probe_skill``
 (``metrics.probe_skill``: 0 = chance, 1 = every probe right) at least ``min_skill`` (0.5). A fresh
@@ -34,19 +40,20 @@ DEFAULT_LIFT_THRESHOLD = 1.25
 DEFAULT_BORDER_THRESHOLD = 1.0
 DEFAULT_MIN_MASK_CONTRAST = 2.0
 DEFAULT_MIN_SKILL = 0.5
+DEFAULT_RELIANCE_THRESHOLD = 0.25
 
 
-def _check_threshold(name, value):
+def _check_threshold(name, value, scale="a positive number (1.0 = chance)", top=np.inf):
     if value is None:
         return None
     if (
         isinstance(value, bool)
         or not isinstance(value, numbers.Real)
-        or not (np.isfinite(value) and value > 0)
+        or not (np.isfinite(value) and 0 < value < top)
     ):
         raise ValueError(
-            f"Invalid value for argument `{name}`: expected a positive number (1.0 = chance) or "
-            f"None to switch this signal off, received {name}={value!r}."
+            f"Invalid value for argument `{name}`: expected {scale} or None to switch this "
+            f"signal off, received {name}={value!r}."
         )
     return float(value)
 
@@ -75,6 +82,9 @@ class ShortcutAlarm:
         min_skill: epochs count only once the model predicts the probes at least this far from
             chance towards perfect (``probe_skill``; a missing or NaN skill, e.g. for a
             regression, does not hold them back). Defaults to 0.5.
+        reliance_threshold: with masks, object reliance (0 = chance, 1 = the object carries all
+            of the model's confidence) below which an epoch counts as the model deciding on
+            something else. None switches the signal off. Defaults to 0.25.
 
     Raises:
         ValueError: for a threshold that is not a positive number or None, a ``patience`` below 1
@@ -89,9 +99,16 @@ class ShortcutAlarm:
         warmup=1,
         min_mask_contrast=DEFAULT_MIN_MASK_CONTRAST,
         min_skill=DEFAULT_MIN_SKILL,
+        reliance_threshold=DEFAULT_RELIANCE_THRESHOLD,
     ):
         self.lift_threshold = _check_threshold("alarm_threshold", lift_threshold)
         self.border_threshold = _check_threshold("alarm_border_threshold", border_threshold)
+        self.reliance_threshold = _check_threshold(
+            "alarm_reliance_threshold",
+            reliance_threshold,
+            "a number between 0 (chance) and 1 (the object carries all of the confidence)",
+            top=1.0,
+        )
         self.min_mask_contrast = float(min_mask_contrast)
         self.min_skill = float(min_skill)
         self.patience = _check_count("alarm_patience", patience, 1)
@@ -123,6 +140,9 @@ class ShortcutAlarm:
             and contrast >= self.min_mask_contrast
         ):
             out["focus_lift"] = self.lift_threshold / max(lift, 1e-12)
+        reliance = get("object_reliance")
+        if self.reliance_threshold is not None and np.isfinite(reliance):
+            out["object_reliance"] = self.reliance_threshold / max(reliance, 1e-12)
         return out
 
     def shortcut_score(self, numbers) -> float:
@@ -139,10 +159,11 @@ class ShortcutAlarm:
         Args:
             epoch: the 0-based epoch.
             numbers: the run-level numbers (``saliency_border_ratio``, ``saliency_focus_lift``,
-                ``saliency_mask_contrast``, ``saliency_probe_skill``; keys with or without the
-                prefix). A signal whose number is missing or NaN does not apply this epoch.
-            per_probe: ``{name: (N,) values}``: ``border_share`` and ``focus_lift`` name the
-                probes in the message.
+                ``saliency_mask_contrast``, ``saliency_object_reliance``,
+                ``saliency_probe_skill``; keys with or without the prefix). A signal whose
+                number is missing or NaN does not apply this epoch.
+            per_probe: ``{name: (N,) values}``: ``border_share``, ``focus_lift`` and
+                ``object_reliance`` name the probes in the message.
             probe_names: optional (N,) labels of the probes, e.g. their class names.
         """
         self.seen += 1
@@ -164,6 +185,8 @@ class ShortcutAlarm:
             reasons.append(self._border_words(get("border_ratio"), per_probe, probe_names))
         if "focus_lift" in over:
             reasons.append(self._lift_words(get("focus_lift"), per_probe, probe_names))
+        if "object_reliance" in over:
+            reasons.append(self._reliance_words(get("object_reliance"), per_probe, probe_names))
         return (
             f"Saliency alarm at epoch {epoch}: the model may be learning a shortcut instead of "
             f"the object (past the threshold for {self.streak} logged epochs in a row). "
@@ -189,6 +212,17 @@ class ShortcutAlarm:
             "other probes' masks, so it does not follow the object; look at the background, "
             "borders and marks."
             + (f" Focus lift per probe, lowest first: {probes}." if probes else "")
+        )
+
+    def _reliance_words(self, value, per_probe, names):
+        reliance = np.asarray(per_probe.get("object_reliance", []), np.float64)
+        probes = _probe_list(reliance, largest=False, names=names)
+        return (
+            f"Signal object_reliance = {value:.2f} (alarm below {self.reliance_threshold:g}; "
+            "1.0 = chance): painting over each probe's object changes the model's score hardly "
+            "more than painting over a patch of the same shape elsewhere in the image, so the "
+            "model decides on something else; look at the background, borders and marks."
+            + (f" Object reliance per probe, lowest first: {probes}." if probes else "")
         )
 
 

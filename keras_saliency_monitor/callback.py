@@ -99,7 +99,11 @@ class SaliencyMonitor(keras.callbacks.Callback):
             boxes ``(y0, x0, y1, x1)`` in pixels, or a callable ``(x_i, y_i) -> (H, W)``. With
             masks, ``saliency_focus`` (fraction of saliency inside the mask),
             ``saliency_focus_lift`` (against the other probes' masks: 1.0 = chance) and
-            ``saliency_mask_contrast`` are logged, and the alarm also watches the lift.
+            ``saliency_mask_contrast`` are logged, and the alarm also watches the lift. With
+            masks (2 probes or more) ``saliency_object_reliance`` is logged too: the share of the
+            model's confidence (above chance) lost when each probe's object is painted over,
+            beyond a same-shape patch elsewhere (0 = chance, 1 = all of it; 2 forward passes per
+            probe); the alarm fires below 0.25 (``monitor.alarm.reliance_threshold``).
         every_n_epochs: log epochs ``0, n, 2n, ...``. Defaults to 1.
         seed: seed of the probe draw. Defaults to 0.
         output: index or name of the output to explain, for multi-output models.
@@ -279,6 +283,7 @@ class SaliencyMonitor(keras.callbacks.Callback):
         self._chief = True
         self._previous_ranked = None
         self._mask_contrast = None  # metrics.mask_contrast of the probes' masks, when first needed
+        self._reliance_inputs = None  # metrics.reliance_inputs of the probes, when first needed
         self._info_written = False
         self._stalled = False  # a write job outlived WRITE_TIMEOUT_SECONDS: stop waiting for it
         self._wait_seconds = []  # time the training thread waited for write jobs, per wait
@@ -440,6 +445,17 @@ class SaliencyMonitor(keras.callbacks.Callback):
         per_probe.update(indicators)
         head = self.explainer.head
         run["probe_skill"] = metrics.probe_skill(explanation.logits, self.probes.labels, head.kind)
+        if masks is not None and len(masks) >= 2:
+            # Object reliance: forward passes only, 2 per probe (object, then a same-shape patch
+            # elsewhere, painted over); the painted probes are fixed, so built once per monitor.
+            # Both halves in one call (as two: 0.85x the vanilla gradient's time; as one: 0.64x).
+            if self._reliance_inputs is None:
+                painted = metrics.reliance_inputs(self.probes.x, masks)
+                self._reliance_inputs = np.concatenate(painted)
+            without = np.split(self.explainer.logits(self._reliance_inputs), 2)
+            run["object_reliance"], per_probe["object_reliance"] = metrics.object_reliance(
+                explanation.logits, *without, kind=head.kind
+            )
         extras = explanation.extras
         if "completeness_gap" in extras:
             # Integrated gradients: |sum of attributions - (f(x) - f(baseline))| relative to

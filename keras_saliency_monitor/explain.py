@@ -100,6 +100,8 @@ class Explainer:
         self.head = None
         self.layer = None  # for layer methods (Grad-CAM): the LayerChoice read, after bind
         self._grad = None
+        self._logits = None  # gradients.CompiledLogits, built at the first logits() call
+        self._logits_fn = None
         self._input_shape = None
 
     @property
@@ -164,8 +166,22 @@ class Explainer:
         else:
             grad = gradients.InputGradient(logits_fn, head, input_shape, **compiled)
         self._grad, self.layer = grad, layer
+        self._logits_fn, self._logits = logits_fn, None
         self._model_ref, self.head, self._input_shape = weakref.ref(model), head, input_shape
         return self
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        """The explained output's logits of ``x`` (N, H, W, C): forward only, compiled once."""
+        if self._logits_fn is None:
+            raise RuntimeError("Explainer.logits() called before bind(model, input_shape).")
+        if self._logits is None:
+            self._logits = gradients.CompiledLogits(
+                self._logits_fn,
+                self._input_shape,
+                batch_size=self.batch_size,
+                variables=list(self.model.variables),
+            )
+        return self._logits(x)
 
     def explain(self, x: np.ndarray, labels=None) -> Explanation:
         """Attributions and saliency maps for ``x`` (N, H, W, C) against the current weights."""

@@ -336,6 +336,79 @@ class LayerGradient(_CompiledGradient):
         )
 
 
+class CompiledLogits:
+    """``x -> (N, K)`` float32 logits, forward only (no gradient), compiled once per run.
+
+    The same backend seam as the gradients, without the tape: a ``tf.function`` with a fixed
+    input signature, a ``jax.jit`` with the variables as arguments (chunks padded to one row
+    count), or an eager call under ``torch.no_grad``. For the object-reliance check, which
+    compares the logits of probes with parts of them removed.
+
+    Args:
+        logits_fn: ``x -> (N, K)`` float32 logits, traceable (:func:`targets.build_logits_fn`).
+        input_shape: the shape of one example, ``(H, W, C)``.
+        batch_size: the largest chunk sent through the compiled call at once.
+        variables: the model's variables (arguments of the compiled function under JAX).
+    """
+
+    def __init__(self, logits_fn, input_shape, *, batch_size=32, variables=()):
+        self.batch_size = int(batch_size)
+        self.trace_count = 0
+        self.backend = active_backend()
+        self._logits_fn = logits_fn
+        self._variables = list(variables)
+        self._rows = None  # JAX: the one chunk size compiled for
+        if self.backend == "tensorflow":
+            import tensorflow as tf
+
+            spec = (tf.TensorSpec((None, *input_shape), tf.float32),)
+            self._call = tf.function(self._traced, input_signature=spec).get_concrete_function()
+        elif self.backend == "jax":
+            import jax
+
+            self._call = jax.jit(self._traced_jax)
+
+    def _traced(self, x):
+        if self.backend != "torch":  # eager under torch: set up once, not traced per call
+            self.trace_count += 1
+        return ops.cast(self._logits_fn(x), "float32")
+
+    def _traced_jax(self, values, x):
+        self.trace_count += 1
+        with keras.StatelessScope(state_mapping=list(zip(self._variables, values))):
+            return ops.cast(self._logits_fn(x), "float32")
+
+    def _chunk(self, x):
+        if self.backend == "tensorflow":
+            return np.asarray(self._call(self._tf_constant(x)))
+        if self.backend == "jax":
+            n = len(x)
+            self._rows = self._rows or n
+            if n < self._rows:  # pad to the compiled row count; padded rows are dropped after
+                x = np.concatenate([x, np.repeat(x[-1:], self._rows - n, axis=0)])
+            values = [v.value for v in self._variables]
+            return np.asarray(self._call(values, x))[:n]
+        import torch
+
+        if self.trace_count == 0:
+            self.trace_count = 1  # eager: counts the one set-up, as the other backends
+        with torch.no_grad():
+            return self._traced(ops.convert_to_tensor(x)).cpu().numpy()
+
+    @staticmethod
+    def _tf_constant(x):
+        import tensorflow as tf
+
+        return tf.constant(x)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """The logits of ``x`` (N, H, W, C), in chunks of ``batch_size`` (JAX: of the first)."""
+        x = np.asarray(x, np.float32)
+        size = self.batch_size if self._rows is None else min(self.batch_size, self._rows)
+        parts = [self._chunk(x[i : i + size]) for i in range(0, len(x), size)]
+        return np.concatenate(parts, axis=0).astype(np.float32, copy=False)
+
+
 # ------------------------------------------------------------------------------------------------
 # Model views for Grad-CAM: a layer's activations and the logits from one forward pass.
 # ------------------------------------------------------------------------------------------------

@@ -953,6 +953,118 @@ def shortcut_indicators(maps, masks=None, contrast=None):
     return run, per_probe
 
 
+def reliance_inputs(images, masks):
+    """The images the object-reliance check feeds the model: each probe without its object, and
+    without a region of the same shape elsewhere.
+
+    Probe n's object (its mask) is filled with the mean colour of the rest of the image. Its
+    control is probe m's mask (the other probe whose mask overlaps n's least) minus n's own
+    mask, placed on image n and filled the same way: a region of about the object's shape at
+    another place (a permutation baseline, as `focus_lift`'s).
+
+    Args:
+        images: `(N, H, W, C)` float images, N >= 2.
+        masks: `(N, H, W)` object masks: bool, or weights in `[0, 1]` (above 0.5 counts).
+
+    Returns:
+        `(without_object, without_control)`, two float32 arrays shaped like `images`.
+
+    Raises:
+        ValueError: for fewer than 2 probes (no other probe's mask to place), or masks that do
+            not match the images.
+    """
+    images = np.asarray(images, np.float32)
+    masks = np.asarray(masks)
+    masks = masks > 0.5 if masks.dtype != bool else masks
+    n = len(images)
+    if n < 2 or images.ndim != 4 or masks.shape != images.shape[:3]:
+        raise ValueError(
+            "Invalid value for argument `masks`: expected (N, H, W) masks for (N, H, W, C) "
+            f"images with N >= 2, received masks of shape {masks.shape} for images of shape "
+            f"{images.shape}. The check places another probe's mask, so it needs 2 probes."
+        )
+    flat = masks.reshape(n, -1).astype(np.float64)
+    overlap = flat @ flat.T
+    np.fill_diagonal(overlap, np.inf)
+    # Ties (e.g. no overlap at all) go to the next probe in a cyclic order, not always probe 0.
+    offset = (np.arange(n)[None, :] - np.arange(n)[:, None]) % n
+    other = np.lexsort((offset, overlap), axis=1)[:, 0]
+    control = masks[other] & ~masks
+    return _fill(images, masks), _fill(images, control)
+
+
+def _fill(images, regions):
+    out = images.copy()
+    for i, region in enumerate(regions):
+        rest = images[i][~region]
+        if region.any() and len(rest):
+            out[i][region] = rest.mean(axis=0)
+    return out
+
+
+def object_reliance(logits, without_object, without_control, kind: str = "softmax"):
+    """The share of the model's confidence that its object carries, beyond any region's.
+
+        reliance_n = (p(control removed) - p(object removed)) / (p(intact) - chance)
+
+    `p` is the probability of the class the model predicts for the intact probe, read from the
+    logits of the intact probe, of the probe with its object painted over, and of the probe
+    with a region of the object's shape painted over elsewhere (see `reliance_inputs`);
+    `chance` is `1 / K` (1/2 for sigmoid units). 0 = chance: painting over the object costs the
+    prediction no more than painting over any region, as for a model that decides on a
+    watermark, a frame, a stamp or the background, which stay in place. 1 = painting over the
+    object takes the prediction all the way to chance. The run-level value is the same ratio of
+    the means over the probes, so probes the model is unsure of count for little.
+
+    Probabilities, not logits: painting over a bright object moves a shortcut model's logits
+    too (its features see the object's colour), but not its decision. Measured on the shortcut
+    suite (benchmarks/shortcuts.py, seed 0): the ratio of logit changes was 1.1-42 on full
+    shortcut runs, overlapping clean runs (4-78); the share of confidence, over 5 seeds and
+    every epoch the alarm counts, is at most 0.31 on full shortcut runs and at least 0.81 on
+    clean ones.
+
+    Args:
+        logits: `(N, K)` logits of the intact probes.
+        without_object, without_control: `(N, K)` logits of the two inputs of
+            `reliance_inputs`.
+        kind: `"softmax"` (or `"linear"`) or `"sigmoid"`, the head's activation, as
+            `probe_skill`.
+
+    Returns:
+        `(run, per_probe)`: the float run-level reliance and the `(N,)` per-probe values:
+        negative when the control region matters more, a little above 1 when painting over the
+        object pushes the class below chance. NaN for a regression output (`K = 1`, not
+        sigmoid), and where the intact probe is predicted at chance.
+    """
+    z = [np.asarray(a, np.float64) for a in (logits, without_object, without_control)]
+    n, k = z[0].shape
+    if n == 0 or (k == 1 and kind != "sigmoid"):
+        return float("nan"), np.full(n, np.nan)
+    if k == 1:  # one sigmoid unit: the probability of the side the intact probe is on
+        side = np.where(z[0][:, 0] > 0, 1.0, -1.0)
+        p = [1.0 / (1.0 + np.exp(-side * a[:, 0])) for a in z]
+        chance = 0.5
+    else:
+        rows, cls = np.arange(n), np.argmax(z[0], axis=1)
+        if kind == "sigmoid":
+            p = [1.0 / (1.0 + np.exp(-a[rows, cls])) for a in z]
+            chance = 0.5
+        else:
+            p = [_softmax(a)[rows, cls] for a in z]
+            chance = 1.0 / k
+    above = p[0] - chance
+    per_probe = np.full(n, np.nan)
+    np.divide(p[2] - p[1], above, out=per_probe, where=above > 1e-6)
+    total = above.sum()
+    run = float((p[2] - p[1]).sum() / total) if total > 1e-6 else float("nan")
+    return run, per_probe
+
+
+def _softmax(z):
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
 def nanmean(x) -> float:
     """Mean over the values that are not NaN, as a Python float.
 

@@ -85,9 +85,32 @@ def test_nan_is_ignored_and_reset_rearms():
     assert _run(alarm, [high, high])[1] is not None
 
 
+def test_reliance_signal_fires_below_its_threshold_whatever_the_mask_contrast():
+    alarm = ShortcutAlarm(patience=2, warmup=1)
+    # Objects all in the middle (contrast 1.2, the lift is not used): the reliance still is.
+    base = {"focus_lift": 2.0, "mask_contrast": 1.2, "probe_skill": 0.9}
+    values = [0.0, 0.05, 0.6, 0.1, float("nan"), -0.02, 0.9]
+    per_probe = {"object_reliance": np.array([0.4, -0.1, 0.02])}
+    fired = _run(alarm, [{**base, "object_reliance": v} for v in values], per_probe)
+    # Epoch 0 is warm-up; 1 starts a streak that 2 (0.6) breaks; 3, NaN (ignored), 5 fire.
+    assert [m is not None for m in fired] == [False] * 5 + [True, False]
+    text = fired[5]
+    assert "object_reliance = -0.02" in text and "below 0.25" in text and "0 = chance" in text
+    assert "painting over each probe's object" in text and "focus_lift" not in text
+    assert text.index("probe 1 -0.10") < text.index("probe 2 0.02") < text.index("probe 0 0.40")
+    assert alarm.scores({"object_reliance": 0.5}) == {"object_reliance": 0.5}
+    assert alarm.scores({"object_reliance": -1.0})["object_reliance"] > 1e6  # worse than chance
+
+
 def test_disabled_signals():
-    alarm = ShortcutAlarm(lift_threshold=None, border_threshold=None, patience=1, warmup=0)
-    numbers = {"border_ratio": 9.0, "focus_lift": 0.1, "mask_contrast": 9.0}
+    alarm = ShortcutAlarm(
+        lift_threshold=None,
+        border_threshold=None,
+        reliance_threshold=None,
+        patience=1,
+        warmup=0,
+    )
+    numbers = {"border_ratio": 9.0, "focus_lift": 0.1, "mask_contrast": 9.0, "object_reliance": 0}
     assert all(m is None for m in _run(alarm, [numbers] * 4))
     assert np.isnan(alarm.shortcut_score(numbers))
 
@@ -99,6 +122,8 @@ def test_disabled_signals():
         ({"lift_threshold": float("nan")}, "alarm_threshold"),
         ({"border_threshold": -1.0}, "alarm_border_threshold"),
         ({"border_threshold": True}, "alarm_border_threshold"),
+        ({"reliance_threshold": 0.0}, "alarm_reliance_threshold"),
+        ({"reliance_threshold": 1.5}, "alarm_reliance_threshold"),
         ({"patience": 0}, "alarm_patience"),
         ({"warmup": -1}, "alarm_warmup"),
     ],

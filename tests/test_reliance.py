@@ -1,0 +1,162 @@
+"""Object reliance: the forward-only logits, the painted-over inputs, the number, the callback."""
+
+import keras
+import numpy as np
+import pytest
+
+from keras_saliency_monitor import SaliencyMonitor, metrics
+from keras_saliency_monitor.explain import Explainer
+
+from .helpers import tiny_cnn, tiny_data
+
+
+def _softmax_p(z, k):
+    e = np.exp(np.asarray(z, np.float64))
+    return e[:, k] / e.sum(axis=1)  # small logits here: no overflow
+
+
+def test_explainer_logits_are_the_model_outputs_without_the_softmax():
+    keras.utils.set_random_seed(3)
+    inputs = keras.Input((6, 6, 2))
+    hidden = keras.layers.Conv2D(4, 3, activation="relu")(inputs)
+    logits = keras.layers.Dense(3)(keras.layers.Flatten()(hidden))
+    model = keras.Model(inputs, keras.layers.Softmax()(logits))
+    view = keras.Model(inputs, logits)  # the model's own logits tensor, independently
+    explainer = Explainer(batch_size=4).bind(model, (6, 6, 2))
+    x = np.random.default_rng(0).random((10, 6, 6, 2)).astype(np.float32)
+    got = explainer.logits(x)  # 3 chunks: 4, 4, 2 rows
+    assert got.shape == (10, 3) and got.dtype == np.float32
+    np.testing.assert_allclose(got, view.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(explainer.logits(x[:3]), got[:3], rtol=1e-5, atol=1e-6)
+    assert explainer._logits.trace_count == 1  # compiled once, whatever the chunk size
+    # New weights are read, not baked in.
+    model.layers[-2].kernel.assign(np.zeros((64, 3), np.float32))
+    bias = model.layers[-2].get_weights()[1]
+    np.testing.assert_allclose(explainer.logits(x[:2]), np.tile(bias, (2, 1)), atol=1e-6)
+    assert explainer._logits.trace_count == 1
+
+
+def test_logits_before_bind_is_a_clear_error():
+    with pytest.raises(RuntimeError, match="before bind"):
+        Explainer().logits(np.zeros((1, 4, 4, 1), np.float32))
+
+
+def test_reliance_inputs_paint_the_object_and_a_same_shape_patch_elsewhere():
+    images = np.zeros((3, 4, 4, 1), np.float32)
+    images[:, :, :, 0] = np.arange(16, dtype=np.float32).reshape(4, 4)
+    masks = np.zeros((3, 4, 4), bool)
+    masks[0, 0, 0:2] = True  # top row, left
+    masks[1, 0, 1:3] = True  # overlaps probe 0's mask
+    masks[2, 3, 2:4] = True  # bottom row, right: overlaps neither
+    without_object, without_control = metrics.reliance_inputs(images, masks)
+    # Probe 0's object (pixels 0, 1) takes the mean of the other 14 pixels: (120 - 1) / 14.
+    expected = images.copy()
+    expected[0, 0, 0:2, 0] = 119 / 14
+    expected[1, 0, 1:3, 0] = (120 - 3) / 14
+    expected[2, 3, 2:4, 0] = (120 - 29) / 14
+    np.testing.assert_allclose(without_object, expected, rtol=1e-6)
+    # Controls: the least overlapping other mask, minus the probe's own mask. Probe 0 -> probe
+    # 2's mask (pixels 14, 15); probe 1 -> probe 2's; probe 2 -> probe 0's (tie with 1: next).
+    control = images.copy()
+    control[0, 3, 2:4, 0] = (120 - 29) / 14
+    control[1, 3, 2:4, 0] = (120 - 29) / 14
+    control[2, 0, 0:2, 0] = 119 / 14
+    np.testing.assert_allclose(without_control, control, rtol=1e-6)
+    with pytest.raises(ValueError, match="`masks`.*2 probes"):
+        metrics.reliance_inputs(images[:1], masks[:1])
+
+
+def test_object_reliance_formula_on_known_logits():
+    logits = np.array([[2.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    without_object = np.array([[0.0, 0.0, 0.0], [0.0, 1.0, 0.0]])  # probe 0 falls to chance
+    without_control = np.array([[2.0, 0.0, 0.0], [0.0, 0.5, 0.0]])
+    run, per_probe = metrics.object_reliance(logits, without_object, without_control)
+    p0, p1 = _softmax_p(logits[:1], 0)[0], _softmax_p(logits[1:], 1)[0]
+    pc1 = _softmax_p(without_control[1:], 1)[0]
+    np.testing.assert_allclose(per_probe, [1.0, (pc1 - p1) / (p1 - 1 / 3)], rtol=1e-12)
+    np.testing.assert_allclose(run, (p0 - 1 / 3 + pc1 - p1) / (p0 + p1 - 2 / 3), rtol=1e-12)
+    # One sigmoid unit: the probability of the side the intact probe is on; chance 1/2.
+    z = np.array([[-2.0]])
+    run, _ = metrics.object_reliance(z, np.array([[0.0]]), z, kind="sigmoid")
+    assert run == pytest.approx(1.0)
+    # A regression output has no confidence to lose.
+    assert np.isnan(metrics.object_reliance(z, z, z, kind="linear")[0])
+
+
+def _scene(n=12, size=12, seed=0):
+    """Grey images, a 3x3 object (red, green or blue: the class) at a random place."""
+    rng = np.random.default_rng(seed)
+    x = np.full((n, size, size, 3), 0.3, np.float32)
+    masks = np.zeros((n, size, size), bool)
+    y = np.arange(n) % 3
+    for i in range(n):
+        r, c = rng.integers(0, size - 3, size=2)
+        masks[i, r : r + 3, c : c + 3] = True
+        x[i][masks[i]] = 0.0
+        x[i][masks[i], y[i]] = 1.0
+    return x, y, masks
+
+
+def _pixel_model(kernel, pooling):
+    model = keras.Sequential(
+        [
+            keras.Input((12, 12, 3)),
+            keras.layers.Conv2D(3, 1, use_bias=False),
+            pooling(),
+            keras.layers.Softmax(),
+        ]
+    )
+    model.layers[0].kernel.assign(np.asarray(kernel, np.float32).reshape(1, 1, 3, 3))
+    return model
+
+
+def _reliance_of(model, x, masks):
+    explainer = Explainer().bind(model, x.shape[1:])
+    inputs = metrics.reliance_inputs(x, masks)
+    return metrics.object_reliance(explainer.logits(x), *map(explainer.logits, inputs))
+
+
+def test_a_model_that_reads_the_object_relies_on_it_fully():
+    x, y, masks = _scene()
+    # Colour contrast (10 on its own channel, -5 on the others) at its brightest pixel: grey
+    # scores 0 everywhere, the object 10 on its class; without it every class scores 0.
+    model = _pixel_model(15 * np.eye(3) - 5, keras.layers.GlobalMaxPooling2D)
+    run, per_probe = _reliance_of(model, x, masks)
+    # Painted over: grey (the rest's mean), so chance; the control patch is grey on grey.
+    np.testing.assert_allclose(per_probe, 1.0, atol=1e-5)
+    assert run == pytest.approx(1.0, abs=1e-5)
+
+
+def test_a_model_that_reads_the_background_tint_does_not_rely_on_the_object():
+    x, y, masks = _scene()
+    tint = np.eye(3, dtype=np.float32)[(y + 1) % 3] * 0.2  # the class's shortcut: the tint
+    background = 0.3 + tint
+    # The object is the background plus the same amount on every channel: it shifts every
+    # logit of a mean-colour model alike, which a softmax does not see.
+    x = np.where(masks[..., None], background[:, None, None] + 0.5, background[:, None, None])
+    x = x.astype(np.float32)
+    model = _pixel_model(20 * np.eye(3), keras.layers.GlobalAveragePooling2D)
+    run, per_probe = _reliance_of(model, x, masks)
+    # Painting over the object (or a background patch) with the rest's mean colour shifts the
+    # channels alike again: the prediction does not move, the reliance is 0.
+    assert run == pytest.approx(0.0, abs=1e-4)
+    np.testing.assert_allclose(per_probe, 0.0, atol=1e-4)
+    # ...while the model is confident, in the tint's class (so the 0 is not a 0 / 0).
+    logits = 20 * x.mean(axis=(1, 2), dtype=np.float64)
+    assert np.all(np.argmax(logits, axis=1) == (y + 1) % 3)
+    assert np.all(_softmax_p(logits, 0)[(y + 1) % 3 == 0] > 0.9)
+
+
+def test_callback_logs_object_reliance_with_masks(tmp_path):
+    x, y = tiny_data()
+    masks = np.zeros(x.shape[:3], bool)
+    masks[:, 2:6, 2:6] = True
+    model = tiny_cnn()
+    monitor = SaliencyMonitor(tmp_path, (x, y), num_probes=6, masks=masks, background=False)
+    history = model.fit(x, y, epochs=2, batch_size=16, verbose=0, callbacks=[monitor])
+    value = monitor.history[1]["saliency_object_reliance"]
+    assert np.isfinite(value) and value <= 1.0
+    assert "saliency_object_reliance" in history.history
+    monitor_without = SaliencyMonitor(tmp_path / "b", (x, y), num_probes=6, background=False)
+    tiny_cnn().fit(x, y, epochs=1, verbose=0, callbacks=[monitor_without])
+    assert "saliency_object_reliance" not in monitor_without.history[0]
