@@ -221,7 +221,7 @@ def train_and_explain(kind, seed, epochs, n_train=480, n_probes=16, head="max"):
             start = time.perf_counter()
             logits = explainers["vanilla"].logits
             without = np.split(logits(painted), 2)
-            out["reliance"].append(metrics.object_reliance(e.logits, *without))
+            out["reliance"].append(metrics.object_reliance(e.logits, *without, labels=py))
             out["seconds"]["reliance"] += time.perf_counter() - start
             out["train_acc"].append(float(logs["accuracy"]))
             pred = np.argmax(self.model.predict(fx, verbose=0, batch_size=120), axis=1)

@@ -454,7 +454,7 @@ class SaliencyMonitor(keras.callbacks.Callback):
                 self._reliance_inputs = np.concatenate(painted)
             without = np.split(self.explainer.logits(self._reliance_inputs), 2)
             run["object_reliance"], per_probe["object_reliance"] = metrics.object_reliance(
-                explanation.logits, *without, kind=head.kind
+                explanation.logits, *without, kind=head.kind, labels=self.probes.labels
             )
         extras = explanation.extras
         if "completeness_gap" in extras:

@@ -1002,7 +1002,7 @@ def _fill(images, regions):
     return out
 
 
-def object_reliance(logits, without_object, without_control, kind: str = "softmax"):
+def object_reliance(logits, without_object, without_control, kind: str = "softmax", labels=None):
     """The share of the model's confidence that its object carries, beyond any region's.
 
         reliance_n = (p(control removed) - p(object removed)) / (p(intact) - chance)
@@ -1014,7 +1014,12 @@ def object_reliance(logits, without_object, without_control, kind: str = "softma
     prediction no more than painting over any region, as for a model that decides on a
     watermark, a frame, a stamp or the background, which stay in place. 1 = painting over the
     object takes the prediction all the way to chance. The run-level value is the same ratio of
-    the means over the probes, so probes the model is unsure of count for little.
+    the sums over the probes, so probes the model is unsure of count for little; with `labels`,
+    over the probes it predicts right only: what its right answers rest on (a model half-way
+    through learning the object gets some probes right by it and guesses the others, and
+    painting over a guessed probe's object says nothing; measured on the suite's clean large
+    objects under average pooling: lowest counted epoch 0.26 over all probes, 0.43 over the
+    right ones, while full shortcut runs did not change).
 
     Probabilities, not logits: painting over a bright object moves a shortcut model's logits
     too (its features see the object's colour), but not its decision. Measured on the shortcut
@@ -1029,6 +1034,8 @@ def object_reliance(logits, without_object, without_control, kind: str = "softma
             `reliance_inputs`.
         kind: `"softmax"` (or `"linear"`) or `"sigmoid"`, the head's activation, as
             `probe_skill`.
+        labels: optional `(N,)` int class labels: the run-level value then sums over the probes
+            predicted right (NaN if none is). Other shapes (multi-hot rows) are ignored.
 
     Returns:
         `(run, per_probe)`: the float run-level reliance and the `(N,)` per-probe values:
@@ -1055,9 +1062,14 @@ def object_reliance(logits, without_object, without_control, kind: str = "softma
     above = p[0] - chance
     per_probe = np.full(n, np.nan)
     np.divide(p[2] - p[1], above, out=per_probe, where=above > 1e-6)
-    total = above.sum()
-    run = float((p[2] - p[1]).sum() / total) if total > 1e-6 else float("nan")
-    return run, per_probe
+    counted = np.ones(n, bool)
+    labels = None if labels is None else np.asarray(labels)
+    if labels is not None and labels.shape == (n,):  # class ids (not multi-hot rows)
+        predicted = (z[0][:, 0] > 0) if k == 1 else np.argmax(z[0], axis=1)
+        counted = predicted == labels
+    total = above[counted].sum()
+    run = (p[2] - p[1])[counted].sum() / total if total > 1e-6 else np.nan
+    return float(run), per_probe
 
 
 def _softmax(z):

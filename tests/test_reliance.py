@@ -75,6 +75,10 @@ def test_object_reliance_formula_on_known_logits():
     pc1 = _softmax_p(without_control[1:], 1)[0]
     np.testing.assert_allclose(per_probe, [1.0, (pc1 - p1) / (p1 - 1 / 3)], rtol=1e-12)
     np.testing.assert_allclose(run, (p0 - 1 / 3 + pc1 - p1) / (p0 + p1 - 2 / 3), rtol=1e-12)
+    # With labels, only the probes predicted right count: probe 1 (predicted 1) is labelled 2.
+    run, again = metrics.object_reliance(logits, without_object, without_control, labels=[0, 2])
+    assert run == pytest.approx(1.0) and np.array_equal(again, per_probe)
+    assert np.isnan(metrics.object_reliance(logits, logits, logits, labels=[1, 2])[0])
     # One sigmoid unit: the probability of the side the intact probe is on; chance 1/2.
     z = np.array([[-2.0]])
     run, _ = metrics.object_reliance(z, np.array([[0.0]]), z, kind="sigmoid")
