@@ -154,13 +154,23 @@ def test_a_model_that_reads_the_background_tint_does_not_rely_on_the_object():
 def test_callback_logs_object_reliance_with_masks(tmp_path):
     x, y = tiny_data()
     masks = np.zeros(x.shape[:3], bool)
-    masks[:, 2:6, 2:6] = True
+    for i in range(len(x)):
+        r = 1 + 3 * y[i]
+        masks[i, r : r + 3, 2:5] = True  # the bright square that makes the class
     model = tiny_cnn()
     monitor = SaliencyMonitor(tmp_path, (x, y), num_probes=6, masks=masks, background=False)
-    history = model.fit(x, y, epochs=2, batch_size=16, verbose=0, callbacks=[monitor])
-    value = monitor.history[1]["saliency_object_reliance"]
-    assert np.isfinite(value) and value <= 1.0
+    history = model.fit(x, y, epochs=3, batch_size=16, verbose=0, callbacks=[monitor])
     assert "saliency_object_reliance" in history.history
+    # Independently, from the model's own softmax output on the painted probes.
+    probes, labels = monitor.probes.x, monitor.probes.labels
+    painted = metrics.reliance_inputs(probes, monitor.probes.masks)
+    p0, p_object, p_control = (model.predict(a, verbose=0) for a in (probes, *painted))
+    cls = np.argmax(p0, axis=1)
+    rows = np.arange(len(cls))
+    right = cls == labels
+    lost = (p_control[rows, cls] - p_object[rows, cls])[right].sum()
+    expected = lost / (p0[rows, cls] - 1 / 3)[right].sum() if right.any() else np.nan
+    np.testing.assert_allclose(monitor.history[2]["saliency_object_reliance"], expected, atol=1e-4)
     monitor_without = SaliencyMonitor(tmp_path / "b", (x, y), num_probes=6, background=False)
     tiny_cnn().fit(x, y, epochs=1, verbose=0, callbacks=[monitor_without])
     assert "saliency_object_reliance" not in monitor_without.history[0]
