@@ -34,7 +34,13 @@ from keras_saliency_monitor.faults import Faults
 from keras_saliency_monitor.writer import BackgroundWorker, EventWriter, last_step
 
 # Chance level of the logged numbers (README table "Numbers: catching a shortcut").
-_CHANCE = {"focus_lift": 1.0, "border_ratio": 1.0, "place_agreement": 1.0, "probe_skill": 0.0}
+_CHANCE = {
+    "focus_lift": 1.0,
+    "border_ratio": 1.0,
+    "place_agreement": 1.0,
+    "probe_skill": 0.0,
+    "object_reliance": 0.0,
+}
 SUBDIR = logdirs.SALIENCY_DIR  # events in <log_dir>/saliency, beside Keras TensorBoard's train/
 GRID_TAG = "saliency/overlays"  # one labelled grid per logged epoch (Images dashboard)
 INFO_TAG = "saliency/probes_info"  # text: which probes, their labels (first logged step)
@@ -103,7 +109,7 @@ class SaliencyMonitor(keras.callbacks.Callback):
             masks (2 probes or more) ``saliency_object_reliance`` is logged too: the share of the
             model's confidence (above chance) lost when each probe's object is painted over,
             beyond a same-shape patch elsewhere (0 = chance, 1 = all of it; 2 forward passes per
-            probe); the alarm fires below 0.25 (``monitor.alarm.reliance_threshold``).
+            probe); the alarm fires below ``alarm_reliance_threshold``.
         every_n_epochs: log epochs ``0, n, 2n, ...``. Defaults to 1.
         seed: seed of the probe draw. Defaults to 0.
         output: index or name of the output to explain, for multi-output models.
@@ -127,6 +133,12 @@ class SaliencyMonitor(keras.callbacks.Callback):
             over the density inside it; 1.0 = chance) above which the alarm counts an epoch as
             looking at the edges (watermarks, tags, stamps, frames). Works without masks. None
             switches this signal off. Defaults to 1.0.
+        alarm_reliance_threshold: with masks, the object reliance (``saliency_object_reliance``:
+            how much painting over each probe's object lowers the model's confidence, beyond
+            painting over a patch of the same shape elsewhere; 0 = chance, about 1 = the
+            prediction falls to chance without the object) below which the alarm counts an
+            epoch as not resting on the object. A number in (0, 1), or None to switch this
+            signal off. Defaults to 0.25.
         alarm_patience: the alarm warns once when some signal has been past its threshold for
             this many consecutive counted epochs after ``alarm_warmup`` logged ones; the
             per-epoch number behind it is ``saliency_shortcut`` (> 1.0 = past a threshold). An
@@ -204,6 +216,7 @@ class SaliencyMonitor(keras.callbacks.Callback):
         pointing_tolerance=0,
         alarm_threshold=1.25,
         alarm_border_threshold=1.0,
+        alarm_reliance_threshold=0.25,
         alarm_patience=2,
         alarm_warmup=1,
         stop_on_alarm=False,
@@ -250,7 +263,11 @@ class SaliencyMonitor(keras.callbacks.Callback):
             "pointing_tolerance", pointing_tolerance, 0, None, "a distance in pixels >= 0"
         )
         self.alarm = ShortcutAlarm(
-            alarm_threshold, alarm_border_threshold, alarm_patience, alarm_warmup
+            alarm_threshold,
+            alarm_border_threshold,
+            alarm_patience,
+            alarm_warmup,
+            reliance_threshold=alarm_reliance_threshold,
         )
         self.stop_on_alarm = bool(stop_on_alarm)
         self.alarm_message = None  # the alarm's text once it fired in the current run
@@ -529,6 +546,7 @@ class SaliencyMonitor(keras.callbacks.Callback):
         pairs = {
             "focus_lift": a.lift_threshold,
             "border_ratio": a.border_threshold,
+            "object_reliance": a.reliance_threshold,
             "shortcut": 1.0,  # the alarm's own score: above 1.0 some signal is past its threshold
             "probe_skill": a.min_skill,
         }

@@ -133,6 +133,18 @@ def test_bad_alarm_arguments_name_the_callback_argument(kwargs, name):
         ShortcutAlarm(**kwargs)
 
 
+def test_monitor_passes_alarm_reliance_threshold_to_the_alarm(tmp_path):
+    from keras_saliency_monitor import SaliencyMonitor
+
+    x = np.random.default_rng(0).normal(size=(8, 8, 8, 3)).astype("float32")
+    monitor = SaliencyMonitor(str(tmp_path), x, num_probes=4, alarm_reliance_threshold=0.4)
+    assert monitor.alarm.reliance_threshold == 0.4
+    off = SaliencyMonitor(str(tmp_path), x, num_probes=4, alarm_reliance_threshold=None)
+    assert off.alarm.reliance_threshold is None
+    with pytest.raises(ValueError, match="`alarm_reliance_threshold`"):
+        SaliencyMonitor(str(tmp_path), x, num_probes=4, alarm_reliance_threshold=2.0)
+
+
 def _corner_data(n=48, size=24, classes=3, seed=0):
     """The class is a bright mark in the bottom-right corner: a fixed-place shortcut."""
     rng = np.random.default_rng(seed)

@@ -24,7 +24,13 @@ def demo_results(tmp_path_factory):
 def test_demo_uses_the_library_defaults_only():
     # No alarm argument is passed: the verdicts below are the defaults' verdicts.
     source = inspect.getsource(demo.run_demo)
-    for argument in ("alarm_threshold", "alarm_border_threshold", "alarm_patience", "alarm_warmup"):
+    for argument in (
+        "alarm_threshold",
+        "alarm_border_threshold",
+        "alarm_reliance_threshold",
+        "alarm_patience",
+        "alarm_warmup",
+    ):
         assert argument not in source
     assert "ALARM" not in source
 
