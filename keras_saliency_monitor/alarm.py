@@ -24,7 +24,9 @@ The alarm counts an epoch only once the model has learned something: ``probe_ski
 network's maps say nothing about the object, and it has learned no shortcut either.
 
 ``shortcut_score`` folds them into one per-epoch number for ``logs`` (``saliency_shortcut``): the
-largest of ``value / threshold`` (signals that fire above) and ``threshold / value`` (below); above
+largest of ``value / threshold`` (signals that fire above), ``threshold / value`` (the lift, which
+fires below) and ``(1 - value) / (1 - threshold)`` (object reliance, whose chance is 0), each
+capped at ``MAX_SCORE``; above
 1.0 some signal is past its threshold this epoch. The alarm fires when the score has been above 1.0
 for ``patience`` consecutive logged epochs after ``warmup`` logged epochs (the maps of a fresh
 network are noise). Pure Python and numpy, so it is tested without a model.
@@ -41,6 +43,7 @@ DEFAULT_BORDER_THRESHOLD = 1.0
 DEFAULT_MIN_MASK_CONTRAST = 2.0
 DEFAULT_MIN_SKILL = 0.5
 DEFAULT_RELIANCE_THRESHOLD = 0.25
+MAX_SCORE = 100.0  # cap of each signal's score in `saliency_shortcut`
 
 
 def _check_threshold(name, value, scale="a positive number (1.0 = chance)", top=np.inf):
@@ -122,7 +125,7 @@ class ShortcutAlarm:
         self.fired_at = None  # epoch at which the alarm fired, or None
 
     def scores(self, numbers) -> dict:
-        """``{signal: value / threshold or threshold / value}`` for the signals that apply.
+        """``{signal: score}`` for the signals that apply; a score above 1.0 is past the threshold.
 
         Args:
             numbers: the run-level numbers of one epoch, keys with or without ``saliency_``.
@@ -139,10 +142,15 @@ class ShortcutAlarm:
             and np.isfinite(contrast)
             and contrast >= self.min_mask_contrast
         ):
-            out["focus_lift"] = self.lift_threshold / max(lift, 1e-12)
+            # Capped at MAX_SCORE: a lift of 0 (no saliency on any object) must not log 1e12.
+            out["focus_lift"] = min(self.lift_threshold / max(lift, 1e-12), MAX_SCORE)
         reliance = get("object_reliance")
         if self.reliance_threshold is not None and np.isfinite(reliance):
-            out["object_reliance"] = self.reliance_threshold / max(reliance, 1e-12)
+            # Chance is 0, not a positive floor, so a ratio to the threshold would explode at
+            # chance: the score is the shortfall from full reliance (1.0) relative to the
+            # threshold's, (1 - r) / (1 - t): 1.0 at the threshold, 1/(1 - t) at chance.
+            t = self.reliance_threshold
+            out["object_reliance"] = min((1.0 - reliance) / (1.0 - t), MAX_SCORE)
         return out
 
     def shortcut_score(self, numbers) -> float:
@@ -219,7 +227,7 @@ class ShortcutAlarm:
         probes = _probe_list(reliance, largest=False, names=names)
         return (
             f"Signal object_reliance = {value:.2f} (alarm below {self.reliance_threshold:g}; "
-            "1.0 = chance): painting over each probe's object changes the model's score hardly "
+            "0 = chance): painting over each probe's object changes the model's score hardly "
             "more than painting over a patch of the same shape elsewhere in the image, so the "
             "model decides on something else; look at the background, borders and marks."
             + (f" Object reliance per probe, lowest first: {probes}." if probes else "")

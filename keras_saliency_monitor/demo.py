@@ -111,9 +111,9 @@ def run_demo(log_dir="runs/demo", epochs=None, seed=0, verbose="auto", out=sys.s
         }
     print(summary(results), file=out)
     print(
-        f"\nLogs: {os.path.abspath(log_dir)}\nView them in TensorBoard:\n"
+        f"\nLogs: {os.path.abspath(log_dir)}\nView them in TensorBoard's SALIENCY tab:\n"
         f"  keras-saliency-monitor tensorboard {log_dir}\n"
-        f"or:  tensorboard --logdir {log_dir} --samples_per_plugin images=1000\n"
+        f"or:  tensorboard --logdir {log_dir}\n"
         f"A shareable page:  keras-saliency-monitor report {log_dir} --out demo.html",
         file=out,
     )

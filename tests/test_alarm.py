@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from keras_saliency_monitor import SaliencyMonitor
+from keras_saliency_monitor import alarm as alarm_module
 from keras_saliency_monitor.alarm import ShortcutAlarm
 from keras_saliency_monitor.callback import ALARM_TAG, INFO_TAG
 
@@ -95,11 +96,17 @@ def test_reliance_signal_fires_below_its_threshold_whatever_the_mask_contrast():
     # Epoch 0 is warm-up; 1 starts a streak that 2 (0.6) breaks; 3, NaN (ignored), 5 fire.
     assert [m is not None for m in fired] == [False] * 5 + [True, False]
     text = fired[5]
-    assert "object_reliance = -0.02" in text and "below 0.25" in text and "0 = chance" in text
+    assert "object_reliance = -0.02" in text and "below 0.25" in text and "; 0 = chance" in text
     assert "painting over each probe's object" in text and "focus_lift" not in text
     assert text.index("probe 1 -0.10") < text.index("probe 2 0.02") < text.index("probe 0 0.40")
-    assert alarm.scores({"object_reliance": 0.5}) == {"object_reliance": 0.5}
-    assert alarm.scores({"object_reliance": -1.0})["object_reliance"] > 1e6  # worse than chance
+    # (1 - r) / (1 - t): 1.0 at the threshold, above 1 below it, bounded at chance and below.
+    assert alarm.scores({"object_reliance": 0.25})["object_reliance"] == pytest.approx(1.0)
+    assert alarm.scores({"object_reliance": 0.5})["object_reliance"] == pytest.approx(2 / 3)
+    assert alarm.scores({"object_reliance": 0.0})["object_reliance"] == pytest.approx(4 / 3)
+    assert alarm.scores({"object_reliance": -1.0})["object_reliance"] == pytest.approx(8 / 3)
+    # A lift of 0 is capped, not 1e12.
+    capped = alarm.scores({"focus_lift": 0.0, "mask_contrast": 9.0})["focus_lift"]
+    assert capped == alarm_module.MAX_SCORE
 
 
 def test_disabled_signals():
