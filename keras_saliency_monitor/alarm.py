@@ -202,36 +202,38 @@ class ShortcutAlarm:
         )
 
     def _border_words(self, value, per_probe, names):
-        share = np.asarray(per_probe.get("border_share", []), np.float64)
-        probes = _probe_list(share, largest=True, names=names)
-        return (
-            f"Signal border_ratio = {value:.2f} (alarm above {self.border_threshold:g}; 1.0 = "
-            "chance): saliency is denser in the image's outer band than in its middle, where "
-            "objects usually are; look for a watermark, tag, stamp or frame at the edges."
-            + (f" Share of saliency at the edges, highest first: {probes}." if probes else "")
+        return _signal_words(
+            f"border_ratio = {value:.2f} (alarm above {self.border_threshold:g}; 1.0 = chance)",
+            "saliency is denser in the image's outer band than in its middle, where objects "
+            "usually are; look for a watermark, tag, stamp or frame at the edges.",
+            "Share of saliency at the edges, highest first",
+            _probe_list(per_probe.get("border_share", []), largest=True, names=names),
         )
 
     def _lift_words(self, value, per_probe, names):
-        lift = np.asarray(per_probe.get("focus_lift", []), np.float64)
-        probes = _probe_list(lift, largest=False, names=names)
-        return (
-            f"Signal focus_lift = {value:.2f} (alarm below {self.lift_threshold:g}; 1.0 = "
-            "chance): saliency lands on each probe's own object mask hardly more than on the "
-            "other probes' masks, so it does not follow the object; look at the background, "
-            "borders and marks."
-            + (f" Focus lift per probe, lowest first: {probes}." if probes else "")
+        return _signal_words(
+            f"focus_lift = {value:.2f} (alarm below {self.lift_threshold:g}; 1.0 = chance)",
+            "saliency lands on each probe's own object mask hardly more than on the other "
+            "probes' masks, so it does not follow the object; look at the background, borders "
+            "and marks.",
+            "Focus lift per probe, lowest first",
+            _probe_list(per_probe.get("focus_lift", []), largest=False, names=names),
         )
 
     def _reliance_words(self, value, per_probe, names):
-        reliance = np.asarray(per_probe.get("object_reliance", []), np.float64)
-        probes = _probe_list(reliance, largest=False, names=names)
-        return (
-            f"Signal object_reliance = {value:.2f} (alarm below {self.reliance_threshold:g}; "
-            "0 = chance): painting over each probe's object changes the model's score hardly "
-            "more than painting over a patch of the same shape elsewhere in the image, so the "
-            "model decides on something else; look at the background, borders and marks."
-            + (f" Object reliance per probe, lowest first: {probes}." if probes else "")
+        return _signal_words(
+            f"object_reliance = {value:.2f} (alarm below {self.reliance_threshold:g}; 0 = chance)",
+            "painting over each probe's object changes the model's score hardly more than "
+            "painting over a patch of the same shape elsewhere in the image, so the model "
+            "decides on something else; look at the background, borders and marks.",
+            "Object reliance per probe, lowest first",
+            _probe_list(per_probe.get("object_reliance", []), largest=False, names=names),
         )
+
+
+def _signal_words(reading, meaning, probes_title, probes):
+    """One signal's sentence: its value and threshold, what it suggests, the probes concerned."""
+    return f"Signal {reading}: {meaning}" + (f" {probes_title}: {probes}." if probes else "")
 
 
 def _getter(numbers):
@@ -247,6 +249,7 @@ def _getter(numbers):
 
 def _probe_list(values, largest, names, count=3):
     """``"probe 4 (cat) 0.93, ..."`` for the ``count`` most extreme finite values (0-based)."""
+    values = np.asarray(values, np.float64)
     if values.size == 0:
         return ""
     finite = np.isfinite(values)
