@@ -258,6 +258,10 @@ def test_charts_mark_the_alarm_and_chance(board, frame):
     assert "saliency/focus_lift" in titles
     lift = charts.nth(titles.index("saliency/focus_lift"))
     assert lift.locator("line.hline.chance").count() == 1
+    # The border ratio's chance and alarm threshold are both 1.0: one line, one label.
+    border = charts.nth(titles.index("saliency/border_ratio"))
+    assert border.locator("line.hline").count() == 1
+    assert "chance = alarm threshold" in border.locator("svg").text_content()
     alarm = board.indices["clean"]["alarm"]
     assert lift.locator("line.vmark.alarm").count() == (1 if alarm else 0)
     assert all(t.startswith("saliency/") for t in titles)  # every chart says what it shows

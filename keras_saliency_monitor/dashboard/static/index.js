@@ -409,7 +409,12 @@ function referenceLines(ps, name) {
   if (chance !== null && chance !== undefined) lines.push({ value: chance, label: "chance", kind: "chance" });
   const threshold = (ps.thresholds || {})[name] ?? (name === "focus_lift" ? ps.alarm_threshold : null);
   if (threshold !== null && threshold !== undefined) {
-    lines.push({ value: threshold, label: "alarm threshold", kind: "threshold" });
+    if (lines.length && lines[0].value === threshold) {
+      // One line, one label: two labels at the same height would overprint each other.
+      lines[0] = { value: threshold, label: "chance = alarm threshold", kind: "threshold" };
+    } else {
+      lines.push({ value: threshold, label: "alarm threshold", kind: "threshold" });
+    }
   }
   return lines;
 }
