@@ -10,7 +10,7 @@ with any colormap, clip percentile or opacity, without a re-run:
   quantised to 8 bits per probe (``linear8`` or ``sqrt8``) and stacked vertically, plus the
   per-probe numbers, classes and confidences of that epoch.
 
-The full layout is the storage contract (docs: ``STORAGE_CONTRACT.md`` of issue 10); the writer
+The full layout is in ``docs/STORAGE.md`` of the repository; the writer
 side here is numpy + Pillow, the reader side goes through a TensorBoard ``DataProvider`` only, so
 the dashboard (inside ``tensorboard``) and the report (:func:`open_logdir`) share every line of
 reading code.
