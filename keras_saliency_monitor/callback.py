@@ -312,8 +312,8 @@ class SaliencyMonitor(keras.callbacks.Callback):
         self._check_image_model()
         # One probe is the forward pass that models without a graph (subclassed, Sequential
         # without keras.Input) are measured with.
+        # The bind also runs a callable target once, so a broken one fails here, not in epoch 0.
         self.explainer.bind(self.model, self.probes.x.shape[1:], sample=self.probes.x[:1])
-        self._check_target()
         labels = self.probes.labels
         if labels is not None and self.explainer.head.num_classes is not None:
             self._check_labels(labels)
@@ -745,32 +745,6 @@ class SaliencyMonitor(keras.callbacks.Callback):
             f"{self.probes.x.shape[1:]} but the model takes inputs of shape {shape}, not images "
             f"(H, W, C). {fix}"
         )
-
-    def _check_target(self):
-        """Call a callable ``target`` once on zero logits, so that a broken one fails now.
-
-        Otherwise its error would surface only inside the compiled gradient at the end of the
-        first epoch, as a warning opening with a graph traceback.
-        """
-        target = self.explainer.target
-        if not callable(target):
-            return
-        width = self.explainer.head.num_outputs
-        try:
-            scores = np.asarray(keras.ops.convert_to_numpy(target(keras.ops.zeros((2, width)))))
-        except Exception as err:  # noqa: BLE001 - any error of the user's function
-            raise ValueError(
-                "Invalid value for argument `target`: the target callable failed on logits of "
-                f"shape (2, {width}) with {type(err).__name__}: {err}. It must map (N, "
-                f"{width}) logits to (N,) scores with keras.ops, e.g. "
-                "target=lambda z: z[:, 0]."
-            ) from err
-        if scores.size != 2:
-            raise ValueError(
-                "Invalid value for argument `target`: the target callable must map (N, "
-                f"{width}) logits to (N,) scores, one per example; for N=2 it returned shape "
-                f"{scores.shape}. E.g. target=lambda z: z[:, 0]."
-            )
 
     def _report_write_errors(self):
         if self._worker is None:
