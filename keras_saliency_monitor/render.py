@@ -588,10 +588,11 @@ def render_overlays(
             "`maps` must be (N, H, W) matching `images` (N, H, W[, C]); received maps of shape "
             f"{maps.shape} and images of shape {images.shape}."
         )
-    maps01 = normalize_maps(smooth_maps(maps, sigma), clip_percentile)
-    heat = colorize(maps01, cmap)
     display = to_display(images, display_fn)
-    return display, overlay(display, heat, alpha, maps01=maps01)
+    heat = heat_overlays(
+        display, maps, clip_percentile=clip_percentile, sigma=sigma, cmap=cmap, alpha=alpha
+    )
+    return display, heat
 
 
 # ----------------------------------------------------------------------------------------------
