@@ -11,6 +11,17 @@ from PIL import Image
 from tensorboard.backend.event_processing import plugin_event_accumulator as pea
 
 
+class CountBatches(keras.callbacks.Callback):
+    """Counts trained batches: a fail-fast error must come before the first one."""
+
+    def __init__(self):
+        super().__init__()
+        self.batches = 0
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.batches += 1
+
+
 def tiny_data(n=48, size=12, classes=3, seed=0):
     """Images whose class is the position of a bright square: learnable in a few epochs."""
     rng = np.random.default_rng(seed)

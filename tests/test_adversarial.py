@@ -28,22 +28,11 @@ import tensorflow as tf
 from keras_saliency_monitor import SaliencyMonitor, arrays, render, writer
 from keras_saliency_monitor.callback import GRID_TAG
 
-from .helpers import read_images, read_scalars, tiny_cnn, tiny_data
+from .helpers import CountBatches, read_images, read_scalars, tiny_cnn, tiny_data
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _X, _Y = tiny_data(12)  # (12, 12, 12, 3) images of 3 classes
 _THREAD = "keras-saliency-monitor-writer"
-
-
-class CountBatches(keras.callbacks.Callback):
-    """Counts trained batches: a fail-fast error must come before the first one."""
-
-    def __init__(self):
-        super().__init__()
-        self.batches = 0
-
-    def on_train_batch_begin(self, batch, logs=None):
-        self.batches += 1
 
 
 class AtEpoch(keras.callbacks.Callback):

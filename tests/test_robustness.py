@@ -14,18 +14,7 @@ from keras_saliency_monitor import SaliencyMonitor, compute_saliency, render, st
 from keras_saliency_monitor.callback import GRID_TAG
 from keras_saliency_monitor.writer import BackgroundWorker
 
-from .helpers import event_files, read_images, read_scalars, tiny_cnn, tiny_data
-
-
-class CountBatches(keras.callbacks.Callback):
-    """Counts trained batches: a fail-fast error must come before the first one."""
-
-    def __init__(self):
-        super().__init__()
-        self.batches = 0
-
-    def on_train_batch_begin(self, batch, logs=None):
-        self.batches += 1
+from .helpers import CountBatches, event_files, read_images, read_scalars, tiny_cnn, tiny_data
 
 
 class AtEpoch(keras.callbacks.Callback):
