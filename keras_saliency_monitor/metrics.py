@@ -707,46 +707,45 @@ def concentration(maps) -> np.ndarray:
 def _centred_ranks(x: np.ndarray) -> np.ndarray:
     """Ranks of each row of `x` minus their mean, ties given their average rank.
 
-    Equals `scipy.stats.rankdata(x, axis=1) - (M + 1) / 2` for finite input,
-    vectorised over rows; the values are multiples of 1/2. float32 input takes
-    a faster path: one sort of int64 words packing (value key, flat index)
-    instead of an argsort and a gather.
+    Equals `scipy.stats.rankdata(x, axis=1) - (M + 1) / 2` for finite input; the
+    values are multiples of 1/2. float32 input (what the callback ranks) takes our
+    own path: one sort of int64 words packing (value key, flat index) instead of
+    an argsort and a gather; anything else goes to `scipy.stats.rankdata`.
 
     Args:
         x: float32 or float64 array of shape `(N, M)`.
 
     Returns:
-        float64 array of shape `(N, M)`.
+        float64 array of shape `(N, M)`; a row holding NaN comes out all NaN.
     """
     n, m = x.shape
-    if n == 0:
-        return np.empty((0, m))
-    if x.dtype == np.float32 and n * m < 2**31:
-        # Each int64 word holds an order key of the value in its high 32 bits
-        # and the flat index r * M + c in its low 32 bits, so one plain sort
-        # per row yields both the sorted keys and the permutation.
-        packed = np.empty((n, m), dtype=np.int64)
-        words = packed.view(np.int32).reshape(n, m, 2)
-        lo, hi = (0, 1) if np.little_endian else (1, 0)
-        # The key: an int32 in the order of the floats. Non-negative floats
-        # already compare like their bit patterns (the common case: saliency
-        # is >= 0); for negative ones, flip the 31 magnitude bits, after `+ 0`
-        # has turned -0.0 into +0.0 so that the two zeros tie.
-        bits = x.view(np.int32)
-        if (bits < 0).any():  # a sign bit is set somewhere
-            bits = (x + np.float32(0)).view(np.int32)
-            key = bits >> 31  # 0 or -1
-            key &= 0x7FFFFFFF
-            key ^= bits
-            bits = key
-        words[:, :, hi] = bits
-        words[:, :, lo] = np.arange(n * m, dtype=np.int32).reshape(n, m)
-        packed.sort(axis=1)
-        ascending = words[:, :, hi]  # (N, M) strided view: the sorted keys
-    else:
-        packed = None
-        order = np.argsort(x, axis=1)  # (N, M); unstable is fine, ties are averaged
-        ascending = np.take_along_axis(x, order, axis=1)
+    if x.dtype != np.float32 or n == 0 or n * m >= 2**31:
+        from scipy import stats  # ~0.8 s to import, and only this path needs it
+
+        return stats.rankdata(x, axis=1) - (m + 1) / 2.0
+    # Ours, not rankdata: 3.0 vs 13.3 ms for 32 maps 64x64 (+24% of the 42 ms gradient floor per
+    # epoch, on the training thread), 20 vs 98 ms for 16 maps 224x224 (+10% of 786 ms).
+    # Each int64 word holds an order key of the value in its high 32 bits
+    # and the flat index r * M + c in its low 32 bits, so one plain sort
+    # per row yields both the sorted keys and the permutation.
+    packed = np.empty((n, m), dtype=np.int64)
+    words = packed.view(np.int32).reshape(n, m, 2)
+    lo, hi = (0, 1) if np.little_endian else (1, 0)
+    # The key: an int32 in the order of the floats. Non-negative floats
+    # already compare like their bit patterns (the common case: saliency
+    # is >= 0); for negative ones, flip the 31 magnitude bits, after `+ 0`
+    # has turned -0.0 into +0.0 so that the two zeros tie.
+    bits = x.view(np.int32)
+    if (bits < 0).any():  # a sign bit is set somewhere
+        bits = (x + np.float32(0)).view(np.int32)
+        key = bits >> 31  # 0 or -1
+        key &= 0x7FFFFFFF
+        key ^= bits
+        bits = key
+    words[:, :, hi] = bits
+    words[:, :, lo] = np.arange(n * m, dtype=np.int32).reshape(n, m)
+    packed.sort(axis=1)
+    ascending = words[:, :, hi]  # (N, M) strided view: the sorted keys
     # Runs of equal values in sorted order; every row starts a new run, so in
     # the flattened (N * M,) view a run never spans two rows.
     starts_run = np.empty(n * m, dtype=bool)
@@ -767,14 +766,9 @@ def _centred_ranks(x: np.ndarray) -> np.ndarray:
         # Average of the 1-based positions start + 1 .. start + length, centred.
         average = starts + (lengths + 1) / 2.0 - (m + 1) / 2.0
         sorted_ranks[tied] = np.repeat(average, lengths)
-    if packed is not None:
-        packed &= 0xFFFFFFFF  # keep the low 32 bits: the flat indices
-        flat_order = packed
-    else:
-        order += (np.arange(n) * m)[:, None]
-        flat_order = order
+    packed &= 0xFFFFFFFF  # keep the low 32 bits: the flat indices
     ranks = np.empty(n * m)
-    ranks[flat_order.ravel()] = sorted_ranks  # back to pixel order
+    ranks[packed.ravel()] = sorted_ranks  # back to pixel order
     return ranks.reshape(n, m)
 
 
