@@ -1,4 +1,4 @@
-"""Numbers that say where a saliency map looks and how it changes (numpy only).
+"""Numbers that say where a saliency map looks and how it changes (numpy and scipy).
 
 Every metric takes raw saliency maps of shape `(N, H, W)`, one per probe, with
 values `>= 0` as returned by `compute_saliency`. The maps are not normalised and
@@ -28,6 +28,7 @@ import numbers
 from typing import NamedTuple
 
 import numpy as np
+from scipy import special
 
 __all__ = [
     "border_band",
@@ -889,15 +890,14 @@ def probe_skill(logits, labels=None, kind: str = "softmax") -> float:
         return float("nan")  # regression: no classes to be right about
     if k == 1:  # one sigmoid unit: class 1 when the logit is > 0
         predicted = (z[:, 0] > 0).astype(np.int64)
-        confidence = 1.0 / (1.0 + np.exp(-np.abs(z[:, 0])))
+        confidence = special.expit(np.abs(z[:, 0]))
         k = 2
     else:
         predicted = np.argmax(z, axis=1)
         if kind == "sigmoid":
             confidence = None  # independent units: no probability of "the" predicted class
         else:
-            shifted = np.exp(z - z.max(axis=1, keepdims=True))
-            confidence = 1.0 / shifted.sum(axis=1)  # softmax probability of the argmax
+            confidence = special.softmax(z, axis=1).max(axis=1)  # probability of the argmax
     if labels is not None:
         score = float(np.mean(predicted == np.asarray(labels).reshape(-1)))
     elif confidence is not None:
@@ -1043,15 +1043,15 @@ def object_reliance(logits, without_object, without_control, kind: str = "softma
         return float("nan"), np.full(n, np.nan)
     if k == 1:  # one sigmoid unit: the probability of the side the intact probe is on
         side = np.where(z[0][:, 0] > 0, 1.0, -1.0)
-        p = [1.0 / (1.0 + np.exp(-side * a[:, 0])) for a in z]
+        p = [special.expit(side * a[:, 0]) for a in z]
         chance = 0.5
     else:
         rows, cls = np.arange(n), np.argmax(z[0], axis=1)
         if kind == "sigmoid":
-            p = [1.0 / (1.0 + np.exp(-a[rows, cls])) for a in z]
+            p = [special.expit(a[rows, cls]) for a in z]
             chance = 0.5
         else:
-            p = [_softmax(a)[rows, cls] for a in z]
+            p = [special.softmax(a, axis=1)[rows, cls] for a in z]
             chance = 1.0 / k
     above = p[0] - chance
     per_probe = np.full(n, np.nan)
@@ -1064,11 +1064,6 @@ def object_reliance(logits, without_object, without_control, kind: str = "softma
     total = above[counted].sum()
     run = (p[2] - p[1])[counted].sum() / total if total > 1e-6 else np.nan
     return float(run), per_probe
-
-
-def _softmax(z):
-    e = np.exp(z - z.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
 
 
 def nanmean(x) -> float:
