@@ -1079,8 +1079,6 @@ def nanmean(x) -> float:
     Returns:
         The mean of the non-NaN values, or NaN if there are none.
     """
-    values = np.asarray(x, dtype=np.float64).ravel()
-    values = values[~np.isnan(values)]
-    if values.size == 0:
-        return float("nan")
-    return float(values.mean())
+    values = np.asarray(x, dtype=np.float64)
+    # np.nanmean warns ("Mean of empty slice") when nothing is left; that is plain NaN here.
+    return float("nan") if np.isnan(values).all() else float(np.nanmean(values))
