@@ -158,3 +158,76 @@ if __name__ == "__main__":
     charts()
     imports()
     crc()
+
+
+# ---------------------------------------------------------------- issue 14, helper 14m: metrics.py
+# Gradient floors per logged epoch from this README: vanilla, 32 probes 64x64 (overhead.py) and
+# MobileNetV2, 16 probes 224x224 (storage.py).
+METRIC_FLOORS_MS = {(32, 64): 42.6, (16, 224): 786.0}
+
+
+def metric_ranks() -> None:
+    """`metrics._centred_ranks` (packed float32 sort) against `scipy.stats.rankdata`, and the whole
+    `metrics.rank_maps` call as `SaliencyMonitor._measure` makes it, on the training thread, once
+    per logged epoch; plus the scipy.special / np.nanmean calls the epoch's numbers make."""
+    from scipy import special, stats
+
+    from keras_saliency_monitor import metrics
+
+    def rankdata_maps(maps):  # rank_maps with scipy's ranks in place of ours
+        flat = maps.reshape(len(maps), -1)
+        ranks = stats.rankdata(flat, axis=1) - (flat.shape[1] + 1) / 2.0
+        finite = np.isfinite(flat).all(axis=1)
+        return metrics.RankedMaps(ranks, np.einsum("nk,nk->n", ranks, ranks), finite)
+
+    def row(n, size):
+        maps = np.abs(rng.standard_normal((n, size, size))).astype(np.float32)
+        flat = maps.reshape(n, -1)
+        centre = (flat.shape[1] + 1) / 2.0
+        assert np.array_equal(metrics._centred_ranks(flat), stats.rankdata(flat, axis=1) - centre)
+        got = paired(
+            {
+                "ours": lambda: metrics._centred_ranks(flat),
+                "rankdata": lambda: stats.rankdata(flat, axis=1) - centre,
+                "rank_maps": lambda: metrics.rank_maps(maps),
+                "rank_maps rankdata": lambda: rankdata_maps(maps),
+            },
+            9,
+        )
+        ms = {k: 1e3 * v for k, v in got.items()}
+        floor = METRIC_FLOORS_MS.get((n, size))
+        added = ms["rank_maps rankdata"] - ms["rank_maps"]
+        share = f"+{added:.1f} ms = {100 * added / floor:.1f}% of {floor:g} ms" if floor else ""
+        print(
+            f"| {n} x {size}x{size} | {ms['ours']:.2f} | {ms['rankdata']:.2f} | "
+            f"{ms['rank_maps']:.2f} | {ms['rank_maps rankdata']:.2f} | {share} |"
+        )
+
+    rng = np.random.default_rng(0)
+    print("\n## Pixel ranks of float32 saliency maps (thread CPU ms, medians of 9 pairs)\n")
+    print("| maps | ours | rankdata | rank_maps ours | rank_maps rankdata | added / floor |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for n, size in ((16, 64), (32, 64), (16, 224), (32, 224)):
+        row(n, size)
+    # The small per-epoch calls now made through scipy.special and np.nanmean (32 probes, 10
+    # classes): their whole cost per epoch, against the smallest floor.
+    logits = rng.normal(size=(3, 32, 10)) * 4
+    values = rng.random((12, 32))
+    values[:, ::7] = np.nan
+    got = paired(
+        {
+            "probe_skill": lambda: metrics.probe_skill(logits[0]),
+            "object_reliance": lambda: metrics.object_reliance(*logits),
+            "object_reliance sigmoid": lambda: metrics.object_reliance(*logits, kind="sigmoid"),
+            "12 x nanmean": lambda: [metrics.nanmean(v) for v in values],
+            "special.softmax (32, 10)": lambda: special.softmax(logits[0], axis=1),
+        },
+        9,
+    )
+    print("\n| per-epoch call (32 probes, 10 classes) | thread CPU us |\n|---|---:|")
+    for name, seconds in got.items():
+        print(f"| {name} | {1e6 * seconds:.0f} |")
+
+
+if __name__ == "__main__":
+    metric_ranks()
