@@ -717,15 +717,16 @@ def _centred_ranks(x: np.ndarray) -> np.ndarray:
         x: float32 or float64 array of shape `(N, M)`.
 
     Returns:
-        float64 array of shape `(N, M)`; a row holding NaN comes out all NaN.
+        float64 array of shape `(N, M)`. A row holding NaN has no meaningful ranks (all NaN
+        from rankdata): `rank_maps` flags it as not finite.
     """
     n, m = x.shape
     if x.dtype != np.float32 or n == 0 or n * m >= 2**31:
         from scipy import stats  # ~0.8 s to import, and only this path needs it
 
         return stats.rankdata(x, axis=1) - (m + 1) / 2.0
-    # Ours, not rankdata: 3.0 vs 13.3 ms for 32 maps 64x64 (+24% of the 42 ms gradient floor per
-    # epoch, on the training thread), 20 vs 98 ms for 16 maps 224x224 (+10% of 786 ms).
+    # Ours, not rankdata (benchmarks/libraries.py): 2.3 vs 11.8 ms for 32 maps 64x64, +23% of
+    # the 42.6 ms gradient floor per epoch on the training thread; 18 vs 89 ms at 16x224x224, +9%.
     # Each int64 word holds an order key of the value in its high 32 bits
     # and the flat index r * M + c in its low 32 bits, so one plain sort
     # per row yields both the sorted keys and the permutation.
