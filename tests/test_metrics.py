@@ -1,6 +1,7 @@
 """Tests for keras_saliency_monitor.metrics: numpy only, checked against hand-computed
 values and independent references (scipy)."""
 
+import math
 import re
 import warnings
 
@@ -314,6 +315,27 @@ def test_probe_skill_by_hand():
     # Regression, or no probes: undefined.
     assert np.isnan(metrics.probe_skill(binary, kind="linear"))
     assert np.isnan(metrics.probe_skill(np.zeros((0, 3))))
+
+
+def test_sigmoid_heads_with_huge_logits_give_exact_probabilities_without_warnings():
+    # exp(800) overflows float64; the probabilities must still come out, with no RuntimeWarning.
+    def sigmoid(t):
+        return 1 / (1 + math.exp(-t))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        skill = metrics.probe_skill(np.array([[1000.0], [-1000.0]]), kind="sigmoid")
+        run, per_probe = metrics.object_reliance(
+            np.array([[800.0], [-3.0]]),  # intact: confident class 1, then class 0
+            np.array([[-800.0], [2.0]]),  # object painted over: both flip
+            np.array([[800.0], [-3.0]]),  # control painted over: nothing moves
+            kind="sigmoid",
+        )
+    assert skill == 1.0  # both fully confident: (1 - 1/2) / (1 - 1/2)
+    # (p(control) - p(object)) / (p(intact) - 1/2), p of the intact probe's side.
+    second = (sigmoid(3) - sigmoid(-2)) / (sigmoid(3) - 0.5)
+    np.testing.assert_allclose(per_probe, [1.0 / 0.5, second], rtol=1e-12)
+    np.testing.assert_allclose(run, (1.0 + sigmoid(3) - sigmoid(-2)) / (0.5 + sigmoid(3) - 0.5))
 
 
 def test_shortcut_indicators_on_hand_built_maps():
