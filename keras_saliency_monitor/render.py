@@ -501,17 +501,22 @@ def tile_factor(hw: tuple[int, ...], max_side: int) -> int:
 
 
 def downscale_images(images_u8, factor: int) -> np.ndarray:
-    """Block-mean downscale of `(N, H, W, C)` uint8 images by an integer `factor` (edges padded)."""
+    """Block-mean downscale of `(N, H, W, 3)` uint8 images or `(N, H, W)` uint8/float32 maps by an
+    integer `factor`, with Pillow's `Image.reduce` (a block cut by an edge: its pixels' mean)."""
     images = np.asarray(images_u8)
-    if images.ndim != 4 or images.dtype != np.uint8:
+    rgb = images.ndim == 4 and images.shape[-1] == 3
+    if images.dtype != np.uint8 and (rgb or images.dtype != np.float32) or images.ndim != 3 + rgb:
         raise ValueError(
-            f"`images_u8` must be uint8 (N, H, W, C); received {images.dtype} {images.shape}."
+            "`images_u8` must be uint8 (N, H, W, 3), or uint8 or float32 (N, H, W); received "
+            f"{images.dtype} {images.shape}."
         )
     if not _is_int(factor) or factor < 1:
         raise ValueError(
             f"Invalid value for argument `factor`: expected an int >= 1, received {factor!r}."
         )
-    return _downscale(images, int(factor))
+    if factor == 1 or images.size == 0:  # Pillow refuses empty images
+        return images[:, ::factor, ::factor]
+    return np.stack([np.asarray(Image.fromarray(image).reduce(int(factor))) for image in images])
 
 
 def frame_tiles(tiles_u8, which, color) -> np.ndarray:
@@ -641,20 +646,6 @@ def _repeat(tiles: np.ndarray, factor: int) -> np.ndarray:
     return tiles.repeat(factor, axis=2).repeat(factor, axis=1)
 
 
-def _downscale(tiles: np.ndarray, factor: int) -> np.ndarray:
-    """Block-mean downscale of `(N, H, W, C)` uint8 by an integer factor (edge-padded)."""
-    if factor == 1:
-        return tiles
-    n, h, w, c = tiles.shape
-    hp, wp = -(-h // factor) * factor, -(-w // factor) * factor
-    if (hp, wp) != (h, w):
-        tiles = np.pad(tiles, ((0, 0), (0, hp - h), (0, wp - w), (0, 0)), mode="edge")
-    blocks = tiles.reshape(n, hp // factor, factor, wp // factor, factor, c)
-    total = blocks.sum(axis=(2, 4), dtype=np.uint32)  # (N, H', W', C)
-    area = factor * factor
-    return ((total + area // 2) // area).astype(np.uint8)
-
-
 def make_grid(
     display_u8,
     overlay_u8,
@@ -753,8 +744,8 @@ def make_grid(
     # Half the height cap leaves room for the caption strip in a one-row grid.
     while grid_width(1, -(-w // down)) > max_width or -(-h // down) > MAX_GRID_HEIGHT // 2:
         down += 1
-    display = _downscale(_repeat(display, up), down)  # (N, th, tw, 3)
-    over = _downscale(_repeat(over, up), down)
+    display = downscale_images(_repeat(display, up), down)  # (N, th, tw, 3)
+    over = downscale_images(_repeat(over, up), down)
     th, tw = display.shape[1:3]
     cell_w = 2 * tw + sep
 

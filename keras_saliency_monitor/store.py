@@ -210,22 +210,16 @@ def image_blobs(image_u8, quality: int = GRID_JPEG_QUALITY) -> list[bytes]:
 
 def downsample_maps(maps, max_side: int) -> np.ndarray:
     """Block-mean downsampling of ``(N, H, W)`` maps by the smallest integer factor that brings
-    the longer side to at most ``max_side``.
+    the longer side to at most ``max_side`` (:func:`render.downscale_images`: Pillow).
 
     A block mean keeps the total mass (sum over pixels times the block area), so mass-based
-    numbers computed from the stored maps stay close to those of the full maps. Edges that do not
-    fill a whole block are padded with the edge values first. Non-finite values propagate into
-    their block.
+    numbers computed from the stored maps stay close to those of the full maps. A block cut by
+    the edge is the mean of the pixels it has. Non-finite values propagate into their block.
     """
+    from keras_saliency_monitor import render  # render imports matplotlib: only when writing
+
     maps = np.asarray(maps, dtype=np.float32)
-    n, h, w = maps.shape
-    factor = max(1, math.ceil(max(h, w) / max(1, int(max_side))))
-    if factor == 1:
-        return maps
-    hp, wp = -(-h // factor) * factor, -(-w // factor) * factor
-    if (hp, wp) != (h, w):
-        maps = np.pad(maps, ((0, 0), (0, hp - h), (0, wp - w)), mode="edge")
-    return maps.reshape(n, hp // factor, factor, wp // factor, factor).mean(axis=(2, 4))
+    return render.downscale_images(maps, render.tile_factor(maps.shape[1:], max_side))
 
 
 def quantize_maps(maps, encoding: str = DEFAULT_ENCODING) -> tuple[np.ndarray, np.ndarray]:

@@ -567,6 +567,21 @@ def test_downscale_images_is_a_block_mean():
     assert render.tile_factor((12, 12), 112) == 1
 
 
+def test_downscale_images_averages_the_pixels_of_blocks_cut_by_the_edge():
+    maps = _rng().random((2, 5, 7)).astype(np.float32)
+    images = _rng(1).integers(0, 256, (2, 5, 7, 3), dtype=np.uint8)
+    for x in (maps, images):
+        small = render.downscale_images(x, 2)
+        assert small.shape == (2, 3, 4, *x.shape[3:]) and small.dtype == x.dtype
+        for i, j in np.ndindex(3, 4):
+            block = x[:, 2 * i : 2 * i + 2, 2 * j : 2 * j + 2].astype(np.float64)
+            mean = block.mean(axis=(1, 2))
+            expected = mean if x.dtype == np.float32 else np.floor(mean + 0.5)
+            np.testing.assert_allclose(small[:, i, j], expected, rtol=1e-6)
+    with pytest.raises(ValueError, match="images_u8"):
+        render.downscale_images(images.astype(np.float32), 2)
+
+
 def _first_caption_line_height(grid, tile):
     """Height in grid pixels of the ink of the first caption line of cell 0 (found by pixels)."""
     strip = grid[SEP + tile :, SEP : SEP + 2 * tile + SEP].max(axis=-1)
