@@ -325,9 +325,10 @@ def encode_maps(
 # ==================================================================================================
 
 
-def _decode_png(png: bytes) -> np.ndarray:
+def _decode_png(png: bytes, mode: str) -> np.ndarray:
+    """The PNG's pixels in Pillow ``mode`` ("L": grey, "RGB": alpha dropped, grey repeated)."""
     with Image.open(io.BytesIO(png)) as image:
-        return np.asarray(image)
+        return np.asarray(image.convert(mode))
 
 
 def decode_maps(png: bytes, info: dict) -> np.ndarray:
@@ -343,9 +344,7 @@ def decode_maps(png: bytes, info: dict) -> np.ndarray:
     h, w = int(info["map_height"]), int(info["map_width"])
     scale = np.array([0.0 if s is None else s for s in info["scale"]], np.float32)
     n = len(scale)
-    pixels = _decode_png(png)
-    if pixels.ndim == 3:  # a reader that expanded grey to RGB: all channels are equal
-        pixels = pixels[..., 0]
+    pixels = _decode_png(png, "L")
     if pixels.shape != (n * h, w):
         raise ValueError(
             f"stored maps have shape {pixels.shape}, expected {(n * h, w)} from their JSON"
@@ -358,10 +357,7 @@ def decode_maps(png: bytes, info: dict) -> np.ndarray:
 
 def decode_images(png: bytes, num_probes: int) -> np.ndarray:
     """The probe display images, uint8 ``(N, H, W, 3)``, from blob [1] of ``saliency/probe_set``."""
-    stacked = _decode_png(png)
-    if stacked.ndim == 2:
-        stacked = np.repeat(stacked[..., None], 3, axis=-1)
-    stacked = stacked[..., :3]
+    stacked = _decode_png(png, "RGB")
     if num_probes < 1 or stacked.shape[0] % num_probes:
         raise ValueError(
             f"stored probe images have height {stacked.shape[0]}, not a multiple of "
@@ -373,9 +369,7 @@ def decode_images(png: bytes, num_probes: int) -> np.ndarray:
 
 def decode_masks(png: bytes, num_probes: int) -> np.ndarray:
     """The probes' object masks, bool ``(N, H, W)``, from blob [2] of ``saliency/probe_set``."""
-    stacked = _decode_png(png)
-    if stacked.ndim == 3:
-        stacked = stacked[..., 0]
+    stacked = _decode_png(png, "L")
     if num_probes < 1 or stacked.shape[0] % num_probes:
         raise ValueError(
             f"stored masks have height {stacked.shape[0]}, not a multiple of "
