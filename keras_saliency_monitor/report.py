@@ -82,7 +82,8 @@ DEFAULT_MAX_EPOCHS = 12  # filmstrip columns
 HTML_MAX_FRAMES = 60  # frames of the animation embedded in the HTML page (the .gif keeps all)
 GIF_FRAME_MS = 400
 GIF_LAST_FRAME_MS = 1600
-_BACKGROUND = (16, 16, 16)
+_GREY = 16  # the background's level (R = G = B)
+_BACKGROUND = (_GREY,) * 3
 _TITLE_BG = (40, 40, 40)
 _TEXT = (235, 235, 235)
 _DIM_TEXT = (170, 170, 170)
@@ -168,12 +169,6 @@ def _backdrop(run: Run, h: int, w: int) -> np.ndarray:
             )
         cache[(h, w)] = render.dim_grey(display)
     return cache[(h, w)]
-
-
-def _pad(image: np.ndarray, h: int, w: int) -> np.ndarray:
-    out = np.full((h, w, 3), _BACKGROUND, np.uint8)
-    out[: image.shape[0], : image.shape[1]] = image
-    return out
 
 
 def _has_saliency_maps(directory: str, files: list[str]) -> bool:
@@ -516,7 +511,8 @@ def filmstrip(runs, probes=None, max_epochs=DEFAULT_MAX_EPOCHS, progress=None) -
     progress = progress or Progress(enabled=False)
     blocks = [_filmstrip_block(run, probes, max_epochs, progress) for run in runs]
     width = max(b.shape[1] for b in blocks)
-    return np.concatenate([_pad(b, b.shape[0], width) for b in blocks], axis=0)
+    pads = [((0, 0), (0, width - b.shape[1]), (0, 0)) for b in blocks]
+    return np.concatenate([np.pad(b, p, constant_values=_GREY) for b, p in zip(blocks, pads)])
 
 
 def _panel_layout(run: Run, probes, labels) -> dict:
@@ -604,7 +600,8 @@ def gif_frames(runs, probes=None, epochs=None, progress=None) -> tuple[list, lis
             if row:
                 row.append(gap)
             panel = _panel(run, plan[k][0], plan[k][1], layout)
-            row.append(_pad(panel, height, panel.shape[1]))
+            pad = ((0, height - panel.shape[0]), (0, 0), (0, 0))
+            row.append(np.pad(panel, pad, constant_values=_GREY))
         frames.append(np.concatenate(row, axis=1))
         progress.advance()
     return frames, steps
