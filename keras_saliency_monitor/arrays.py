@@ -26,6 +26,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import tempfile
@@ -35,6 +36,7 @@ import numpy as np
 __all__ = [
     "ARRAYS_SUBDIR",
     "arrays_dir",
+    "atomic_file",
     "epoch_path",
     "last_saved_epoch",
     "load_arrays",
@@ -112,41 +114,45 @@ def save_epoch(log_dir, epoch: int, maps, /, **extra) -> str:
         payload[name] = value
 
     final = epoch_path(os.fspath(log_dir), epoch)
-    directory = os.path.dirname(final)
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".epoch_{epoch:04d}.", suffix=".tmp")
+    os.makedirs(os.path.dirname(final), exist_ok=True)
     try:
-        with os.fdopen(fd, "wb") as f:
+        with atomic_file(final, prefix=f".epoch_{epoch:04d}.") as f:
             np.savez_compressed(f, **payload)  # a file object: numpy adds no ".npz" suffix
-            f.flush()
-            _sync(f.fileno())
-        _publish(tmp, final)
-    finally:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-    return final
-
-
-def _publish(tmp: str, final: str) -> None:
-    """Gives the written file ``tmp`` its final name, atomically, unless that name exists."""
-    try:
-        os.link(tmp, final)  # atomic, and fails with FileExistsError instead of replacing
-        return
     except FileExistsError:
         raise FileExistsError(
             f"{final!r} exists already: saved arrays are never overwritten. Use a new log_dir "
             "or move the old run's arrays away."
         ) from None
-    except OSError:
-        pass  # a file system without hard links (FAT, some network mounts): check, then rename
-    if os.path.exists(final):
-        raise FileExistsError(
-            f"{final!r} exists already: saved arrays are never overwritten. Use a new log_dir "
-            "or move the old run's arrays away."
-        )
-    os.replace(tmp, final)
+    return final
+
+
+@contextlib.contextmanager
+def atomic_file(path: str, *, prefix: str, overwrite: bool = False, mode: int | None = None):
+    """A binary file that becomes ``path`` only when the ``with`` block ends without an error.
+
+    Written as ``prefix``...``.tmp`` in the same directory, flushed to disk, given permissions
+    ``mode`` (None: 0600), then renamed over ``path`` (``overwrite``) or hard-linked to it, which
+    raises ``FileExistsError`` instead of replacing. Whatever fails, no temporary file is left.
+    """
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=prefix, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            f.flush()
+            _sync(f.fileno())
+        if mode is not None:
+            os.chmod(tmp, mode)
+        if not overwrite:
+            try:
+                os.link(tmp, path)  # atomic, and fails with FileExistsError instead of replacing
+                return
+            except OSError as err:  # or a file system without hard links: check, then rename
+                if isinstance(err, FileExistsError) or os.path.exists(path):
+                    raise FileExistsError(f"{path!r} exists already") from None
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)  # gone already once renamed; the link's twin otherwise
 
 
 def load_arrays(log_dir) -> dict[int, dict[str, np.ndarray]]:

@@ -36,7 +36,6 @@ import math
 import mmap
 import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 
@@ -45,7 +44,7 @@ from PIL import Image, ImageDraw
 from tensorboard.data import provider as tb_provider
 from tqdm import tqdm
 
-from keras_saliency_monitor import logdirs, render, store
+from keras_saliency_monitor import arrays, logdirs, render, store
 
 __all__ = [
     "EXTENSIONS",
@@ -1064,21 +1063,10 @@ def _prepare_parent(out: str) -> None:
 
 
 def _write_atomic(path: str, data: bytes) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    try:
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".report.", suffix=".tmp")
-    except OSError as err:
-        raise ReportError(f"cannot write {path!r}: {err.strerror or err}") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
+    try:  # 0644: mkstemp makes 0600, and a report is meant to be shared
+        with arrays.atomic_file(path, prefix=".report.", overwrite=True, mode=0o644) as f:
             f.write(data)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a report is meant to be shared
-        os.replace(tmp, path)
     except OSError as err:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
         raise ReportError(f"cannot write {path!r}: {err.strerror or err}") from None
 
 

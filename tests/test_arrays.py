@@ -58,6 +58,21 @@ def test_bad_arguments_write_nothing(tmp_path, epoch, maps, extra, error):
     assert not os.path.isdir(directory) or os.listdir(directory) == []
 
 
+def test_atomic_file_replaces_only_when_asked_and_leaves_nothing_on_failure(tmp_path):
+    path = str(tmp_path / "out.bin")
+    with arrays.atomic_file(path, prefix=".t.", overwrite=True, mode=0o644) as f:
+        f.write(b"one")
+    with arrays.atomic_file(path, prefix=".t.", overwrite=True, mode=0o644) as f:
+        f.write(b"two")
+    assert open(path, "rb").read() == b"two" and os.stat(path).st_mode & 0o777 == 0o644
+    with pytest.raises(FileExistsError), arrays.atomic_file(path, prefix=".t.") as f:
+        f.write(b"three")
+    with pytest.raises(RuntimeError), arrays.atomic_file(str(tmp_path / "new"), prefix=".t.") as f:
+        f.write(b"half")
+        raise RuntimeError("writer died")
+    assert os.listdir(tmp_path) == ["out.bin"] and open(path, "rb").read() == b"two"
+
+
 def test_sigkill_mid_write_never_leaves_a_torn_file(tmp_path):
     """A writer killed in the middle of a write leaves only complete files (temporaries ignored)."""
     module = os.path.abspath(arrays.__file__)
