@@ -30,6 +30,7 @@ Example:
 from __future__ import annotations
 
 import base64
+import contextlib
 import html
 import io
 import math
@@ -233,26 +234,18 @@ def _run_name(logdir: str, path: str) -> str:
     return "/".join(parts)
 
 
-def _dir_bytes(path) -> int:
-    total = 0
-    try:
-        for name in os.listdir(path):
-            if logdirs.is_event_file(name):
-                total += os.path.getsize(os.path.join(path, name))
-    except OSError:
-        pass
-    return total
-
-
 def _metric_dirs(run_path: str) -> list[tuple[str, str]]:
-    """The sibling train/validation directories of Keras's TensorBoard callback, if any."""
+    """The sibling train/validation directories of Keras's TensorBoard callback, if any (with a
+    non-empty event file)."""
     root = os.path.dirname(run_path) if os.path.basename(run_path) == "saliency" else run_path
-    out = []
-    for split in ("train", "validation"):
-        path = os.path.join(root, split)
-        if os.path.isdir(path) and _dir_bytes(path) > 0:
-            out.append((split, path))
-    return out
+    splits = [(split, os.path.join(root, split)) for split in ("train", "validation")]
+    return [(split, path) for split, path in splits if _has_events(path)]
+
+
+def _has_events(path: str) -> bool:
+    with contextlib.suppress(OSError), os.scandir(path) as entries:  # OSError: no such directory
+        return any(logdirs.is_event_file(e.name) and e.stat().st_size > 0 for e in entries)
+    return False
 
 
 def _select(logdir, runs) -> list[tuple[str, str]]:
