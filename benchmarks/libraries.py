@@ -30,6 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import matplotlib  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from PIL import Image, ImageDraw  # noqa: E402
 from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c  # noqa: E402
 
 from keras_saliency_monitor import render, report, writer  # noqa: E402
@@ -152,12 +153,200 @@ def imports() -> None:
         print(f"| `{statement}` | {statistics.median(runs):.3f} |")
 
 
-if __name__ == "__main__":
-    print(time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), f"load {os.getloadavg()[0]:.1f}")
-    captions()
-    charts()
-    imports()
-    crc()
+# ------------------------------------------------------------------------------------------------
+# Session 2 (helper 14r): render.py, store.py, report.py, arrays.py.
+# ------------------------------------------------------------------------------------------------
+
+
+def numpy_block_mean(tiles: np.ndarray, factor: int) -> np.ndarray:
+    """The block mean render.py and store.py had before Pillow's `Image.reduce` (edge-padded)."""
+    n, h, w = tiles.shape[:3]
+    hp, wp = -(-h // factor) * factor, -(-w // factor) * factor
+    pad = ((0, 0), (0, hp - h), (0, wp - w)) + ((0, 0),) * (tiles.ndim - 3)
+    blocks = np.pad(tiles, pad, mode="edge").reshape(
+        n, hp // factor, factor, wp // factor, factor, *tiles.shape[3:]
+    )
+    if tiles.dtype != np.uint8:
+        return blocks.mean(axis=(2, 4))
+    return ((blocks.sum(axis=(2, 4), dtype=np.uint32) + factor**2 // 2) // factor**2).astype(
+        np.uint8
+    )
+
+
+def pil_composite(display, heat, maps01, alpha):
+    """`render.overlay` done by Pillow: `Image.composite` with an 8-bit opacity mask."""
+    masks = np.rint(alpha * np.clip(maps01, 0, 1) * 255).astype(np.uint8)
+    return np.stack(
+        [
+            np.asarray(Image.composite(Image.fromarray(h), Image.fromarray(d), Image.fromarray(m)))
+            for d, h, m in zip(display, heat, masks)
+        ]
+    )
+
+
+def pil_frames(tiles, which, color):
+    """`render.frame_tiles` done by Pillow: `ImageDraw.rectangle(outline=..., width=t)` per tile."""
+    out = np.array(tiles, copy=True)
+    t = max(1, min(out.shape[1:3]) // 12)
+    for k in np.flatnonzero(which):
+        image = Image.fromarray(out[k])
+        ImageDraw.Draw(image).rectangle(
+            [0, 0, image.width - 1, image.height - 1], outline=tuple(color), width=t
+        )
+        out[k] = np.asarray(image)
+    return out
+
+
+def rendering() -> None:
+    """Thread CPU per call at the callback's scale: 16 or 32 probes, 64-224 px, grid tiles 112."""
+    rng = np.random.default_rng(0)
+    print("\n## Session 2: render.py / store.py (thread CPU ms, medians of 15 pairs)\n")
+    print("| piece | case | ours (before) | library | max difference |\n|---|---|---:|---:|---|")
+    for n, side in ((16, 128), (16, 224), (32, 224), (16, 300)):
+        factor = render.tile_factor((side, side), 112)
+        images = rng.integers(0, 256, (n, side, side, 3), np.uint8)
+        maps = rng.gamma(1.0, 1.0, (n, side, side)).astype(np.float32)
+        for what, x in (("RGB uint8", images), ("maps float32", maps)):
+            got = paired(
+                {
+                    "numpy": lambda x=x, f=factor: numpy_block_mean(x, f),
+                    "pil": lambda x=x, f=factor: render.downscale_images(x, f),
+                },
+                15,
+            )
+            diff = np.abs(
+                numpy_block_mean(x, factor).astype(float) - render.downscale_images(x, factor)
+            ).max()
+            print(
+                f"| block-mean downscale | {n} {what} {side} -> {side // factor} px | "
+                f"{1e3 * got['numpy']:.2f} | {1e3 * got['pil']:.2f} (`Image.reduce`) | {diff:.2g} |"
+            )
+    for n in (16, 32):
+        maps01 = rng.random((n, 112, 112)).astype(np.float32)
+        cmap = matplotlib.colormaps["inferno"]
+        got = paired(
+            {
+                "ours": lambda m=maps01: render.colorize(m, "inferno"),
+                "mpl": lambda m=maps01, c=cmap: c(m, bytes=True)[..., :3],
+            },
+            15,
+        )
+        ours, lib = render.colorize(maps01, "inferno"), cmap(maps01, bytes=True)[..., :3]
+        share = (ours != lib).any(axis=-1).mean()
+        top = render.colorize(np.ones((1, 1, 1)))[0, 0, 0], np.array(cmap(1.0, bytes=True)[:3])
+        ends = f"{top[0]} vs {top[1]}"
+        print(
+            f"| colorize | {n} maps 112 px, inferno | {1e3 * got['ours']:.2f} | "
+            f"{1e3 * got['mpl']:.2f} (`cmap(x, bytes=True)`) | {share:.0%} of pixels; "
+            f"end colour {ends} |"
+        )
+        display = rng.integers(0, 256, (n, 112, 112, 3), np.uint8)
+        heat = render.colorize(maps01)
+        got = paired(
+            {
+                "ours": lambda d=display, h=heat, m=maps01: render.overlay(d, h, 0.8, maps01=m),
+                "pil": lambda d=display, h=heat, m=maps01: pil_composite(d, h, m, 0.8),
+            },
+            15,
+        )
+        diff = np.abs(
+            render.overlay(display, heat, 0.8, maps01=maps01).astype(int)
+            - pil_composite(display, heat, maps01, 0.8)
+        ).max()
+        print(
+            f"| per-pixel blend | {n} tiles 112 px | {1e3 * got['ours']:.2f} | "
+            f"{1e3 * got['pil']:.2f} (`Image.composite`, 8-bit mask) | {diff} levels |"
+        )
+        which = np.arange(n) % 4 == 0
+        got = paired(
+            {
+                "ours": lambda d=display, w=which: render.frame_tiles(d, w, render.FAULT_COLOR),
+                "pil": lambda d=display, w=which: pil_frames(d, w, render.FAULT_COLOR),
+            },
+            15,
+        )
+        diff = np.abs(
+            render.frame_tiles(display, which, render.FAULT_COLOR).astype(int)
+            - pil_frames(display, which, render.FAULT_COLOR)
+        ).max()
+        print(
+            f"| frames | {n} tiles 112 px, {which.sum()} framed | {1e3 * got['ours']:.3f} | "
+            f"{1e3 * got['pil']:.3f} (`ImageDraw.rectangle`) | {diff} |"
+        )
+        small = rng.integers(0, 256, (n, 28, 28, 3), np.uint8)
+        got = paired(
+            {
+                "ours": lambda t=small: render.upscale_nearest(t, 96),
+                "pil": lambda t=small: np.stack(
+                    [np.asarray(Image.fromarray(i).resize((112, 112), Image.NEAREST)) for i in t]
+                ),
+            },
+            15,
+        )
+        print(
+            f"| nearest upscale | {n} tiles 28 -> 112 px | {1e3 * got['ours']:.3f} (`np.repeat`) | "
+            f"{1e3 * got['pil']:.3f} (`Image.resize`, NEAREST) | 0 |"
+        )
+
+
+def report_io() -> None:
+    """The report's file handling: run discovery before anything is loaded, and its output."""
+    from keras_saliency_monitor import arrays, store
+
+    print("\n## Session 2: report.py / arrays.py\n")
+    with tempfile.TemporaryDirectory() as tmp:
+        for run in ("a", "b", "c"):
+            for sub in ("saliency", "train", "validation"):
+                with writer.EventWriter(os.path.join(tmp, run, sub), fsync=False) as w:
+                    if sub == "saliency":
+                        w.add_blob_sequence(store.MAPS_TAG, [b"{}", b""], 0, store.PLUGIN_NAME)
+                    w.add_scalar("epoch_loss", 1.0, 0)
+        print("Run discovery, fresh interpreter, imports included (median of 3):\n")
+        print("| discovery | s |\n|---|---:|")
+        for name, code in (
+            (
+                "report.find_runs (os.walk + mmap tag search)",
+                "from keras_saliency_monitor import report; report.find_runs(sys.argv[1])",
+            ),
+            (
+                "tensorboard io_wrapper.GetLogdirSubdirectories (directories only)",
+                "from tensorboard.backend.event_processing import io_wrapper; "
+                "list(io_wrapper.GetLogdirSubdirectories(sys.argv[1]))",
+            ),
+        ):
+            timed = (
+                f"import sys, time; t = time.perf_counter(); {code}; print(time.perf_counter()-t)"
+            )
+            command = [sys.executable, "-c", timed, tmp]
+            out = [
+                subprocess.check_output(command, text=True, stderr=subprocess.DEVNULL)
+                for _ in "123"
+            ]
+            print(f"| {name} | {statistics.median(float(o.split()[-1]) for o in out):.3f} |")
+        data = np.random.default_rng(0).integers(0, 256, 1_400_000, np.uint8).tobytes()
+
+        def unsynced(path):  # report._write_atomic before arrays.atomic_file: no fsync
+            fd, tmp_path = tempfile.mkstemp(dir=tmp, prefix=".report.", suffix=".tmp")
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp_path, path)
+
+        def synced(path):
+            with arrays.atomic_file(path, prefix=".report.", overwrite=True, mode=0o644) as f:
+                f.write(data)
+
+        got = paired(
+            {
+                "before": lambda: unsynced(os.path.join(tmp, "a.html")),
+                "after": lambda: synced(os.path.join(tmp, "b.html")),
+            },
+            9,
+            clock=time.perf_counter,
+        )
+        print(
+            f"\nReport output, 1.4 MB, wall ms: mkstemp + replace {1e3 * got['before']:.1f}, "
+            f"`arrays.atomic_file` (+ fsync) {1e3 * got['after']:.1f}"
+        )
 
 
 # ---------------------------------------------------------------- issue 14, helper 14m: metrics.py
@@ -230,4 +419,11 @@ def metric_ranks() -> None:
 
 
 if __name__ == "__main__":
+    print(time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), f"load {os.getloadavg()[0]:.1f}")
+    captions()
+    charts()
+    imports()
+    crc()
+    rendering()
+    report_io()
     metric_ranks()

@@ -203,8 +203,10 @@ def smooth_maps(maps, sigma: float = 0.0) -> np.ndarray:
 def colorize(maps01, cmap: str | Colormap = "inferno") -> np.ndarray:
     """Turns maps in [0, 1] into RGB pictures through a matplotlib colormap.
 
-    The colormap is sampled once into a 256-entry table (cached per name) and indexed, which is
-    far faster than evaluating the colormap per pixel.
+    The colormap is sampled once into a 256-entry table (cached per name), indexed by
+    `round(255 * x)` as the dashboard does. Not matplotlib's `cmap(x, bytes=True)`: 0.4 ms faster
+    for 16 maps of 112 px, but it bins by `floor(256 * x)` and truncates (inferno's top comes out
+    254, not 255): 91% of the pixels would differ from the dashboard's.
 
     Args:
         maps01: `(N, H, W)` array with values in [0, 1] (other shapes work too; the colour axis
@@ -424,6 +426,7 @@ def overlay(display_u8, heat_u8, alpha: float = 0.5, maps01=None) -> np.ndarray:
                 f"`maps01` must be (N, H, W) = {display.shape[:3]}; received shape {m.shape}."
             )
         weight = weight * np.clip(np.nan_to_num(m, nan=0.0), 0, 1)  # (N, H, W)
+    # Pillow's Image.composite is no faster (2.3 vs 2.1 ms, 16 tiles of 112 px) and 1 level off.
     # display + weight * (heat - display), in place on one float buffer. With weight in [0, 1] the
     # result stays between the two inputs, so no clipping is needed.
     base = display.astype(np.float32)
@@ -524,7 +527,7 @@ def frame_tiles(tiles_u8, which, color) -> np.ndarray:
 
     The frame is 1/12 of the tile's shorter side wide (at least 1 pixel).
     """
-    out = np.array(tiles_u8, copy=True)
+    out = np.array(tiles_u8, copy=True)  # slices: 0.11 ms for 16 tiles, ImageDraw.rectangle 0.22
     t = max(1, min(out.shape[1:3]) // 12)
     c = np.asarray(color, np.uint8)
     which = np.asarray(which, bool)
@@ -641,6 +644,7 @@ def _upscale_factor(hw: tuple[int, ...], min_size: int) -> int:
 def _repeat(tiles: np.ndarray, factor: int) -> np.ndarray:
     if factor == 1:
         return np.ascontiguousarray(tiles)
+    # np.repeat: 0.14 ms for 16 tiles 28 -> 112 px; Image.resize(NEAREST) tile by tile: 0.60 ms.
     # Width first, while the array is small: repeating along W copies one pixel at a time,
     # repeating along H copies whole rows.
     return tiles.repeat(factor, axis=2).repeat(factor, axis=1)
