@@ -33,6 +33,7 @@ import base64
 import contextlib
 import html
 import io
+import itertools
 import math
 import mmap
 import os
@@ -872,16 +873,11 @@ def _marks_html(run: Run) -> str:
 
 
 def _ranges(steps) -> str:
-    """[0, 1, 2, 5] -> "0-2, 5"."""
-    out, start, prev = [], steps[0], steps[0]
-    for step in steps[1:] + [None]:
-        if step is not None and step == prev + 1:
-            prev = step
-            continue
-        out.append(str(start) if start == prev else f"{start}-{prev}")
-        if step is not None:
-            start = prev = step
-    return ", ".join(out)
+    """[0, 1, 2, 5] -> "0-2, 5" (ascending distinct steps)."""
+    # A run of consecutive steps keeps step - position constant.
+    groups = itertools.groupby(enumerate(steps), lambda pair: pair[1] - pair[0])
+    spans = [[step for _, step in group] for _, group in groups]
+    return ", ".join(str(s[0]) if len(s) == 1 else f"{s[0]}-{s[-1]}" for s in spans)
 
 
 def _probes_html(run: Run) -> str:
