@@ -325,10 +325,17 @@ def encode_maps(
 # ==================================================================================================
 
 
-def _decode_png(png: bytes, mode: str) -> np.ndarray:
-    """The PNG's pixels in Pillow ``mode`` ("L": grey, "RGB": alpha dropped, grey repeated)."""
+def _unstack(png: bytes, mode: str, num_probes: int, what: str) -> np.ndarray:
+    """``(N, H, W[, 3])`` from N pictures stacked vertically in one PNG, in Pillow ``mode``
+    ("L": grey, "RGB": alpha dropped, grey repeated)."""
     with Image.open(io.BytesIO(png)) as image:
-        return np.asarray(image.convert(mode))
+        stacked = np.asarray(image.convert(mode))
+    if num_probes < 1 or stacked.shape[0] % num_probes:
+        raise ValueError(
+            f"stored {what} have height {stacked.shape[0]}, not a multiple of "
+            f"num_probes={num_probes}"
+        )
+    return stacked.reshape(num_probes, -1, *stacked.shape[1:])
 
 
 def decode_maps(png: bytes, info: dict) -> np.ndarray:
@@ -344,12 +351,10 @@ def decode_maps(png: bytes, info: dict) -> np.ndarray:
     h, w = int(info["map_height"]), int(info["map_width"])
     scale = np.array([0.0 if s is None else s for s in info["scale"]], np.float32)
     n = len(scale)
-    pixels = _decode_png(png, "L")
-    if pixels.shape != (n * h, w):
-        raise ValueError(
-            f"stored maps have shape {pixels.shape}, expected {(n * h, w)} from their JSON"
-        )
-    q = pixels.reshape(n, h, w).astype(np.float32) / np.float32(255)
+    pixels = _unstack(png, "L", n, "maps")
+    if pixels.shape != (n, h, w):
+        raise ValueError(f"stored maps have shape {pixels.shape}, their JSON says {(n, h, w)}")
+    q = pixels.astype(np.float32) / np.float32(255)
     if encoding == "sqrt8":
         q *= q
     return q * scale[:, None, None]
@@ -357,25 +362,12 @@ def decode_maps(png: bytes, info: dict) -> np.ndarray:
 
 def decode_images(png: bytes, num_probes: int) -> np.ndarray:
     """The probe display images, uint8 ``(N, H, W, 3)``, from blob [1] of ``saliency/probe_set``."""
-    stacked = _decode_png(png, "RGB")
-    if num_probes < 1 or stacked.shape[0] % num_probes:
-        raise ValueError(
-            f"stored probe images have height {stacked.shape[0]}, not a multiple of "
-            f"num_probes={num_probes}"
-        )
-    h = stacked.shape[0] // num_probes
-    return np.ascontiguousarray(stacked.reshape(num_probes, h, *stacked.shape[1:]))
+    return _unstack(png, "RGB", num_probes, "probe images")
 
 
 def decode_masks(png: bytes, num_probes: int) -> np.ndarray:
     """The probes' object masks, bool ``(N, H, W)``, from blob [2] of ``saliency/probe_set``."""
-    stacked = _decode_png(png, "L")
-    if num_probes < 1 or stacked.shape[0] % num_probes:
-        raise ValueError(
-            f"stored masks have height {stacked.shape[0]}, not a multiple of "
-            f"num_probes={num_probes}"
-        )
-    return stacked.reshape(num_probes, -1, stacked.shape[1]) > 127
+    return _unstack(png, "L", num_probes, "masks") > 127
 
 
 # ==================================================================================================
