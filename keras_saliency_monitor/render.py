@@ -406,18 +406,7 @@ def overlay(display_u8, heat_u8, alpha: float = 0.5, maps01=None) -> np.ndarray:
             f"Invalid value for argument `alpha`: expected a number in [0, 1], received "
             f"alpha={alpha!r}."
         )
-    display = np.asarray(display_u8)
-    heat = np.asarray(heat_u8)
-    if display.ndim != 4 or display.shape[-1] != 3 or heat.shape != display.shape:
-        raise ValueError(
-            "`display_u8` and `heat_u8` must both be (N, H, W, 3) of the same shape; received "
-            f"{display.shape} and {heat.shape}."
-        )
-    if display.dtype != np.uint8 or heat.dtype != np.uint8:
-        raise ValueError(
-            "`display_u8` and `heat_u8` must be uint8 (see `to_display` and `colorize`); "
-            f"received {display.dtype} and {heat.dtype}."
-        )
+    display, heat = _rgb_pair(display_u8, heat_u8, "`heat_u8`", "`colorize`")
     weight = np.float32(alpha)
     if maps01 is not None:
         m = np.asarray(maps01, dtype=np.float32)
@@ -697,18 +686,7 @@ def make_grid(
     Raises:
         ValueError: If the shapes, the number of captions or an argument is invalid.
     """
-    display = np.asarray(display_u8)
-    over = np.asarray(overlay_u8)
-    if display.ndim != 4 or display.shape[-1] != 3 or over.shape != display.shape:
-        raise ValueError(
-            "`display_u8` and `overlay_u8` must both be (N, H, W, 3) of the same shape; "
-            f"received {display.shape} and {over.shape}."
-        )
-    if display.dtype != np.uint8 or over.dtype != np.uint8:
-        raise ValueError(
-            "`display_u8` and `overlay_u8` must be uint8 (see `to_display` and `overlay`); "
-            f"received {display.dtype} and {over.dtype}."
-        )
+    display, over = _rgb_pair(display_u8, overlay_u8, "`overlay_u8`", "`overlay`")
     n, h, w, _ = display.shape
     if n == 0 or h == 0 or w == 0:
         raise ValueError(f"Nothing to draw: `display_u8` has shape {display.shape}.")
@@ -882,6 +860,22 @@ def _is_real(value) -> bool:
 
 def _is_int(value) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _rgb_pair(display_u8, other_u8, name: str, maker: str) -> tuple[np.ndarray, np.ndarray]:
+    """`display_u8` and the tiles `name` as two uint8 `(N, H, W, 3)` arrays of the same shape."""
+    display, other = np.asarray(display_u8), np.asarray(other_u8)
+    if display.ndim != 4 or display.shape[-1] != 3 or other.shape != display.shape:
+        raise ValueError(
+            f"`display_u8` and {name} must both be (N, H, W, 3) of the same shape; received "
+            f"{display.shape} and {other.shape}."
+        )
+    if display.dtype != np.uint8 or other.dtype != np.uint8:
+        raise ValueError(
+            f"`display_u8` and {name} must be uint8 (see `to_display` and {maker}); received "
+            f"{display.dtype} and {other.dtype}."
+        )
+    return display, other
 
 
 def _as_maps(maps, name: str) -> np.ndarray:
