@@ -42,6 +42,7 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+from matplotlib.colors import TABLEAU_COLORS
 from PIL import Image, ImageDraw
 from tensorboard.data import provider as tb_provider
 from tqdm import tqdm
@@ -665,10 +666,7 @@ def _series(runs) -> list[tuple[str, list]]:
 
 
 # Chart colours: one per run (comparison) or per split (one run); Tableau's 10, readable on white.
-_PALETTE = (
-    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
-    "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
-)  # fmt: skip
+_PALETTE = tuple(TABLEAU_COLORS.values())  # "#1f77b4", "#ff7f0e", ...
 _ALARM_LINE = "#d9534f"
 _REFERENCES = {
     "saliency/focus_lift": (1.0, "1.0 = chance: no more saliency on the object"),
