@@ -13,6 +13,7 @@ Shapes: `N` probes, `H x W` pixels, `C` channels.
 
 from __future__ import annotations
 
+import bisect
 import difflib
 import functools
 import math
@@ -815,14 +816,9 @@ def fit_text(text: str, font, width: float, *, truncated: bool = False) -> str:
     if not truncated and font.getlength(text) <= width:
         return text
     ellipsis = ".." if bitmap else "…"
-    lo, hi = 0, len(text)  # binary search for the longest prefix that fits with the mark
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if font.getlength(text[:mid].rstrip() + ellipsis) <= width:
-            lo = mid
-        else:
-            hi = mid - 1
-    candidate = text[:lo].rstrip() + ellipsis
+    # The longest prefix that fits with the mark: widths grow with the prefix, so bisect.
+    marked = [text[:k].rstrip() + ellipsis for k in range(len(text) + 1)]
+    candidate = marked[bisect.bisect_right(marked, width, lo=1, key=font.getlength) - 1]
     return candidate if font.getlength(candidate) <= width else ""
 
 
