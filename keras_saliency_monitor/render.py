@@ -1,7 +1,7 @@
 """Rendering: float saliency maps and model inputs in, `uint8` RGB pictures out.
 
 Pure numpy, plus matplotlib's colormap tables (never pyplot), `scipy.ndimage` for smoothing and
-Pillow for caption text only. Nothing here computes gradients or writes files.
+Pillow for caption text and block-mean downscaling. Nothing here computes gradients or writes files.
 
 The pipeline used by the callback is::
 
