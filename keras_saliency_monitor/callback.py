@@ -1,10 +1,17 @@
-"""SaliencyMonitor: the Keras callback. Wiring only; the work lives in the other modules.
+"""SaliencyMonitor: the Keras callback. Wiring only; the work lives in the modules below.
 
-Reading order: ``__init__`` validates and draws the fixed probe set; ``on_train_begin`` binds the
-model (one compiled gradient per run), decides whether this process writes (the chief) and resets
-per-run state; ``on_epoch_end`` computes the maps and numbers on the training thread (the numbers
-must be in ``logs`` before the next callback reads them) and hands rendering, PNG encoding and
-writing to a background worker; ``on_train_end`` drains the worker and flushes the event file.
+An epoch's flow, and where each step lives:
+
+- ``__init__`` checks the arguments, draws the fixed probe set (``probes``) and prepares how the
+  probes are shown (``epoch_log``: display images, names, captions).
+- ``on_train_begin`` binds the model (``explain``: one compiled gradient per run), decides
+  whether this process writes (``distribution``: the chief) and opens the events directory
+  (``writing``: lock, step numbers, event file, background worker).
+- ``on_epoch_end`` waits for the previous epoch's write job (``writing``), then on the training
+  thread computes the maps (``explain``) and the numbers (``epoch_numbers``; they must be in
+  ``logs`` before the next callback reads them), feeds the shortcut alarm (``alarm``), and hands
+  the write job to the worker (``epoch_log``: render, encode and write the epoch's events).
+- ``on_train_end`` waits for the last job, then closes the event file (``writing``).
 
 Faults during training (non-finite maps, a failing disk, any exception while computing or writing)
 go through ``faults`` (:class:`faults.Faults`): one warning per kind of fault and run, every
@@ -23,36 +30,20 @@ import time
 import warnings
 
 import keras
-import numpy as np
 
-from keras_saliency_monitor import arrays, logdirs, metrics, probes, render, store
+from keras_saliency_monitor import logdirs, probes, store
 from keras_saliency_monitor.alarm import ShortcutAlarm
 from keras_saliency_monitor.checks import positive_int, real_number
 from keras_saliency_monitor.distribution import is_chief
+from keras_saliency_monitor.epoch_log import GRID_TAG, INFO_TAG, EpochLog
+from keras_saliency_monitor.epoch_numbers import EpochNumbers, non_finite
 from keras_saliency_monitor.explain import Explainer
 from keras_saliency_monitor.faults import Faults
-from keras_saliency_monitor.writer import BackgroundWorker, EventWriter, last_step
+from keras_saliency_monitor.writing import Writing
 
-# Chance level of the logged numbers (README table "Numbers: catching a shortcut").
-_CHANCE = {
-    "focus_lift": 1.0,
-    "border_ratio": 1.0,
-    "place_agreement": 1.0,
-    "probe_skill": 0.0,
-    "object_reliance": 0.0,
-}
-SUBDIR = logdirs.SALIENCY_DIR  # events in <log_dir>/saliency, beside Keras TensorBoard's train/
-GRID_TAG = "saliency/overlays"  # one labelled grid per logged epoch (Images dashboard)
-INFO_TAG = "saliency/probes_info"  # text: which probes, their labels (first logged step)
-ALARM_TAG = store.ALARM_TAG  # text: the shortcut alarm, when it fires
-PROBE_SET_TAG = store.PROBE_SET_TAG  # dashboard data: probes and their images, once per fit
-MAPS_TAG = store.MAPS_TAG  # dashboard data: quantised maps and per-probe numbers, every step
-FAULT_COLOR = render.FAULT_COLOR  # frame around the overlay tile of a non-finite map
-FLAT_COLOR = render.FLAT_COLOR  # frame around the overlay tile of a flat (near-constant) map
-# Grid layout, chosen with screenshots of TensorBoard's Images dashboard (350 px wide cards):
-# two probes per row, tiles of at most 112 px, captions about 15 px tall on screen.
-GRID_COLUMNS = 2
-GRID_TILE = 112
+# The log tags, importable from here (see epoch_log and store).
+__all__ = ["ALARM_TAG", "GRID_TAG", "INFO_TAG", "MAPS_TAG", "PROBE_SET_TAG", "SaliencyMonitor"]
+ALARM_TAG, PROBE_SET_TAG, MAPS_TAG = store.ALARM_TAG, store.PROBE_SET_TAG, store.MAPS_TAG
 
 
 def _class_names(class_names):
@@ -283,27 +274,19 @@ class SaliencyMonitor(keras.callbacks.Callback):
             class_names=self.class_names,
             require_labels=isinstance(target, str) and target == "label",
         )
-        # Rendering the fixed probe images once checks display_fn, cmap and clip_percentile now,
-        # not at the end of the first epoch. Full size for the stored probe set; the grid's
-        # tiles (and the heat drawn over their dimmed grey copy) at most GRID_TILE px a side.
-        self._display, _ = render.render_overlays(
-            self.probes.x, np.zeros(self.probes.x.shape[:3], np.float32), **self.render_options
+        # Renders the probe images: display_fn, cmap and clip_percentile fail now, not at epoch 0.
+        self._log = EpochLog(
+            self.probes,
+            self.explainer,
+            self.alarm,
+            self.class_names,
+            self.render_options,
+            self.max_grid_width,
+            self.log_dir if self.save_arrays else None,
         )
-        self._grid_factor = render.tile_factor(self._display.shape[1:3], GRID_TILE)
-        self._grid_display = render.downscale_images(self._display, self._grid_factor)
-        self._backdrop = render.dim_grey(self._grid_display)  # what the heat is drawn over
-        self._writer = None
-        self._worker = None
-        self._lock_file = None  # open, locked file in the events directory while a fit writes
-        self._last_step = None  # the largest step this monitor (or its log_dir) has logged
-        self._step_offset = None  # step - epoch in the current fit, fixed at its first epoch
+        self._measure = EpochNumbers(self.probes, self.explainer, self.alarm, pointing_tolerance)
+        self._writing = Writing()
         self._chief = True
-        self._previous_ranked = None
-        self._mask_contrast = None  # metrics.mask_contrast of the probes' masks, when first needed
-        self._reliance_inputs = None  # metrics.reliance_inputs of the probes, when first needed
-        self._info_written = False
-        self._stalled = False  # a write job outlived WRITE_TIMEOUT_SECONDS: stop waiting for it
-        self._wait_seconds = []  # time the training thread waited for write jobs, per wait
         self.history = {}  # step (the epoch, in a first fit) -> the numbers logged at it
         self.faults = Faults(self.strict, self._release_before_raise)  # kind -> [where, ...]
 
@@ -319,46 +302,25 @@ class SaliencyMonitor(keras.callbacks.Callback):
             self._check_labels(labels)
         self._chief = is_chief()
         # A fit that ended in an exception never reached on_train_end: release what it left.
-        self._release_writer(self._write_timeout(end=True), "train begin")
-        self._step_offset = None
-        if self._chief:
-            events_dir = os.path.join(self.log_dir, SUBDIR)
-            try:
-                os.makedirs(events_dir, exist_ok=True)
-            except OSError as err:
-                raise ValueError(
-                    f"Invalid value for argument `log_dir`: cannot create {events_dir!r} ({err}). "
-                    "Pass a writable directory."
-                ) from None
-            if self._lock_file is None:
-                self._lock_file = logdirs.lock_events_dir(events_dir)
-            # Continue after whatever this directory holds already (an earlier fit, a killed
-            # process), so that no step is ever reused and no arrays file overwritten.
-            for found in (last_step(events_dir), arrays.last_saved_epoch(self.log_dir)):
-                if found is not None and (self._last_step is None or found > self._last_step):
-                    self._last_step = found
-            # A new event file per fit: the previous fit closed its own.
-            self._writer = EventWriter(events_dir)
-            self._worker = BackgroundWorker(synchronous=not self.background)
-        self._previous_ranked = None
-        self._info_written = False
-        self._stalled = False
-        self._wait_seconds = []
+        self._writing.release(self._write_timeout(end=True), "train begin")
         self.faults = Faults(self.strict, self._release_before_raise)
+        self._writing.open(self.faults, self.log_dir if self._chief else None, self.background)
+        self._measure.reset()
+        self._log.probe_set_written = False
         self.alarm.reset()
         self.alarm_message = None
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._report_write_errors()  # strict mode: a failed write stops fit at the next hook
+        self._writing.record_errors()  # strict mode: a failed write stops fit at the next hook
 
     def on_epoch_end(self, epoch, logs=None):
         # The previous epoch's write had a whole epoch to finish: wait for what is left of it
         # (usually nothing) so that at most one epoch's events are ever in flight.
-        idle = self._wait_for_writes(self._write_timeout(), epoch)
-        step = self._step(epoch)
+        idle = self._writing.wait(self._write_timeout(), epoch)
+        step = self._writing.step(epoch)
         if epoch % self.every_n_epochs:
             return
-        self._last_step = step  # consumed even if writing fails: a step is never reused
+        self._writing.last_step = step  # consumed even if writing fails: a step is never reused
         try:
             explanation = self.explainer.explain(self.probes.x, self.probes.labels)
             numbers, per_probe = self._measure(explanation)
@@ -369,10 +331,7 @@ class SaliencyMonitor(keras.callbacks.Callback):
         except Exception as err:  # noqa: BLE001 - a monitor never kills the training it watches
             self.faults.record("compute", f"epoch {epoch}", err)
             return
-        broken = ~(
-            np.isfinite(explanation.maps).all(axis=(1, 2))
-            & np.isfinite(explanation.logits).all(axis=1)
-        )
+        broken = non_finite(explanation)
         if broken.any():
             self.faults.record(
                 "non_finite",
@@ -388,7 +347,7 @@ class SaliencyMonitor(keras.callbacks.Callback):
         if not idle:
             return  # the writer is stuck (reported as "stalled"); skip this epoch's images
         try:
-            self._worker.submit(
+            self._writing.worker.submit(
                 self._write_epoch,
                 epoch,
                 explanation,
@@ -402,7 +361,7 @@ class SaliencyMonitor(keras.callbacks.Callback):
             self.faults.record("write", f"epoch {epoch}", err)
             return
         if self.durable:
-            self._wait_for_writes(self._write_timeout(), epoch)
+            self._writing.wait(self._write_timeout(), epoch)
 
     def on_train_end(self, logs=None):
         # Bounded whatever the disk does: at most WRITE_TIMEOUT_SECONDS in all (STALLED_END_SECONDS
@@ -411,88 +370,20 @@ class SaliencyMonitor(keras.callbacks.Callback):
         timeout = self._write_timeout(end=True)
         start = time.monotonic()
         try:
-            self._wait_for_writes(timeout, "train end")
+            self._writing.wait(timeout, "train end")
         finally:
             left = max(0.0, timeout - (time.monotonic() - start))
-            self._release_writer(left, "train end")
-
-    def _step(self, epoch):
-        """The TensorBoard step (and ``save_arrays`` file number) of ``epoch`` in this fit.
-
-        ``epoch`` itself in a first fit (or with an ``initial_epoch`` after the last logged
-        step); a later fit into the same directory that starts at an epoch already logged
-        continues after the last logged step. Fixed at the fit's first epoch end.
-        """
-        if self._step_offset is None:
-            last = self._last_step
-            self._step_offset = 0 if last is None or epoch > last else last + 1 - epoch
-        return epoch + self._step_offset
+            self._writing.release(left, "train end")
 
     # ---------------------------------------------------------------- helpers
-    def _check_labels(self, labels):
-        n = self.explainer.head.num_classes
-        if labels.max() >= n or labels.min() < 0:
-            raise ValueError(
-                f"Invalid value for argument `probe_data`: labels range over "
-                f"[{labels.min()}, {labels.max()}] but the model has {n} classes "
-                f"({self.explainer.head.description}). Pass labels of this model's classes, "
-                'or use target="predicted".'
-            )
-
-    def _measure(self, explanation):
-        """Scalars for ``logs`` (prefix ``saliency_``) and the per-probe values behind them."""
-        maps = explanation.maps
-        per_probe = {"concentration": metrics.concentration(maps)}
-        # Each epoch's maps are ranked once; the next epoch's stability reuses these ranks.
-        ranked = metrics.rank_maps(maps)
-        if self._previous_ranked is not None:
-            per_probe["stability"] = metrics.rank_correlation_of(self._previous_ranked, ranked)
-        self._previous_ranked = ranked
-        masks = self.probes.masks
-        if masks is not None:
-            per_probe["focus"] = metrics.focus(maps, masks)
-            per_probe["pointing_game"] = metrics.pointing_game(
-                maps, masks, tolerance=self.pointing_tolerance
-            )
-        # Shortcut indicators (mask-free ones always; the lift against the other probes' masks
-        # with masks). Run-level values are not plain means of the per-probe ones.
-        if masks is not None and self._mask_contrast is None:
-            self._mask_contrast = metrics.mask_contrast(masks)  # fixed probes: once per monitor
-        run, indicators = metrics.shortcut_indicators(maps, masks, self._mask_contrast)
-        per_probe.update(indicators)
-        head = self.explainer.head
-        run["probe_skill"] = metrics.probe_skill(explanation.logits, self.probes.labels, head.kind)
-        if masks is not None and len(masks) >= 2:
-            # Object reliance: forward passes only, 2 per probe (object, then a same-shape patch
-            # elsewhere, painted over); the painted probes are fixed, so built once per monitor.
-            # Both halves in one call (as two: 0.85x the vanilla gradient's time; as one: 0.64x).
-            if self._reliance_inputs is None:
-                painted = metrics.reliance_inputs(self.probes.x, masks)
-                self._reliance_inputs = np.concatenate(painted)
-            without = np.split(self.explainer.logits(self._reliance_inputs), 2)
-            run["object_reliance"], per_probe["object_reliance"] = metrics.object_reliance(
-                explanation.logits, *without, kind=head.kind, labels=self.probes.labels
-            )
-        extras = explanation.extras
-        if "completeness_gap" in extras:
-            # Integrated gradients: |sum of attributions - (f(x) - f(baseline))| relative to
-            # |f(x) - f(baseline)|; raise `steps` while this is more than a few percent.
-            delta = np.abs(np.asarray(extras["score_delta"], np.float64))
-            gap = np.abs(np.asarray(extras["completeness_gap"], np.float64))
-            per_probe["completeness_gap"] = np.where(
-                delta > 0, gap / np.maximum(delta, 1e-12), np.nan
-            )
-        numbers = {"saliency_" + k: metrics.nanmean(v) for k, v in per_probe.items()}
-        numbers.update({"saliency_" + k: float(v) for k, v in run.items()})
-        numbers["saliency_shortcut"] = float(self.alarm.shortcut_score(run))
-        return numbers, per_probe
+    def _write_epoch(self, epoch, explanation, numbers, per_probe, message, broken):
+        """The write job of one logged epoch (runs on the background worker; see epoch_log)."""
+        w = self._writing
+        self._log.write(w.writer, w.step(epoch), explanation, numbers, per_probe, message, broken)
 
     def _check_alarm(self, epoch, numbers, per_probe):
         """Feed the shortcut signals to the alarm; warn (and stop, if asked) when it fires."""
-        names = None
-        if self.probes.labels is not None:
-            names = [self._class_name(c) for c in self.probes.labels]
-        message = self.alarm.update(epoch, numbers, per_probe, names)
+        message = self.alarm.update(epoch, numbers, per_probe, self._log.label_names())
         if message is None:
             return None
         self.alarm_message = message
@@ -500,183 +391,6 @@ class SaliencyMonitor(keras.callbacks.Callback):
         if self.stop_on_alarm and self.model is not None:
             self.model.stop_training = True
         return message
-
-    def _class_name(self, c):
-        c = int(c)
-        if self.class_names is not None and 0 <= c < len(self.class_names):
-            return self.class_names[c]
-        return str(c)
-
-    def _probes_info(self):
-        """Markdown table of the probes (numbered from 0), for TensorBoard's text dashboard."""
-        rows = ["| probe | index in probe_data | label |", "|---|---|---|"]
-        for k, i in enumerate(self.probes.indices):
-            label = "" if self.probes.labels is None else self._class_name(self.probes.labels[k])
-            rows.append(f"| {k} | {int(i)} | {label} |")
-        return "\n".join(rows)
-
-    def _probe_set_blobs(self):
-        """The ``saliency/probe_set`` blobs: probes, labels, display images and masks."""
-        o = self.render_options
-        return store.encode_probe_set(
-            self._display,
-            indices=self.probes.indices,
-            labels=self.probes.labels,
-            class_names=self.class_names,
-            masks=self.probes.masks,
-            method=self.explainer.method.name,
-            regression=self.explainer.head.num_classes is None,
-            # Added to the contract: how the monitor renders, so readers start from the same.
-            extra={
-                "render": {
-                    "clip_percentile": float(o["clip_percentile"]),
-                    "smoothing": float(o["sigma"]),
-                    "cmap": getattr(o["cmap"], "name", str(o["cmap"])),
-                    "alpha": float(o["alpha"]),
-                },
-                # Reference lines of the dashboard's charts, per `saliency/<name>` number.
-                "chance": dict(_CHANCE),
-                "thresholds": self._alarm_thresholds(),
-            },
-        )
-
-    def _alarm_thresholds(self):
-        """``{number name: threshold}`` of the alarm's signals that are switched on."""
-        a = self.alarm
-        pairs = {
-            "focus_lift": a.lift_threshold,
-            "border_ratio": a.border_threshold,
-            "object_reliance": a.reliance_threshold,
-            "shortcut": 1.0,  # the alarm's own score: above 1.0 some signal is past its threshold
-            "probe_skill": a.min_skill,
-        }
-        return {k: float(v) for k, v in pairs.items() if v is not None}
-
-    def _captions(self, explanation, broken, flat):
-        """One short caption per probe: number (0-based) and true label; the explained class
-        and its probability (or the output); a mark for a broken or flat map."""
-        regression = self.explainer.head.num_classes is None
-        conf = explanation.confidences
-        captions = []
-        for i, c in enumerate(explanation.classes):
-            first = f"#{i}"
-            if self.probes.labels is not None:
-                first += f" true {self._class_name(self.probes.labels[i])}"
-            if regression:
-                second = f"out {explanation.logits[i, 0]:.3g}"
-            else:
-                conf_text = "" if conf is None else f" {conf[i]:.2f}"
-                second = f"pred {self._class_name(c)}{conf_text}"
-            lines = [first, second]
-            if broken[i]:
-                lines.append("NON-FINITE MAP")
-            elif flat[i]:
-                lines.append("FLAT MAP")
-            captions.append("\n".join(lines))
-        return captions
-
-    def _write_epoch(self, epoch, explanation, numbers, per_probe, message, broken):
-        """Render, encode and write one epoch (runs on the background worker).
-
-        The numbers go first, so a failure while rendering still leaves them logged; then the
-        dashboard's data (the probe set at a fit's first logged step, the quantised maps), then
-        the grid; the flush at the end hands everything to the operating system (and the disk)
-        before the job counts as done.
-        """
-        epoch = self._step(epoch)  # the step this epoch is written at (see _step)
-        w = self._writer
-        try:
-            for key, value in numbers.items():
-                w.add_scalar("saliency/" + key[len("saliency_") :], value, epoch)
-            for key, values in per_probe.items():
-                finite = values[np.isfinite(values)]
-                if finite.size:
-                    w.add_histogram(f"saliency/{key}_per_probe", finite, epoch)
-            if not self._info_written:
-                w.add_text(INFO_TAG, self._probes_info(), epoch)
-                blobs = self._probe_set_blobs()
-                w.add_blob_sequence(PROBE_SET_TAG, blobs, epoch, store.PLUGIN_NAME)
-                self._info_written = True
-            if message is not None:
-                w.add_text(ALARM_TAG, message, epoch)
-            maps = explanation.maps
-            flat = render.flat_maps(maps) & ~broken
-            # One downsampling serves both the stored maps and the grid's tiles.
-            small = store.downsample_maps(maps, GRID_TILE)
-            regression = self.explainer.head.num_classes is None
-            blobs = store.encode_maps(
-                small,
-                step=epoch,
-                classes=explanation.classes,
-                confidences=explanation.confidences,
-                outputs=explanation.logits[:, 0] if regression else None,
-                flat=flat,
-                non_finite=broken,
-                per_probe=per_probe,
-                max_side=GRID_TILE,
-            )
-            w.add_blob_sequence(MAPS_TAG, blobs, epoch, store.PLUGIN_NAME)
-            o = self.render_options
-            overlays = render.heat_overlays(  # non-finite maps come out all zero
-                self._backdrop,
-                small,
-                clip_percentile=o["clip_percentile"],
-                sigma=o["sigma"] / self._grid_factor,
-                cmap=o["cmap"],
-                alpha=o["alpha"],
-            )
-            overlays = render.mark_tiles(overlays, flat, broken)
-            grid = render.make_grid(
-                self._grid_display,
-                overlays,
-                self._captions(explanation, broken, flat),
-                max_width=self.max_grid_width,
-                columns=GRID_COLUMNS,
-                display_width=render.TENSORBOARD_CARD_WIDTH,
-            )
-            # As tf.summary.image writes it, but JPEG: a fifth of the PNG's bytes, 1/15 the time.
-            w.add_blob_sequence(GRID_TAG, store.image_blobs(grid), epoch, "images")
-            if self.save_arrays:
-                self._save_arrays(epoch, explanation)
-        finally:
-            w.flush()
-
-    def _save_arrays(self, epoch, explanation):
-        extra = {
-            "classes": explanation.classes,
-            "logits": explanation.logits,
-            "indices": self.probes.indices,
-        }
-        if explanation.confidences is not None:
-            extra["confidences"] = explanation.confidences
-        if self.probes.labels is not None:
-            extra["labels"] = self.probes.labels
-        arrays.save_epoch(self.log_dir, epoch, explanation.maps, **extra)
-
-    def _wait_for_writes(self, timeout, where):
-        """Wait (at most ``timeout`` s) until no write job runs; report the jobs' errors.
-
-        Returns:
-            False when a job is still running: the writer is stuck (a hung network file system),
-            and waiting for it again would hold training up every epoch.
-        """
-        if self._worker is None:
-            return True
-        start = time.perf_counter()
-        idle = self._worker.wait(timeout)
-        self._wait_seconds.append(time.perf_counter() - start)
-        self._report_write_errors()
-        if not idle and not self._stalled:
-            self.faults.record(
-                "stalled",
-                f"epoch {where}" if isinstance(where, int) else where,
-                TimeoutError(
-                    f"a write job has been running for over {timeout:g} s; images are skipped "
-                    "until it finishes"
-                ),
-            )
-        self._stalled = not idle
-        return idle
 
     def _write_timeout(self, end=False):
         """How long the training thread may wait for the writer now.
@@ -688,38 +402,19 @@ class SaliencyMonitor(keras.callbacks.Callback):
             return self.WRITE_TIMEOUT_SECONDS
         return min(self.STALLED_END_SECONDS, self.WRITE_TIMEOUT_SECONDS) if end else 0.0
 
-    def _release_writer(self, timeout, where):
-        """Close the event file and stop the worker thread, waiting ``timeout`` s at most.
+    def _release_before_raise(self, where):
+        """Strict mode: the fault's error ends fit, and Keras then skips on_train_end."""
+        self._writing.release(self._write_timeout(end=True), where)
 
-        The file is closed by a job on the worker thread, after the writes queued before it, so
-        this thread never blocks on a file held by a stuck write. A worker that does not finish
-        in time is abandoned (its daemon thread keeps its job; nothing waits for it, not even
-        interpreter exit). Afterwards no thread of ours refers to this callback, the model or
-        the file, and the events directory is unlocked for the next writer.
-        """
-        worker, writer = self._worker, self._writer
-        self._worker = self._writer = None
-        try:
-            if worker is None:
-                return
-            if writer is not None:
-                worker.submit(writer.close, job_name=f"closing the event file at {where}")
-            stopped = worker.shutdown(timeout)
-            for name, err, tb in worker.take_errors():
-                self.faults.record("write", name, err, tb)
-            if not stopped and not self._stalled:
-                self._stalled = True
-                self.faults.record(
-                    "stalled",
-                    where,
-                    TimeoutError(
-                        f"writing has not finished after {timeout:g} s; the event file is left "
-                        "to a background thread and closed if the disk comes back"
-                    ),
-                )
-        finally:
-            lock_file, self._lock_file = self._lock_file, None
-            logdirs.unlock(lock_file)
+    def _check_labels(self, labels):
+        n = self.explainer.head.num_classes
+        if labels.max() >= n or labels.min() < 0:
+            raise ValueError(
+                f"Invalid value for argument `probe_data`: labels range over "
+                f"[{labels.min()}, {labels.max()}] but the model has {n} classes "
+                f"({self.explainer.head.description}). Pass labels of this model's classes, "
+                'or use target="predicted".'
+            )
 
     def _check_image_model(self):
         """Fail fast, with the right fix, for a model whose input is not an image (H, W, C)."""
@@ -745,14 +440,3 @@ class SaliencyMonitor(keras.callbacks.Callback):
             f"{self.probes.x.shape[1:]} but the model takes inputs of shape {shape}, not images "
             f"(H, W, C). {fix}"
         )
-
-    def _report_write_errors(self):
-        if self._worker is None:
-            return
-        for name, err, tb in self._worker.take_errors():
-            self.faults.record("write", name, err, tb)
-
-    def _release_before_raise(self, where):
-        """Strict mode: the fault's error ends fit, and Keras then skips on_train_end."""
-        if self._worker is not None:
-            self._release_writer(self._write_timeout(end=True), where)

@@ -420,21 +420,21 @@ def _gated_monitor(tmp_path, model, **kwargs):
         order.append(("written", epoch))
 
     monitor._write_epoch = gated
-    submit = monitor._worker.submit
+    submit = monitor._writing.worker.submit
 
     def recording_submit(fn, *args, **kwargs):
         if args:  # a write job (closing the event file at the end takes no epoch)
             order.append(("submitted", args[0]))
         submit(fn, *args, **kwargs)
 
-    monitor._worker.submit = recording_submit
+    monitor._writing.worker.submit = recording_submit
     return monitor, order, gate
 
 
 def test_default_policy_overlaps_the_write_and_waits_at_the_next_epoch_end(tmp_path, model):
     monitor, order, gate = _gated_monitor(tmp_path, model)
     monitor.on_epoch_end(0, {})
-    assert monitor._worker.pending == 1  # returned while epoch 0 is still being written
+    assert monitor._writing.worker.pending == 1  # returned while epoch 0 is still being written
     # Epoch 1's end must wait for epoch 0's write; the gate opens while it waits (or before:
     # the order below holds either way).
     threading.Timer(0.3, gate.set).start()
@@ -450,7 +450,7 @@ def test_durable_policy_returns_with_the_epoch_on_disk(tmp_path, model):
     gate.set()
     for epoch in range(2):
         monitor.on_epoch_end(epoch, {})
-        assert monitor._worker.pending == 0 and order[-1] == ("written", epoch)
+        assert monitor._writing.worker.pending == 0 and order[-1] == ("written", epoch)
         # Readable by another reader right now (flushed), before any further hook.
         assert sorted(read_images(os.path.join(tmp_path, "saliency"), GRID_TAG)) == list(
             range(epoch + 1)
@@ -466,7 +466,7 @@ def test_stuck_writer_holds_training_up_once_then_images_are_skipped(tmp_path, m
     with pytest.warns(RuntimeWarning, match="stalled fault at epoch 1"):
         monitor.on_epoch_end(1, logs[1])  # waits 0.2 s, then skips epoch 1's images
     monitor.on_epoch_end(2, logs[2])  # does not wait again while the writer is stuck
-    waits = monitor._wait_seconds  # one per on_epoch_end so far
+    waits = monitor._writing.wait_seconds  # one per on_epoch_end so far
     assert len(waits) == 3 and waits[1] >= 0.19 and waits[2] < 0.1
     gate.set()
     monitor.on_epoch_end(3, logs[3])  # may or may not find the writer free again

@@ -191,7 +191,7 @@ def test_real_fit_round_trip(tmp_path):
     assert ps["thresholds"]["border_ratio"] == monitor.alarm.border_threshold
     assert ps["thresholds"]["shortcut"] == 1.0
     images = store.decode_images(store.read_probe_images(provider, ctx, eid, "saliency"), 6)
-    np.testing.assert_array_equal(images, monitor._display)
+    np.testing.assert_array_equal(images, monitor._log.display)
     got_masks = store.decode_masks(store.read_masks(provider, ctx, eid, "saliency"), 6)
     np.testing.assert_array_equal(got_masks, monitor.probes.masks > 0.5)
 
@@ -226,7 +226,8 @@ def test_flat_map_is_flagged_and_marked_in_the_grid(tmp_path):
     import keras
 
     from keras_saliency_monitor import SaliencyMonitor
-    from keras_saliency_monitor.callback import FLAT_COLOR, GRID_TAG
+    from keras_saliency_monitor.callback import GRID_TAG
+    from keras_saliency_monitor.render import FLAT_COLOR
 
     from .helpers import read_images, tiny_data
 
