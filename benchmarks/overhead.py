@@ -65,7 +65,7 @@ NUM_CLASSES = 3
 # The methods of the issue, in table order; any other registered method is appended.
 KNOWN_METHODS = ("vanilla", "gradient_x_input", "smoothgrad", "integrated_gradients", "gradcam")
 # Private pieces of on_epoch_end timed when they exist (the callback is free to change them).
-WRAPPED_HOOK_PARTS = ("_wait_for_writes", "_measure", "_numbers", "_check_alarm")
+WRAPPED_HOOK_PARTS = ("_measure", "_numbers", "_check_alarm")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -169,7 +169,7 @@ def ms(seconds: float) -> str:
 
 def drain_fn(monitor):
     """The monitor's 'wait until the background writer is done', or None without one."""
-    worker = getattr(monitor, "_worker", None)
+    worker = monitor._writing.worker
     drain = getattr(worker, "drain", None)
     if drain is None:
         return None
@@ -330,7 +330,9 @@ def _instrument(monitor) -> dict[str, list]:
         if callable(getattr(monitor, name, None)):
             parts[name] = []
             setattr(monitor, name, _Timer(getattr(monitor, name), parts[name]))
-    worker = getattr(monitor, "_worker", None)
+    parts["_wait_for_writes"] = []  # the bounded wait for the previous epoch's write job
+    monitor._writing.wait = _Timer(monitor._writing.wait, parts["_wait_for_writes"])
+    worker = monitor._writing.worker
     if worker is not None:
         parts["submit"] = []
         worker.submit = _Timer(worker.submit, parts["submit"])
@@ -417,12 +419,11 @@ def backpressure(model, x, y, epochs, gap_seconds, train_data) -> dict:
             # Where the training thread can wait for the writer: the queue in submit, or a wait
             # for the previous epoch's write at the start of on_epoch_end.
             submits: list = []
-            worker = getattr(monitor, "_worker", None)
+            worker = monitor._writing.worker
             if worker is not None:
                 worker.submit = _Timer(worker.submit, submits)
             waits: list = []
-            if callable(getattr(monitor, "_wait_for_writes", None)):
-                monitor._wait_for_writes = _Timer(monitor._wait_for_writes, waits)
+            monitor._writing.wait = _Timer(monitor._writing.wait, waits)
             blocks, waited = [], []
             batch = 0
             for epoch in range(1, epochs + 1):

@@ -310,7 +310,7 @@ def previous_storage_bytes(model, x, y) -> dict:
         monitor.set_model(model)
         monitor.on_train_begin()
         explanation = monitor.explainer.explain(monitor.probes.x, monitor.probes.labels)
-        display = monitor._display
+        display = monitor._log.display
         w = writer_module.EventWriter(log_dir)
         cpu = []
         for step in range(3):
@@ -402,7 +402,7 @@ def main(argv=None) -> int:
     sides = (112,) if args.quick else (56, 112, 224)
     levels = (1, 6) if args.quick else (1, 6, 9)
     rows = storage_choices(
-        maps_by_kind, explanation._display, levels, sides, reps=3 if args.quick else 5
+        maps_by_kind, explanation._log.display, levels, sides, reps=3 if args.quick else 5
     )
     print("\n## Map storage: bytes per epoch (16 maps), encode time, fidelity of the overlay\n")
     print(

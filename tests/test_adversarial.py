@@ -517,7 +517,7 @@ def test_stuck_disk_fit_returns_within_the_bound(tmp_path, monkeypatch, model):
         # The fit itself takes well under a second per epoch here; the monitor adds at most
         # one WRITE_TIMEOUT_SECONDS wait and STALLED_END_SECONDS at the end.
         assert took < bound + 8.0, took
-        assert sum(monitor._wait_seconds) < bound + 0.5
+        assert sum(monitor._writing.wait_seconds) < bound + 0.5
         assert len(history.history["saliency_concentration"]) == 4  # numbers never skipped
         assert set(monitor.faults) == {"stalled"}
     finally:

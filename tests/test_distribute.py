@@ -92,7 +92,7 @@ def test_every_process_computes_the_same_numbers_and_only_the_chief_writes(tmp_p
     assert sorted(worker.history) == [0, 1, 2]
     # Only the chief created a directory and wrote events.
     assert not worker_dir.exists()
-    assert worker._writer is None and worker._worker is None
+    assert worker._writing.writer is None and worker._writing.worker is None
     run = os.path.join(chief_dir, "saliency")
     assert sorted(read_images(run, GRID_TAG)) == [0, 1, 2]
     logged = read_scalars(run, "saliency/concentration")
@@ -217,7 +217,7 @@ def test_keras_distribution_process_1_computes_the_same_numbers_and_writes_nothi
     other, other_logs = _run_hooks(tmp_path / "p1", model, x, y)
     assert first_logs == other_logs
     assert all("saliency_concentration" in logs for logs in other_logs)
-    assert not (tmp_path / "p1").exists() and other._writer is None
+    assert not (tmp_path / "p1").exists() and other._writing.writer is None
     assert sorted(read_images(os.path.join(tmp_path, "p0", "saliency"), GRID_TAG)) == [0, 1, 2]
 
 
