@@ -31,19 +31,16 @@ import warnings
 
 import keras
 
-from keras_saliency_monitor import logdirs, probes, store
+from keras_saliency_monitor import logdirs, probes
 from keras_saliency_monitor.alarm import ShortcutAlarm
 from keras_saliency_monitor.checks import positive_int, real_number
 from keras_saliency_monitor.distribution import is_chief
-from keras_saliency_monitor.epoch_log import GRID_TAG, INFO_TAG, EpochLog
+from keras_saliency_monitor.epoch_log import GRID_TAG, INFO_TAG, EpochLog  # noqa: F401 - tags
 from keras_saliency_monitor.epoch_numbers import EpochNumbers, non_finite
 from keras_saliency_monitor.explain import Explainer
 from keras_saliency_monitor.faults import Faults
+from keras_saliency_monitor.store import ALARM_TAG  # noqa: F401 - the tags, importable from here
 from keras_saliency_monitor.writing import Writing
-
-# The log tags, importable from here (see epoch_log and store).
-__all__ = ["ALARM_TAG", "GRID_TAG", "INFO_TAG", "MAPS_TAG", "PROBE_SET_TAG", "SaliencyMonitor"]
-ALARM_TAG, PROBE_SET_TAG, MAPS_TAG = store.ALARM_TAG, store.PROBE_SET_TAG, store.MAPS_TAG
 
 
 def _class_names(class_names):
@@ -284,7 +281,9 @@ class SaliencyMonitor(keras.callbacks.Callback):
             self.max_grid_width,
             self.log_dir if self.save_arrays else None,
         )
-        self._measure = EpochNumbers(self.probes, self.explainer, self.alarm, pointing_tolerance)
+        self._measure = EpochNumbers(
+            self.probes, self.explainer, self.alarm, self.pointing_tolerance
+        )
         self._writing = Writing()
         self._chief = True
         self.history = {}  # step (the epoch, in a first fit) -> the numbers logged at it

@@ -34,16 +34,9 @@ GRID_TILE = 112
 class EpochLog:
     """The logged epochs of one monitor, with its probes' display prepared once.
 
-    Built in ``SaliencyMonitor.__init__``: rendering the probe images there checks
-    ``display_fn``, ``cmap`` and ``clip_percentile`` before training, not at the first epoch's
-    end. The arguments are the monitor's; ``arrays_dir`` is its ``log_dir`` with
-    ``save_arrays``, else None.
-
-    Attributes:
-        display: (N, H, W, 3) uint8, the probes at full size (the dashboard's probe set).
-        grid_display: the same at the grid's tile size (at most ``GRID_TILE`` px a side).
-        backdrop: ``grid_display`` dimmed to grey: what the heat is drawn over.
-        probe_set_written: whether this fit wrote its probe set (reset at each fit's start).
+    Built in ``SaliencyMonitor.__init__`` from its arguments (``arrays_dir``: its ``log_dir``
+    with ``save_arrays``, else None): rendering the probe images there checks ``display_fn``,
+    ``cmap`` and ``clip_percentile`` before training, not at the first epoch's end.
     """
 
     def __init__(
@@ -52,7 +45,9 @@ class EpochLog:
         self.probes, self.explainer, self.alarm = probes, explainer, alarm
         self.class_names, self.render_options = class_names, render_options
         self.max_grid_width, self.arrays_dir = max_grid_width, arrays_dir
-        self.probe_set_written = False
+        self.probe_set_written = False  # this fit's probe set (reset at each fit's start)
+        # The probes at full size for the dashboard's probe set; at the grid's tile size (at
+        # most GRID_TILE px a side), and dimmed to grey: what the heat is drawn over.
         zeros = np.zeros(probes.x.shape[:3], np.float32)
         self.display, _ = render.render_overlays(probes.x, zeros, **render_options)
         self.grid_factor = render.tile_factor(self.display.shape[1:3], GRID_TILE)
@@ -118,8 +113,12 @@ class EpochLog:
             )
             # As tf.summary.image writes it, but JPEG: a fifth of the PNG's bytes, 1/15 the time.
             w.add_blob_sequence(GRID_TAG, store.image_blobs(grid), step, "images")
-            if self.arrays_dir is not None:
-                self._save_arrays(step, explanation)
+            if self.arrays_dir is not None:  # with confidences and labels when there are some
+                e, p = explanation, self.probes
+                extra = dict(classes=e.classes, logits=e.logits, indices=p.indices)
+                extra.update(confidences=e.confidences, labels=p.labels)
+                extra = {k: v for k, v in extra.items() if v is not None}
+                arrays.save_epoch(self.arrays_dir, step, e.maps, **extra)
         finally:
             w.flush()
 
@@ -155,15 +154,6 @@ class EpochLog:
                 "thresholds": {k: float(v) for k, v in thresholds.items() if v is not None},
             },
         )
-
-    def _save_arrays(self, step, explanation):
-        probes = self.probes
-        extra = dict(classes=explanation.classes, logits=explanation.logits, indices=probes.indices)
-        if explanation.confidences is not None:
-            extra["confidences"] = explanation.confidences
-        if probes.labels is not None:
-            extra["labels"] = probes.labels
-        arrays.save_epoch(self.arrays_dir, step, explanation.maps, **extra)
 
     def class_name(self, c) -> str:
         c = int(c)

@@ -23,11 +23,8 @@ def non_finite(explanation) -> np.ndarray:
 class EpochNumbers:
     """Scalars for ``logs`` (prefix ``saliency_``) and the per-probe values behind them.
 
-    Args:
-        probes: the monitor's fixed probe set (``probes.ProbeSet``).
-        explainer: the monitor's ``Explainer`` (bound before the first call).
-        alarm: the ``ShortcutAlarm``, whose per-epoch score is logged as ``saliency_shortcut``.
-        pointing_tolerance: pixels within which the peak hits the mask (pointing game).
+    Built from the monitor's probe set, ``Explainer`` (bound before the first call), alarm (its
+    score is logged as ``saliency_shortcut``) and ``pointing_tolerance``.
     """
 
     def __init__(self, probes, explainer, alarm, pointing_tolerance):

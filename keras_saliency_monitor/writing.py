@@ -1,11 +1,9 @@
 """Where and when a monitor writes: its events directory, step numbers, event file and worker.
 
-One fit at a time: ``open`` locks ``<log_dir>/saliency`` (one writer per directory), finds the
-last step logged there (a later fit continues after it) and starts a new event file with the
-background worker that writes to it. The training thread only ``wait``s for the worker, within
-a bound; a job that outlives it counts as stalled (a hung network file system). ``release``
-closes the file on the worker's own thread, so a job stuck in the file system holds neither
-the training thread nor the process.
+``open`` locks ``<log_dir>/saliency`` (one writer per directory), finds the last step logged
+there (a later fit continues after it) and starts an event file and the background worker that
+writes to it. The training thread ``wait``s for the worker within a bound (a job outliving it
+has stalled: a hung network file system), and ``release`` closes the file on the worker thread.
 """
 
 from __future__ import annotations
@@ -20,21 +18,14 @@ __all__ = ["Writing"]
 
 
 class Writing:
-    """A monitor's writing state, across its fits.
-
-    Attributes:
-        writer: the current fit's ``EventWriter``; None when this process does not write.
-        worker: the ``BackgroundWorker`` that runs the write jobs, or None likewise.
-        faults: the current run's ``Faults``: write errors and stalls are recorded there.
-        last_step: the largest step this monitor (or its ``log_dir``) has logged.
-        stalled: a write job outlived its wait; it is not waited for again.
-        wait_seconds: time the training thread waited for write jobs, per wait.
-    """
+    """A monitor's writing state, across its fits."""
 
     def __init__(self):
-        self.writer = self.worker = self.faults = self.last_step = None
-        self.stalled = False
-        self.wait_seconds = []
+        self.writer = self.worker = None  # the fit's EventWriter and BackgroundWorker (chief only)
+        self.faults = None  # the run's Faults: write errors and stalls are recorded there
+        self.last_step = None  # the largest step this monitor (or its log_dir) has logged
+        self.stalled = False  # a write job outlived its wait: it is not waited for again
+        self.wait_seconds = []  # time the training thread waited for write jobs, per wait
         self._lock_file = None  # open, locked file in the events directory while a fit writes
         self._step_offset = None  # step - epoch in the current fit, fixed at its first epoch
 
