@@ -223,11 +223,6 @@ class SaliencyMonitor(keras.callbacks.Callback):
             logdirs.check_log_dir(log_dir)  # raises the TypeError
         self.every_n_epochs = positive_int("every_n_epochs", every_n_epochs)
         self.explainer = Explainer(method, target, output, batch_size, **method_options)
-        if display_fn is not None and not callable(display_fn):
-            raise TypeError(
-                "Invalid type for argument `display_fn`: expected a callable x -> images in "
-                f"[0, 1] (or None), received {type(display_fn).__name__}."
-            )
         alpha = real_number("alpha", alpha, 0, 1, "an opacity in [0, 1]")
         smoothing = real_number("smoothing", smoothing, 0, None, "a Gaussian sigma >= 0 (0: none)")
         clip_percentile = real_number(
@@ -271,7 +266,7 @@ class SaliencyMonitor(keras.callbacks.Callback):
             class_names=self.class_names,
             require_labels=isinstance(target, str) and target == "label",
         )
-        # Renders the probe images: display_fn, cmap and clip_percentile fail now, not at epoch 0.
+        # Renders the probes: a bad display_fn, cmap or clip_percentile fails now, not at epoch 0.
         self._log = EpochLog(
             self.probes,
             self.explainer,
