@@ -7,26 +7,20 @@ An epoch's flow, and where each step lives:
 - ``on_train_begin`` binds the model (``explain``: one compiled gradient per run), decides
   whether this process writes (``distribution``: the chief) and opens the events directory
   (``writing``: lock, step numbers, event file, background worker).
-- ``on_epoch_end`` waits for the previous epoch's write job (``writing``), then on the training
-  thread computes the maps (``explain``) and the numbers (``epoch_numbers``; they must be in
-  ``logs`` before the next callback reads them), feeds the shortcut alarm (``alarm``), and hands
-  the write job to the worker (``epoch_log``: render, encode and write the epoch's events).
+- ``on_epoch_end`` waits for the previous epoch's write job (``writing``: at most one epoch in
+  flight), then on the training thread computes the maps (``explain``) and the numbers
+  (``epoch_numbers``; they must be in ``logs`` before the next callback reads them), feeds the
+  shortcut alarm (``alarm``), and hands the write job to the worker (``epoch_log``: render,
+  encode and write the epoch's events).
 - ``on_train_end`` waits for the last job, then closes the event file (``writing``).
 
 Faults during training (non-finite maps, a failing disk, any exception while computing or writing)
-go through ``faults`` (:class:`faults.Faults`): one warning per kind of fault and run, every
-occurrence counted; with ``strict=True`` they are raised instead, out of ``fit``.
-
-Durability: the write job of a logged epoch runs while the next epoch trains; every
-``on_epoch_end`` first waits for the job still running (a no-op when writing is faster than an
-epoch), so at most one epoch's events are ever in flight. With ``durable=True`` ``on_epoch_end``
-returns only after its own epoch is on disk.
+go through ``faults``: one warning per kind and run, every one counted; ``strict=True`` raises.
 """
 
 from __future__ import annotations
 
 import os
-import time
 import warnings
 
 import keras
@@ -291,9 +285,7 @@ class SaliencyMonitor(keras.callbacks.Callback):
         # without keras.Input) are measured with.
         # The bind also runs a callable target once, so a broken one fails here, not in epoch 0.
         self.explainer.bind(self.model, self.probes.x.shape[1:], sample=self.probes.x[:1])
-        labels = self.probes.labels
-        if labels is not None and self.explainer.head.num_classes is not None:
-            self._check_labels(labels)
+        self._check_labels()
         self._chief = is_chief()
         # A fit that ended in an exception never reached on_train_end: release what it left.
         self._writing.release(self._write_timeout(end=True), "train begin")
@@ -340,17 +332,9 @@ class SaliencyMonitor(keras.callbacks.Callback):
             return  # numbers computed, as on every process; only the chief writes
         if not idle:
             return  # the writer is stuck (reported as "stalled"); skip this epoch's images
+        job = (epoch, explanation, numbers, per_probe, message, broken)  # see _write_epoch
         try:
-            self._writing.worker.submit(
-                self._write_epoch,
-                epoch,
-                explanation,
-                numbers,
-                per_probe,
-                message,
-                broken,
-                job_name=f"writing epoch {epoch}",
-            )
+            self._writing.worker.submit(self._write_epoch, *job, job_name=f"writing epoch {epoch}")
         except Exception as err:  # noqa: BLE001
             self.faults.record("write", f"epoch {epoch}", err)
             return
@@ -358,16 +342,8 @@ class SaliencyMonitor(keras.callbacks.Callback):
             self._writing.wait(self._write_timeout(), epoch)
 
     def on_train_end(self, logs=None):
-        # Bounded whatever the disk does: at most WRITE_TIMEOUT_SECONDS in all (STALLED_END_SECONDS
-        # once a write has stalled), then the event file is closed on the worker thread, so a
-        # job stuck in the file system can hold neither this thread nor the process.
-        timeout = self._write_timeout(end=True)
-        start = time.monotonic()
-        try:
-            self._writing.wait(timeout, "train end")
-        finally:
-            left = max(0.0, timeout - (time.monotonic() - start))
-            self._writing.release(left, "train end")
+        # At most WRITE_TIMEOUT_SECONDS in all (STALLED_END_SECONDS once a write has stalled).
+        self._writing.finish(self._write_timeout(end=True), "train end")
 
     # ---------------------------------------------------------------- helpers
     def _write_epoch(self, epoch, explanation, numbers, per_probe, message, broken):
@@ -400,9 +376,9 @@ class SaliencyMonitor(keras.callbacks.Callback):
         """Strict mode: the fault's error ends fit, and Keras then skips on_train_end."""
         self._writing.release(self._write_timeout(end=True), where)
 
-    def _check_labels(self, labels):
-        n = self.explainer.head.num_classes
-        if labels.max() >= n or labels.min() < 0:
+    def _check_labels(self):
+        labels, n = self.probes.labels, self.explainer.head.num_classes
+        if labels is not None and n is not None and (labels.max() >= n or labels.min() < 0):
             raise ValueError(
                 f"Invalid value for argument `probe_data`: labels range over "
                 f"[{labels.min()}, {labels.max()}] but the model has {n} classes "

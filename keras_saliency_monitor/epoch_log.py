@@ -156,10 +156,8 @@ class EpochLog:
         )
 
     def class_name(self, c) -> str:
-        c = int(c)
-        if self.class_names is not None and 0 <= c < len(self.class_names):
-            return self.class_names[c]
-        return str(c)
+        c, names = int(c), self.class_names or ()
+        return names[c] if 0 <= c < len(names) else str(c)
 
     def label_names(self):
         """The probes' true labels as names, or None without labels."""

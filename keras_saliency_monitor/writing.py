@@ -4,6 +4,10 @@
 there (a later fit continues after it) and starts an event file and the background worker that
 writes to it. The training thread ``wait``s for the worker within a bound (a job outliving it
 has stalled: a hung network file system), and ``release`` closes the file on the worker thread.
+
+Durability: a logged epoch's write job runs while the next epoch trains; every epoch end first
+waits for the job still running (a no-op when writing is faster than an epoch), so at most one
+epoch's events are ever in flight (none with ``durable=True``: its epoch end waits for its own).
 """
 
 from __future__ import annotations
@@ -49,9 +53,8 @@ class Writing:
         self._lock_file = logdirs.lock_events_dir(events_dir)
         # Continue after whatever this directory holds already (an earlier fit, a killed
         # process), so that no step is ever reused and no arrays file overwritten.
-        for found in (last_step(events_dir), arrays.last_saved_epoch(log_dir)):
-            if found is not None and (self.last_step is None or found > self.last_step):
-                self.last_step = found
+        found = (self.last_step, last_step(events_dir), arrays.last_saved_epoch(log_dir))
+        self.last_step = max((s for s in found if s is not None), default=None)
         # A new event file per fit: the previous fit closed its own.
         self.writer = EventWriter(events_dir)
         self.worker = BackgroundWorker(synchronous=not background)
@@ -99,6 +102,14 @@ class Writing:
         if worker is not None:
             for name, err, tb in worker.take_errors():
                 self.faults.record("write", name, err, tb)
+
+    def finish(self, timeout, where):
+        """Wait for the last jobs, then release: ``timeout`` s in all, whatever the disk does."""
+        start = time.monotonic()
+        try:
+            self.wait(timeout, where)
+        finally:
+            self.release(max(0.0, timeout - (time.monotonic() - start)), where)
 
     def release(self, timeout, where):
         """Close the event file and stop the worker thread, waiting ``timeout`` s at most.
