@@ -28,9 +28,7 @@ class EpochNumbers:
     """
 
     def __init__(self, probes, explainer, alarm, pointing_tolerance):
-        self.probes = probes
-        self.explainer = explainer
-        self.alarm = alarm
+        self.probes, self.explainer, self.alarm = probes, explainer, alarm
         self.pointing_tolerance = pointing_tolerance
         self._previous_ranked = None  # the last epoch's ranked maps, for stability
         self._mask_contrast = None  # metrics.mask_contrast of the probes' masks, when first needed
