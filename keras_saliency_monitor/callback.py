@@ -273,8 +273,8 @@ class SaliencyMonitor(keras.callbacks.Callback):
         self._measure = EpochNumbers(
             self.probes, self.explainer, self.alarm, self.pointing_tolerance
         )
-        self._writing = Writing()
-        self._chief = True
+        self._writing = Writing()  # events directory, step numbers, event file, worker
+        self._chief = True  # whether this process writes (decided again at each fit's start)
         self.history = {}  # step (the epoch, in a first fit) -> the numbers logged at it
         self.faults = Faults(self.strict, self._release_before_raise)  # kind -> [where, ...]
 
