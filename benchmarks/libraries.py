@@ -418,12 +418,71 @@ def metric_ranks() -> None:
         print(f"| {name} | {1e6 * seconds:.0f} |")
 
 
+# --------------------------------------------------------------------------------------------------
+# Writer, launcher and command line (issue 14, second session). "Before" is writer.py at PRE_SWAP,
+# loaded from git, so the comparison stays reproducible after the swap.
+# --------------------------------------------------------------------------------------------------
+
+PRE_SWAP = "68426d3"  # the last commit with the hand-written summaries and histogram buckets
+
+
+def writer_at(commit: str):
+    """writer.py as it was at `commit`, as a module of its own."""
+    import importlib.util
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    source = subprocess.check_output(
+        ["git", "-C", root, "show", f"{commit}:keras_saliency_monitor/writer.py"]
+    )
+    path = os.path.join(tempfile.mkdtemp(), f"writer_{commit}.py")
+    with open(path, "wb") as f:
+        f.write(source)
+    spec = importlib.util.spec_from_file_location(f"writer_{commit}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def summaries() -> None:
+    """Thread CPU of one epoch's numbers as the callback writes them, and of one big histogram."""
+    old = writer_at(PRE_SWAP)
+    rng = np.random.default_rng(0)
+    per_probe = [rng.random(32) for _ in range(3)]
+    big = rng.normal(size=1_000_000)
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, module in (("hand-written (before)", old), ("TensorBoard *_pb (now)", writer)):
+            w = module.EventWriter(os.path.join(tmp, label[:4]), fsync=False)
+
+            def epoch(w=w):
+                for k in range(8):
+                    w.add_scalar(f"saliency/metric_{k}", 0.5 + k, 3)
+                for k, values in enumerate(per_probe):
+                    w.add_histogram(f"saliency/h{k}_per_probe", values, 3)
+                w.add_text("saliency/alarm", "**alarm** at epoch 3", 3)
+
+            results[label] = (epoch, lambda w=w: w.add_histogram("big", big, 3))
+        epochs = paired({name: fns[0] for name, fns in results.items()}, 41)
+        bigs = paired({name: fns[1] for name, fns in results.items()}, 5)
+    print("\n## Summaries: TensorBoard's scalar_pb / text_pb / histogram_pb\n")
+    print("One epoch: 8 scalars, 3 histograms of 32 values, 1 text.\n")
+    print("| summaries | one epoch, ms | one histogram of 1M values, ms |")
+    print("|---|---:|---:|")
+    for name in results:
+        print(f"| {name} | {1e3 * epochs[name]:.3f} | {1e3 * bigs[name]:.0f} |")
+
+
 if __name__ == "__main__":
     print(time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), f"load {os.getloadavg()[0]:.1f}")
-    captions()
-    charts()
-    imports()
-    crc()
-    rendering()
-    report_io()
-    metric_ranks()
+    # Sections named on the command line, else all of them.
+    for section in sys.argv[1:] or [
+        "captions",
+        "charts",
+        "imports",
+        "crc",
+        "rendering",
+        "report_io",
+        "metric_ranks",
+        "summaries",
+    ]:
+        globals()[section]()
