@@ -472,6 +472,104 @@ def summaries() -> None:
         print(f"| {name} | {1e3 * epochs[name]:.3f} | {1e3 * bigs[name]:.0f} |")
 
 
+def last_steps() -> None:
+    """Thread CPU to find the last step of a 200-epoch log: ours against TensorBoard's reader.
+
+    The log: per epoch a 448x224 noise grid (a ~300 kB PNG, as large as the callback's), 8
+    scalars and 3 histograms. TensorBoard's `EventFileLoader` imports TensorFlow and reads through
+    its C++ record reader; without TensorFlow, its stub reader checks CRCs in pure Python (timed
+    on the first 20 epochs).
+    """
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    from tensorboard.compat.proto import event_pb2
+    from tensorboard.compat.tensorflow_stub import errors
+    from tensorboard.compat.tensorflow_stub import pywrap_tensorflow as stub
+
+    rng = np.random.default_rng(0)
+    grid = rng.integers(0, 256, (448, 224, 3), np.uint8)
+    with tempfile.TemporaryDirectory() as tmp:
+        with writer.EventWriter(f"{tmp}/run", fsync=False) as w:
+            for epoch in range(200):
+                if epoch == 20:
+                    w.flush()
+                    head = open(w.path, "rb").read()
+                w.add_images("saliency/overlays", grid, epoch)
+                for k in range(8):
+                    w.add_scalar(f"saliency/metric_{k}", 0.5, epoch)
+                for k in range(3):
+                    w.add_histogram(f"saliency/h{k}_per_probe", rng.random(32), epoch)
+            path = w.path
+        with open(f"{tmp}/head", "wb") as f:
+            f.write(head)
+        size = os.path.getsize(path) / 1e6
+
+        def stub_reader(file):
+            reader, best = stub.PyRecordReader_New(file.encode()), None
+            while True:
+                try:
+                    reader.GetNext()
+                except errors.OutOfRangeError:
+                    return best
+                step = event_pb2.Event.FromString(reader.record()).step
+                best = step if best is None else max(best, step)
+
+        start = time.perf_counter()
+        import tensorflow  # noqa: F401 - EventFileLoader's record reader
+
+        tf_import = time.perf_counter() - start
+        got = paired(
+            {
+                "writer.last_step (ours)": lambda: writer.last_step(f"{tmp}/run"),
+                "EventFileLoader (TF's C++ reader)": lambda: max(
+                    e.step for e in EventFileLoader(path).Load()
+                ),
+            },
+            5,
+        )
+        stub_20 = paired({"stub": lambda: stub_reader(f"{tmp}/head")}, 1)["stub"]
+    print(f"\n## Last step of a 200-epoch log ({size:.0f} MB)\n")
+    print("| reader | thread CPU ms |\n|---|---:|")
+    for name, seconds in got.items():
+        print(f"| {name} | {1e3 * seconds:.1f} |")
+    print(
+        f"| TensorBoard's stub reader, no TensorFlow (x10 from 20 epochs) | {1e4 * stub_20:.0f} |"
+    )
+    print(f"\n`import tensorflow` (EventFileLoader's reader needs it): {tf_import:.1f} s")
+
+
+def stuck_exit() -> None:
+    """Wall time for a process to exit with one job stuck forever (a write on a hung disk).
+
+    `ThreadPoolExecutor` joins its threads at interpreter exit, even after `shutdown(wait=False,
+    cancel_futures=True)`; `BackgroundWorker` gives up after its exit bound (set to 3 s here; 30 s
+    by default), or at once once abandoned (what the callback does on a stalled writer).
+    """
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    stuck = "import threading; job = threading.Event().wait\n"
+    scripts = {
+        "ThreadPoolExecutor, shutdown(wait=False, cancel_futures=True)": stuck
+        + "from concurrent.futures import ThreadPoolExecutor\n"
+        "pool = ThreadPoolExecutor(1); pool.submit(job)\n"
+        "pool.shutdown(wait=False, cancel_futures=True)\n",
+        "BackgroundWorker, exit bound 3 s": stuck + f"import sys; sys.path.insert(0, {root!r})\n"
+        "from keras_saliency_monitor import writer\n"
+        "writer._EXIT_TIMEOUT_SECONDS = 3.0\n"
+        "writer.BackgroundWorker().submit(job)\n",
+        "BackgroundWorker, abandon()": stuck + f"import sys; sys.path.insert(0, {root!r})\n"
+        "from keras_saliency_monitor import writer\n"
+        "worker = writer.BackgroundWorker(); worker.submit(job); worker.abandon()\n",
+    }
+    print("\n## Process exit with a job stuck forever\n\n| worker | exit after, s |\n|---|---:|")
+    for name, script in scripts.items():
+        start = time.perf_counter()
+        try:
+            subprocess.run([sys.executable, "-c", script], timeout=15, stderr=subprocess.DEVNULL)
+            took = f"{time.perf_counter() - start:.1f}"
+        except subprocess.TimeoutExpired:
+            took = "never (killed after 15)"
+        print(f"| {name} | {took} |")
+
+
 if __name__ == "__main__":
     print(time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), f"load {os.getloadavg()[0]:.1f}")
     # Sections named on the command line, else all of them.
@@ -484,5 +582,6 @@ if __name__ == "__main__":
         "report_io",
         "metric_ranks",
         "summaries",
+        "last_steps",
     ]:
         globals()[section]()

@@ -193,6 +193,7 @@ def _answers(url, timeout):
         return False
 
 
+# Not tensorboard.manager.start: it may reuse another TensorBoard; no process to stop or echo.
 def launch(logdir, port=None, host="127.0.0.1", *, max_images=DEFAULT_MAX_IMAGES, timeout=90.0):
     """Starts ``python -m tensorboard.main`` on ``logdir`` and waits until it answers over HTTP.
 
