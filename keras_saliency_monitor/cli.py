@@ -228,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
         "LOG_DIR/shortcut.",
     )
     demo.add_argument("--log-dir", default="runs/demo", help="where to write (default: runs/demo)")
-    demo.add_argument("--epochs", type=int, default=None, help="epochs per run (default: tuned)")
+    demo.add_argument("--epochs", type=int, help="epochs per run (default: tuned)")
     demo.add_argument("--seed", type=int, default=0, help="data and weight seed (default: 0)")
     demo.set_defaults(func=_demo)
 
@@ -249,14 +249,12 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument(
         "--runs",
         type=_csv("run names"),
-        default=None,
         metavar="A,B",
         help="runs to include, in this order (default: all)",
     )
     rep.add_argument(
         "--probes",
         type=_csv("probe indices", int),
-        default=None,
         metavar="I,J",
         help="probe indices (rows) to show, e.g. 0,3,5 (default: all)",
     )
