@@ -426,18 +426,23 @@ def metric_ranks() -> None:
 PRE_SWAP = "68426d3"  # the last commit with the hand-written summaries and histogram buckets
 
 
-def writer_at(commit: str):
-    """writer.py as it was at `commit`, as a module of its own."""
-    import importlib.util
-
+def source_at(commit: str, name: str) -> str:
+    """The path of a copy of `keras_saliency_monitor/<name>.py` as it was at `commit`."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     source = subprocess.check_output(
-        ["git", "-C", root, "show", f"{commit}:keras_saliency_monitor/writer.py"]
+        ["git", "-C", root, "show", f"{commit}:keras_saliency_monitor/{name}.py"]
     )
-    path = os.path.join(tempfile.mkdtemp(), f"writer_{commit}.py")
+    path = os.path.join(tempfile.mkdtemp(), f"{name}_{commit}.py")
     with open(path, "wb") as f:
         f.write(source)
-    spec = importlib.util.spec_from_file_location(f"writer_{commit}", path)
+    return path
+
+
+def module_at(commit: str, name: str):
+    """`keras_saliency_monitor.<name>` as it was at `commit`, as a module of its own."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"{name}_{commit}", source_at(commit, name))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -445,7 +450,7 @@ def writer_at(commit: str):
 
 def summaries() -> None:
     """Thread CPU of one epoch's numbers as the callback writes them, and of one big histogram."""
-    old = writer_at(PRE_SWAP)
+    old = module_at(PRE_SWAP, "writer")
     rng = np.random.default_rng(0)
     per_probe = [rng.random(32) for _ in range(3)]
     big = rng.normal(size=1_000_000)
@@ -568,6 +573,37 @@ def stuck_exit() -> None:
         except subprocess.TimeoutExpired:
             took = "never (killed after 15)"
         print(f"| {name} | {took} |")
+
+
+def version_flag() -> None:
+    """Wall time of `--version` in a fresh interpreter: our lazy metadata action vs argparse's."""
+    run = (
+        "import importlib.util, sys; spec = importlib.util.spec_from_file_location('c', {!r}); "
+        "cli = importlib.util.module_from_spec(spec); spec.loader.exec_module(cli); "
+        "sys.exit(cli.main(['--version']))"
+    )
+    here = os.path.join(
+        os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        "keras_saliency_monitor",
+        "cli.py",
+    )
+    commands = {
+        "own action, importlib.metadata (before)": run.format(source_at(PRE_SWAP, "cli")),
+        "argparse action='version', __version__ (now)": run.format(here),
+    }
+    got = paired(
+        {
+            name: lambda c=code: subprocess.run(
+                [sys.executable, "-c", c], check=True, stdout=subprocess.DEVNULL
+            )
+            for name, code in commands.items()
+        },
+        7,
+        clock=time.perf_counter,
+    )
+    print("\n## `--version` in a fresh interpreter\n\n| version flag | wall ms |\n|---|---:|")
+    for name, seconds in got.items():
+        print(f"| {name} | {1e3 * seconds:.0f} |")
 
 
 if __name__ == "__main__":
