@@ -667,7 +667,7 @@ class BackgroundWorker:
             RuntimeError: Called from a job (it would wait for itself).
         """
         if self._thread is not None and threading.current_thread() is self._thread:
-            raise RuntimeError("BackgroundWorker.wait() cannot be called from one of its jobs.")
+            raise RuntimeError("A BackgroundWorker job cannot wait for its own worker's jobs.")
         with self._cond:
             return self._cond.wait_for(lambda: self._pending == 0, timeout)
 
@@ -694,15 +694,9 @@ class BackgroundWorker:
                 for the next `drain()`.
             RuntimeError: Called from a job (it would wait for itself).
         """
-        if self._thread is not None and threading.current_thread() is self._thread:
-            raise RuntimeError("BackgroundWorker.drain() cannot be called from one of its jobs.")
-        with self._cond:
-            if not self._cond.wait_for(lambda: self._pending == 0, timeout):
-                raise TimeoutError(
-                    f"{self._pending} background job(s) still running after {timeout} s."
-                )
-            errors, self._errors = self._errors, []
-        return errors
+        if not self.wait(timeout):
+            raise TimeoutError(f"{self.pending} background job(s) still running after {timeout} s.")
+        return self.take_errors()
 
     def close(self, timeout: float | None = None) -> list[JobError]:
         """Drains, then stops the thread. Idempotent; a later `submit` starts a new thread.
@@ -714,12 +708,7 @@ class BackgroundWorker:
             The errors `drain()` returns.
         """
         errors = self.drain(timeout)
-        with self._lifecycle:
-            thread, self._thread = self._thread, None
-            if thread is not None and thread.is_alive():
-                self._queue.put(_STOP)
-        if thread is not None:
-            thread.join(timeout)
+        self._stop_thread(timeout)
         return errors
 
     def __enter__(self) -> BackgroundWorker:
@@ -755,13 +744,17 @@ class BackgroundWorker:
         if self._abandoned or not self.wait(timeout):
             self.abandon()
             return False
+        self._stop_thread(timeout + 1.0)
+        return True
+
+    def _stop_thread(self, timeout: float | None) -> None:
+        # Only once every job is done: the queue is empty, so the thread only has to return.
         with self._lifecycle:
             thread, self._thread = self._thread, None
             if thread is not None and thread.is_alive():
                 self._queue.put(_STOP)
         if thread is not None:
-            thread.join(timeout + 1.0)  # the queue is empty: it only has to return
-        return True
+            thread.join(timeout)
 
     def _loop(self) -> None:
         while True:
