@@ -29,6 +29,7 @@ import sys
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import weakref
 
@@ -46,7 +47,6 @@ DEFAULT_MAX_IMAGES = 100_000
 
 # TensorBoard's own line once it listens: "TensorBoard 2.21.0 at http://127.0.0.1:6006/ (Press ..."
 _SERVING = re.compile(r"TensorBoard \S+ at (https?://\S+?)/? \(Press CTRL\+C")
-_PORT_IN_URL = re.compile(r":(\d+)(?:/|$)")
 _LIVE = weakref.WeakSet()
 
 
@@ -99,8 +99,7 @@ class TensorBoardHandle:
 
     @property
     def port(self) -> int | None:
-        match = self.url and _PORT_IN_URL.search(self.url)
-        return int(match.group(1)) if match else None
+        return urllib.parse.urlsplit(self.url).port if self.url else None
 
     def output(self) -> str:
         """TensorBoard's last output lines (stdout and stderr, merged)."""
