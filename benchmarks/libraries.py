@@ -490,6 +490,7 @@ def last_steps() -> None:
     from tensorboard.compat.tensorflow_stub import errors
     from tensorboard.compat.tensorflow_stub import pywrap_tensorflow as stub
 
+    old = module_at(PRE_SWAP, "writer")
     rng = np.random.default_rng(0)
     grid = rng.integers(0, 256, (448, 224, 3), np.uint8)
     with tempfile.TemporaryDirectory() as tmp:
@@ -524,7 +525,12 @@ def last_steps() -> None:
         tf_import = time.perf_counter() - start
         got = paired(
             {
-                "writer.last_step (ours)": lambda: writer.last_step(f"{tmp}/run"),
+                "writer.last_step (ours, protobuf decodes the step)": lambda: writer.last_step(
+                    f"{tmp}/run"
+                ),
+                "writer.last_step (before, our varint decoder)": lambda: old.last_step(
+                    f"{tmp}/run"
+                ),
                 "EventFileLoader (TF's C++ reader)": lambda: max(
                     e.step for e in EventFileLoader(path).Load()
                 ),

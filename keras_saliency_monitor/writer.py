@@ -33,6 +33,7 @@ import itertools
 import operator
 import os
 import queue
+import re
 import socket
 import struct
 import threading
@@ -185,22 +186,15 @@ def _check_step(step: Any) -> int:
         ) from None
 
 
-def _varint(buf: bytes, pos: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        byte = buf[pos]
-        value |= (byte & 0x7F) << shift
-        pos += 1
-        if not byte & 0x80:
-            return value, pos
-        shift += 7
+_VARINT = re.compile(rb"[\x80-\xff]{0,9}[\x00-\x7f]")  # up to 10 bytes, the last one below 0x80
 
 
 def _event_step(payload_head: bytes) -> int | None:
     """The step of a serialized Event from its first bytes, or None for a file's header event.
 
     Proto serializers write fields in number order: wall_time (1, fixed64) then step (2, varint),
-    so the step is found without reading (or parsing) the image payload behind it.
+    so protobuf decodes the step from the bytes up to the end of its varint, without reading (or
+    parsing) the image payload behind it.
     """
     pos = 9 if payload_head[:1] == b"\x09" else 0  # tag 1, wire type 1: 8 bytes of wall_time
     tag = payload_head[pos : pos + 1]
@@ -208,8 +202,10 @@ def _event_step(payload_head: bytes) -> int | None:
         return None
     if tag != b"\x10":  # tag 2, wire type 0; proto3 leaves out a step of 0
         return 0
-    step, _ = _varint(payload_head, pos + 1)
-    return step - (1 << 64) if step >= 1 << 63 else step
+    varint = _VARINT.match(payload_head, pos + 1)
+    if varint is None:
+        raise IndexError("the step's varint goes on past the bytes given")
+    return event_pb2.Event.FromString(payload_head[: varint.end()]).step
 
 
 def last_step(logdir: str | os.PathLike) -> int | None:
@@ -217,8 +213,8 @@ def last_step(logdir: str | os.PathLike) -> int | None:
 
     Reads only each record's length and the first bytes of its payload (it seeks over images), so
     it costs little even for a long run. A torn record at the end of a file (a killed writer) ends
-    that file. Hand-written because TensorBoard's `EventFileLoader` costs 64 ms vs our 4 ms on a
-    200-epoch 61 MB log, plus a 5 s TensorFlow import (its stub reader, without TF: 6.9 s).
+    that file. Hand-written because TensorBoard's `EventFileLoader` costs 70 ms vs our 6 ms on a
+    200-epoch 61 MB log, plus a 3.5-5 s TensorFlow import (its stub reader, without TF: 7 s).
     """
     logdir = os.fspath(logdir)
     try:
