@@ -625,5 +625,7 @@ if __name__ == "__main__":
         "metric_ranks",
         "summaries",
         "last_steps",
+        "stuck_exit",
+        "version_flag",
     ]:
         globals()[section]()
