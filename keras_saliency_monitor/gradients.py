@@ -85,7 +85,13 @@ class LayerGradientResult(NamedTuple):
 
 
 class _Runner:
-    """Runs one step function over a numpy chunk and returns numpy arrays."""
+    """Runs one step function over a numpy chunk and returns numpy arrays.
+
+    The owner's ``wrt`` says what to differentiate with respect to: "input", "activations", or
+    None for a forward pass only (:class:`CompiledLogits`), which returns ``forward``'s aux.
+    """
+
+    rows = None  # JAX: the one chunk size compiled for; callers send chunks of at most this
 
     def __init__(self, owner, input_shape, variables):
         self._owner = owner  # the _CompiledGradient: its trace_count and step
@@ -114,6 +120,8 @@ class _TensorFlowRunner(_Runner):
     def _traced(self, x, requested):
         self._owner.trace_count += 1
         tf = self._tf
+        if self._owner.wrt is None:
+            return self._owner.forward(x, requested, None)[1]
         with tf.GradientTape() as tape:
             # Watching the input records every op downstream of it, so the gradient reaches a
             # layer's activations even through a frozen (trainable=False) backbone.
@@ -141,7 +149,6 @@ class _JaxRunner(_Runner):
 
         self._jax = jax
         self._compiled = jax.jit(self._traced)
-        self.rows = None  # the one chunk size compiled for, fixed at the first call
 
     def _traced(self, values, x, requested):
         self._owner.trace_count += 1
@@ -153,10 +160,12 @@ class _JaxRunner(_Runner):
             # The variables are this function's arguments: reading them through the scope
             # makes them inputs of the compiled computation, not constants baked into it.
             with keras.StatelessScope(state_mapping=mapping):
-                if owner.wrt == "input":
-                    return owner.forward(wrt, requested, None)
-                return owner.forward(x, requested, wrt)
+                if owner.wrt == "activations":
+                    return owner.forward(x, requested, wrt)
+                return owner.forward(wrt, requested, None)
 
+        if owner.wrt is None:
+            return total_of(x)[1]
         start = x if owner.wrt == "input" else jax.numpy.zeros((x.shape[0], *owner.tap_shape))
         grads, aux = jax.grad(total_of, has_aux=True)(start)
         return owner.pack(grads, aux)
@@ -167,12 +176,6 @@ class _JaxRunner(_Runner):
             # The first chunk's size (the probes, up to batch_size): padding every call to
             # batch_size instead would compute, say, 32 rows for 8 probes every epoch.
             self.rows = n
-        if n > self.rows:  # SmoothGrad / IG blocks after a smaller first call: in pieces
-            parts = [
-                self(x[i : i + self.rows], requested[i : i + self.rows])
-                for i in range(0, n, self.rows)
-            ]
-            return [np.concatenate(p, axis=0) for p in zip(*parts)]
         if n < self.rows:  # pad to the compiled row count; padded rows are dropped after
             x = np.concatenate([x, np.repeat(x[-1:], self.rows - n, axis=0)])
             requested = np.concatenate([requested, np.repeat(requested[-1:], self.rows - n)])
@@ -193,10 +196,13 @@ class _TorchRunner(_Runner):
         owner = self._owner
         if owner.trace_count == 0:
             owner.trace_count = 1  # eager: nothing is compiled; counts the one set-up, as others
-        with torch.enable_grad():  # also inside a caller's torch.no_grad()
-            xt = ops.convert_to_tensor(x).detach().requires_grad_(True)
-            rt = ops.convert_to_tensor(requested)
-            total, aux = owner.forward(xt, rt, None)
+        differentiate = owner.wrt is not None
+        # enable_grad: also inside a caller's torch.no_grad().
+        with torch.enable_grad() if differentiate else torch.no_grad():
+            xt = ops.convert_to_tensor(x).detach().requires_grad_(differentiate)
+            total, aux = owner.forward(xt, ops.convert_to_tensor(requested), None)
+            if not differentiate:
+                return [t.cpu().numpy() for t in aux]
             wrt = xt if owner.wrt == "input" else aux[0]
             # Only with respect to the input (or the tapped activations): the weights' .grad
             # are not written, nor is any graph kept beyond this call.
@@ -248,10 +254,10 @@ class _CompiledGradient:
         requested = np.asarray(requested, np.int32)
         if len(x) == 0:
             raise ValueError("No images to explain: the probe batch is empty.")
-        parts = []
-        for start in range(0, len(x), self.batch_size):
-            stop = start + self.batch_size
-            parts.append(self._runner(x[start:stop], requested[start:stop]))
+        size = min(self.batch_size, self._runner.rows or self.batch_size)
+        parts = [
+            self._runner(x[i : i + size], requested[i : i + size]) for i in range(0, len(x), size)
+        ]
         if len(parts) == 1:
             return self.result_type(*parts[0])
         return self.result_type(*(np.concatenate(p, axis=0) for p in zip(*parts)))
@@ -336,7 +342,11 @@ class LayerGradient(_CompiledGradient):
         )
 
 
-class CompiledLogits:
+class _Logits(NamedTuple):
+    logits: np.ndarray  # (N, K) float32
+
+
+class CompiledLogits(_CompiledGradient):
     """``x -> (N, K)`` float32 logits, forward only (no gradient), compiled once per run.
 
     The same backend seam as the gradients, without the tape: a ``tf.function`` with a fixed
@@ -351,62 +361,19 @@ class CompiledLogits:
         variables: the model's variables (arguments of the compiled function under JAX).
     """
 
+    result_type = _Logits
+    wrt = None  # forward only
+
     def __init__(self, logits_fn, input_shape, *, batch_size=32, variables=()):
-        self.batch_size = int(batch_size)
-        self.trace_count = 0
-        self.backend = active_backend()
         self._logits_fn = logits_fn
-        self._variables = list(variables)
-        self._rows = None  # JAX: the one chunk size compiled for
-        if self.backend == "tensorflow":
-            import tensorflow as tf
+        super().__init__(None, input_shape, batch_size=batch_size, variables=variables)
 
-            spec = (tf.TensorSpec((None, *input_shape), tf.float32),)
-            self._call = tf.function(self._traced, input_signature=spec).get_concrete_function()
-        elif self.backend == "jax":
-            import jax
-
-            self._call = jax.jit(self._traced_jax)
-
-    def _traced(self, x):
-        if self.backend != "torch":  # eager under torch: set up once, not traced per call
-            self.trace_count += 1
-        return ops.cast(self._logits_fn(x), "float32")
-
-    def _traced_jax(self, values, x):
-        self.trace_count += 1
-        with keras.StatelessScope(state_mapping=list(zip(self._variables, values))):
-            return ops.cast(self._logits_fn(x), "float32")
-
-    def _chunk(self, x):
-        if self.backend == "tensorflow":
-            return np.asarray(self._call(self._tf_constant(x)))
-        if self.backend == "jax":
-            n = len(x)
-            self._rows = self._rows or n
-            if n < self._rows:  # pad to the compiled row count; padded rows are dropped after
-                x = np.concatenate([x, np.repeat(x[-1:], self._rows - n, axis=0)])
-            values = [v.value for v in self._variables]
-            return np.asarray(self._call(values, x))[:n]
-        import torch
-
-        if self.trace_count == 0:
-            self.trace_count = 1  # eager: counts the one set-up, as the other backends
-        with torch.no_grad():
-            return self._traced(ops.convert_to_tensor(x)).cpu().numpy()
-
-    @staticmethod
-    def _tf_constant(x):
-        import tensorflow as tf
-
-        return tf.constant(x)
+    def forward(self, x, requested, delta):
+        return None, (ops.cast(self._logits_fn(x), "float32"),)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """The logits of ``x`` (N, H, W, C), in chunks of ``batch_size`` (JAX: of the first)."""
-        x = np.asarray(x, np.float32)
-        size = self.batch_size if self._rows is None else min(self.batch_size, self._rows)
-        parts = [self._chunk(x[i : i + size]) for i in range(0, len(x), size)]
-        return np.concatenate(parts, axis=0).astype(np.float32, copy=False)
+        return super().__call__(x, np.full(len(x), -1, np.int32)).logits
 
 
 # ------------------------------------------------------------------------------------------------
