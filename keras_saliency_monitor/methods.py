@@ -95,20 +95,14 @@ def _option_error(method, option, expected, value, error=ValueError):
     )
 
 
-def _check_positive_int(method, options, option):
+def _check_int(method, options, option, low=1):
+    """An int option >= ``low``: 1 for counts (samples, steps), 0 for a seed."""
+    expected = "a positive int" if low == 1 else "a non-negative int"
     value = options[option]
     if not _is_int(value):
-        raise _option_error(method, option, "a positive int", value, TypeError)
-    if value < 1:
-        raise _option_error(method, option, "a positive int", value)
-
-
-def _check_seed(method, options):
-    value = options["seed"]
-    if not _is_int(value):
-        raise _option_error(method, "seed", "a non-negative int", value, TypeError)
-    if value < 0:
-        raise _option_error(method, "seed", "a non-negative int", value)
+        raise _option_error(method, option, expected, value, TypeError)
+    if value < low:
+        raise _option_error(method, option, expected, value)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -237,7 +231,7 @@ def _smoothgrad(grad, x, first, *, samples, noise, seed):
 
 
 def _check_smoothgrad(options):
-    _check_positive_int("smoothgrad", options, "samples")
+    _check_int("smoothgrad", options, "samples")
     noise = options["noise"]
     if not _is_real(noise):
         raise _option_error(
@@ -247,7 +241,7 @@ def _check_smoothgrad(options):
         raise _option_error(
             "smoothgrad", "noise", "a finite float >= 0 (a fraction of the input range)", noise
         )
-    _check_seed("smoothgrad", options)
+    _check_int("smoothgrad", options, "seed", low=0)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -334,7 +328,7 @@ def _scores(result) -> np.ndarray:
 
 
 def _check_ig(options):
-    _check_positive_int("integrated_gradients", options, "steps")
+    _check_int("integrated_gradients", options, "steps")
     baseline = options["baseline"]
     expected = 'None (zeros), a float, "blur", an array broadcastable to the images, or a callable'
     if baseline is None or callable(baseline):
