@@ -28,6 +28,7 @@ from typing import Any, NamedTuple
 import keras
 import numpy as np
 from keras import ops
+from scipy import special
 
 _SQUASHES = ("softmax", "sigmoid")
 
@@ -501,12 +502,10 @@ def confidences(logits: np.ndarray, classes: np.ndarray, head: ScoreHead) -> np.
     logits = np.asarray(logits, np.float64)
     rows = np.arange(len(classes))
     if head.kind == "softmax":
-        z = logits - logits.max(axis=1, keepdims=True)
-        p = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
-        return p[rows, classes]
+        return special.softmax(logits, axis=1)[rows, classes]
     if head.binary:
-        p1 = 1.0 / (1.0 + np.exp(-logits[:, 0]))
+        p1 = special.expit(logits[:, 0])
         return np.where(classes == 1, p1, 1.0 - p1)
     if head.kind == "sigmoid":
-        return 1.0 / (1.0 + np.exp(-logits[rows, classes]))
+        return special.expit(logits[rows, classes])
     return None
