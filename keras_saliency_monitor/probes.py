@@ -616,13 +616,7 @@ def select_probes(
     )
     if streamed:
         idx, px, py, labels, pool = _stream_probes(probe_data, num_probes, seed, class_names)
-    elif _is_iterator(probe_data):
-        raise TypeError(
-            "Invalid type for argument `probe_data`: received an iterator or generator "
-            f"({type(probe_data).__name__}), which can be read only once. Pass arrays (x, y), "
-            "a tf.data.Dataset (e.g. tf.data.Dataset.from_generator) or a keras PyDataset."
-        )
-    else:
+    else:  # an iterator is refused there, before anything is read from it
         idx, px, py, labels, pool = _array_probes(probe_data, num_probes, seed, class_names)
     if require_labels:
         _require_labels(labels)
