@@ -419,13 +419,9 @@ def _nodes_by_layer(model, outputs=None) -> dict:
 _POOLING = (keras.layers.MaxPooling2D, keras.layers.AveragePooling2D)
 
 
-def _spatial(tensor) -> bool:
-    """A 4-D (N, h, w, k) tensor with more than one spatial position."""
-    shape = tuple(tensor.shape)
-    if len(shape) != 4:
-        return False
-    h, w = shape[1], shape[2]
-    return h is None or w is None or h * w > 1
+def _spatial_shape(shape) -> bool:
+    """A 4-D (N, h, w, k) shape with more than one spatial position (or unknown h, w)."""
+    return len(shape) == 4 and (shape[1] is None or shape[2] is None or shape[1] * shape[2] > 1)
 
 
 def _candidates(model, outputs=None, prefix=()) -> list[LayerChoice]:
@@ -439,7 +435,9 @@ def _candidates(model, outputs=None, prefix=()) -> list[LayerChoice]:
         path = (*prefix, layer)
         if _is_graph_model(layer):
             out.extend(_candidates(layer, None, path))
-        if any(_spatial(t) for n in nodes[id(layer)] for t in n.output_tensors[:1]):
+        if any(
+            _spatial_shape(tuple(t.shape)) for n in nodes[id(layer)] for t in n.output_tensors[:1]
+        ):
             out.append(LayerChoice(path, "/".join(p.name for p in path)))
     return out
 
@@ -664,10 +662,6 @@ def find_layer_by_pass(model, layer, sample) -> LayerChoice:
                     "or build the model with the Functional API."
                 )
     return _pick(four_d, layer, everything, "in a forward pass")
-
-
-def _spatial_shape(shape) -> bool:
-    return len(shape) == 4 and (shape[1] is None or shape[2] is None or shape[1] * shape[2] > 1)
 
 
 def _call_tap(layer, logits_fn) -> Callable:
