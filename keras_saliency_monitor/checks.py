@@ -57,12 +57,6 @@ def real_number(name: str, value, low=None, high=None, what="a number") -> float
     return number
 
 
-def _all_layers(model):
-    from keras_saliency_monitor.targets import sublayers
-
-    return [layer for _, layer in sublayers(model)]
-
-
 def check_model(model, input_dtype=None) -> None:
     """Fail fast on models whose saliency would be silently wrong.
 
@@ -78,7 +72,9 @@ def check_model(model, input_dtype=None) -> None:
     Raises:
         ValueError: naming the argument, what was found and what to do.
     """
-    layers = _all_layers(model)
+    from keras_saliency_monitor.targets import sublayers
+
+    layers = [layer for _, layer in sublayers(model)]
     first = [layer for layer in layers if getattr(layer, "data_format", None) == "channels_first"]
     if first:
         raise ValueError(
