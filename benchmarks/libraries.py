@@ -438,11 +438,21 @@ def source_at(commit: str, name: str) -> str:
     return path
 
 
-def module_at(commit: str, name: str):
-    """`keras_saliency_monitor.<name>` as it was at `commit`, as a module of its own."""
+# --- 14g: gradients / probes / methods / targets, today against the code before the swaps. ---
+
+BEFORE_14G = "68426d3"  # main before helper 14g's swaps
+
+
+def _module_at(rev: str, name: str):
+    """``keras_saliency_monitor.<name>`` as it was at git ``rev``, loaded beside today's."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location(f"{name}_{commit}", source_at(commit, name))
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    show = ["git", "-C", root, "show", f"{rev}:keras_saliency_monitor/{name}.py"]
+    path = os.path.join(tempfile.mkdtemp(), f"{name}_at_{rev}.py")  # a file: AutoGraph reads it
+    with open(path, "w") as f:
+        f.write(subprocess.check_output(show, text=True))
+    spec = importlib.util.spec_from_file_location(f"_{name}_at_{rev}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -450,7 +460,7 @@ def module_at(commit: str, name: str):
 
 def summaries() -> None:
     """Thread CPU of one epoch's numbers as the callback writes them, and of one big histogram."""
-    old = module_at(PRE_SWAP, "writer")
+    old = _module_at(PRE_SWAP, "writer")
     rng = np.random.default_rng(0)
     per_probe = [rng.random(32) for _ in range(3)]
     big = rng.normal(size=1_000_000)
@@ -490,7 +500,7 @@ def last_steps() -> None:
     from tensorboard.compat.tensorflow_stub import errors
     from tensorboard.compat.tensorflow_stub import pywrap_tensorflow as stub
 
-    old = module_at(PRE_SWAP, "writer")
+    old = _module_at(PRE_SWAP, "writer")
     rng = np.random.default_rng(0)
     grid = rng.integers(0, 256, (448, 224, 3), np.uint8)
     with tempfile.TemporaryDirectory() as tmp:
@@ -612,6 +622,176 @@ def version_flag() -> None:
         print(f"| {name} | {1e3 * seconds:.0f} |")
 
 
+class _PrunedDraw:
+    """The alternative to ``probes._StreamDraw`` that was tried and not kept: every key and id
+    is kept, and the held images are pruned to ``probes._draw_keys``' draw of what was seen
+    whenever more than 2 * num_probes are held (fewer lines, no bisect or cuts)."""
+
+    def __init__(self, num_probes, seed):
+        from keras_saliency_monitor import probes
+
+        self._draw_keys = probes._draw_keys
+        self._rng, self._n = np.random.default_rng(seed), num_probes
+        self._keys, self._ids, self._held, self.seen = [], [], {}, 0
+
+    def _draw(self, by_position=False):
+        ids = None if by_position else np.concatenate(self._ids)
+        return self._draw_keys(ids, np.concatenate(self._keys), self._n)
+
+    def add(self, x, ids, y):
+        self._keys.append(self._rng.random(len(x)))
+        self._ids.append(np.zeros(len(x), np.int64) if ids is None else np.asarray(ids, np.int64))
+        new = range(self.seen, self.seen + len(x))
+        if len(self._held) + len(x) > 2 * self._n:
+            keep = set(self._draw().tolist())
+            self._held = {p: item for p, item in self._held.items() if p in keep}
+            new = [p for p in new if p in keep]
+        for p in new:
+            j = p - self.seen
+            self._held[p] = (np.array(x[j]), None if y is None else np.array(y[j]))
+        self.seen += len(x)
+
+    def result(self, by_position):
+        positions = self._draw(by_position)
+        items = [self._held[p] for p in positions.tolist()]
+        x = np.stack([image for image, _ in items])
+        y = None if items[0][1] is None else np.stack([label for _, label in items])
+        return positions, x, y, np.concatenate(self._ids)[positions]
+
+
+def seams_14g() -> None:
+    """Logits through the gradient runners, the pruned streaming draw, scipy's softmax."""
+    import keras
+
+    from keras_saliency_monitor import gradients, probes, targets
+
+    old_gradients = _module_at(BEFORE_14G, "gradients")
+    old_targets = _module_at(BEFORE_14G, "targets")
+    print(f"\n## 14g: today against `{BEFORE_14G}`\n\n| piece | before | after | same result |")
+    print("|---|---:|---:|---|")
+
+    # Explainer.logits (object reliance, every logged epoch): 2 x 32 probes of 64x64, chunks of 32.
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((64, 64, 3)),
+            keras.layers.Conv2D(16, 3, padding="same", activation="relu"),
+            keras.layers.MaxPooling2D(),
+            keras.layers.Conv2D(32, 3, padding="same", activation="relu"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(10, activation="softmax"),
+        ]
+    )
+    x = np.random.default_rng(0).random((64, 64, 64, 3), np.float32)
+    logits_fn, head = targets.build_logits_fn(model)
+    make = dict(batch_size=32, variables=list(model.variables))
+    before = old_gradients.CompiledLogits(logits_fn, (64, 64, 3), **make)
+    after = gradients.CompiledLogits(logits_fn, (64, 64, 3), **make)
+    same = np.array_equal(before(x), after(x))
+    t = paired({"before": lambda: before(x), "after": lambda: after(x)}, 25, time.process_time)
+    print(
+        f"| `Explainer.logits`, 64 images 64x64 (TF, process CPU) | {1e3 * t['before']:.2f} ms "
+        f"| {1e3 * t['after']:.2f} ms | {same} |"
+    )
+    # The gradient's chunk loop (now also JAX's): 16 probes, then 400 rows as SmoothGrad sends.
+    before = old_gradients.InputGradient(logits_fn, head, (64, 64, 3), **make)
+    after = gradients.InputGradient(logits_fn, head, (64, 64, 3), **make)
+    for n in (16, 400):
+        xs, requested = x[np.arange(n) % 64], np.full(n, -1, np.int32)
+        call = {
+            "before": lambda xs=xs, r=requested: before(xs, r),
+            "after": lambda xs=xs, r=requested: after(xs, r),
+        }
+        same = all(np.array_equal(u, v) for u, v in zip(call["before"](), call["after"]()))
+        t = paired(
+            call,
+            51 if n == 16 else 7,
+            time.process_time,  # TensorFlow's own threads included; less noisy than wall here
+        )
+        print(
+            f"| `InputGradient`, {n} images 64x64 (TF, process CPU) | {1e3 * t['before']:.2f} ms "
+            f"| {1e3 * t['after']:.2f} ms | {same} |"
+        )
+
+    # The streaming draw: 4096 uint8 images 32x32x3, 10 classes, 16 probes, chunks of 1 and 64.
+    class Batches(keras.utils.PyDataset):
+        def __init__(self, x, y, batch):
+            super().__init__()
+            self.x, self.y, self.batch = x, y, batch
+
+        def __len__(self):
+            return -(-len(self.x) // self.batch)
+
+        def __getitem__(self, i):
+            s = slice(i * self.batch, (i + 1) * self.batch)
+            return self.x[s], self.y[s]
+
+    def draw_with(draw_class, data):
+        ours, probes._StreamDraw = probes._StreamDraw, draw_class
+        try:
+            return probes.select_probes(data, 16, seed=3)
+        finally:
+            probes._StreamDraw = ours
+
+    pool = np.random.default_rng(1).integers(0, 256, (4096, 32, 32, 3), np.uint8)
+    labels = np.arange(4096) % 10
+    for batch in (1, 64):
+        data = Batches(pool, labels, batch)
+        a = probes.select_probes(data, 16, seed=3)
+        b = draw_with(_PrunedDraw, data)
+        same = all(np.array_equal(u, v) for u, v in zip(a, b))
+        t = paired(
+            {
+                "ours": lambda data=data: probes.select_probes(data, 16, seed=3),
+                "pruned": lambda data=data: draw_with(_PrunedDraw, data),
+            },
+            5,
+        )
+        print(
+            f"| `select_probes` from a PyDataset of 4096, chunks of {batch}: ours vs pruned to "
+            f"`_draw_keys` | {1e3 * t['ours']:.1f} ms | {1e3 * t['pruned']:.1f} ms (kept ours) "
+            f"| {same} |"
+        )
+
+    # demo_data's background blotches: bilinear 4x4 -> 64x64 upsampling of 300 grids.
+    from scipy import ndimage
+
+    from keras_saliency_monitor import demo_data
+
+    coarse = np.random.default_rng(3).uniform(-0.15, 0.15, (300, 4, 4, 3)).astype(np.float32)
+    ours = demo_data._upsample(coarse, 64)
+    zoom = dict(zoom=(1, 16, 16, 1), order=1, grid_mode=True, mode="nearest")
+    error = np.abs(ndimage.zoom(coarse, **zoom) - ours).max()
+    t = paired(
+        {
+            "ours": lambda: demo_data._upsample(coarse, 64),
+            "zoom": lambda: ndimage.zoom(coarse, **zoom),
+        },
+        3,
+    )
+    print(
+        f"| `demo_data._upsample` (ours) vs `scipy.ndimage.zoom`, 300 grids 4 -> 64 | "
+        f"{1e3 * t['ours']:.0f} ms | {1e3 * t['zoom']:.0f} ms (kept ours) | max diff {error:.1e} |"
+    )
+
+    # targets.confidences, once per logged epoch: 32 probes, 10 classes.
+    z = np.random.default_rng(2).normal(size=(32, 10)).astype(np.float32)
+    classes = z.argmax(axis=1)
+    softmax = targets.ScoreHead("softmax", 10, "")
+    a, b = old_targets.confidences(z, classes, softmax), targets.confidences(z, classes, softmax)
+    t = paired(
+        {
+            "before": lambda: old_targets.confidences(z, classes, softmax),
+            "after": lambda: targets.confidences(z, classes, softmax),
+        },
+        51,
+    )
+    print(
+        f"| `targets.confidences`, 32 x 10 softmax | {1e6 * t['before']:.0f} us | "
+        f"{1e6 * t['after']:.0f} us | max diff {np.abs(a - b).max():.1e} |"
+    )
+
+
 if __name__ == "__main__":
     print(time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), f"load {os.getloadavg()[0]:.1f}")
     # Sections named on the command line, else all of them.
@@ -627,5 +807,6 @@ if __name__ == "__main__":
         "last_steps",
         "stuck_exit",
         "version_flag",
+        "seams_14g",
     ]:
         globals()[section]()
