@@ -89,6 +89,11 @@ def _ragged_images(data) -> bool:
     return all(len(s) == 3 and s[-1] in _CHANNELS for s in shapes) and len(set(shapes)) > 1
 
 
+def _is_tf_dataset(data) -> bool:
+    """A tf.data.Dataset, told without importing TensorFlow."""
+    return "tensorflow" in type(data).__module__ and hasattr(data, "element_spec")
+
+
 def _is_iterator(data) -> bool:
     return hasattr(data, "__next__") or inspect.isgenerator(data)
 
@@ -307,8 +312,7 @@ class _StreamDraw:
 
 def _chunks(probe_data):
     """Yield (x, y) chunks of a tf.data.Dataset or keras PyDataset, x batched (b, ...)."""
-    kind = type(probe_data).__module__ + "." + type(probe_data).__name__
-    if "tensorflow" in kind and hasattr(probe_data, "element_spec"):
+    if _is_tf_dataset(probe_data):
         spec = probe_data.element_spec
         spec_x = spec[0] if isinstance(spec, (tuple, list)) and spec else spec
         spec_shape = getattr(spec_x, "shape", None)
@@ -611,8 +615,7 @@ def select_probes(
         )
     if isinstance(probe_data, dict):
         _split(probe_data)  # raises the dict message
-    kind = type(probe_data).__module__ + "." + type(probe_data).__name__
-    streamed = ("tensorflow" in kind and hasattr(probe_data, "element_spec")) or (
+    streamed = _is_tf_dataset(probe_data) or (
         hasattr(probe_data, "__getitem__") and hasattr(probe_data, "num_batches")
     )
     if streamed:
