@@ -33,12 +33,17 @@ class Explanation(NamedTuple):
     extras: dict  # method-specific diagnostics, e.g. IG's completeness gap
 
 
+def _inputs(model):
+    """The model's symbolic inputs, or None for a model without a graph."""
+    try:
+        return model.inputs
+    except (AttributeError, ValueError):
+        return None
+
+
 def model_input_shape(model):
     """The shape of one example the model takes, with None for free dimensions (or None)."""
-    try:
-        inputs = model.inputs
-    except (AttributeError, ValueError):
-        inputs = None
+    inputs = _inputs(model)
     if inputs:
         if len(inputs) != 1:
             raise ValueError(
@@ -47,14 +52,6 @@ def model_input_shape(model):
             )
         return tuple(inputs[0].shape[1:])
     return None
-
-
-def _input_dtype(model):
-    try:
-        inputs = model.inputs
-    except (AttributeError, ValueError):
-        return None
-    return inputs[0].dtype if inputs else None
 
 
 def check_input_shape(model, input_shape, argument="probe_data"):
@@ -138,7 +135,8 @@ class Explainer:
         if self.model is model and self._input_shape == input_shape:
             return self
         declared = model_input_shape(model)
-        check_model(model, _input_dtype(model))
+        inputs = _inputs(model)
+        check_model(model, inputs[0].dtype if inputs else None)
         check_input_shape(model, input_shape)
         if sample is None:
             sample = np.zeros((1, *input_shape), np.float32)
