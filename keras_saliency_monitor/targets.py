@@ -172,17 +172,13 @@ def logits_tensor(model, output=None, warn=False) -> tuple[Any, Callable, ScoreH
     """
     _, out = _select_output(model, output)
     layer, inputs = _producer(out)
-    act = ""
-    if isinstance(layer, keras.layers.Softmax):
-        act = "softmax"
-    elif isinstance(layer, keras.layers.Activation):
-        act = _activation_name(layer.activation)
-    if act in _SQUASHES and len(inputs) == 1:
+    act = _squash_of(layer) if len(inputs) == 1 else ""
+    if act and not isinstance(layer, keras.layers.Dense):
         desc = f"{act} layer '{layer.name}' stripped"
         return inputs[0], _flat, ScoreHead(act, _width(inputs[0]), desc)
 
     fused = _activation_name(getattr(layer, "activation", None))
-    if isinstance(layer, keras.layers.Dense) and fused in _SQUASHES and len(inputs) == 1:
+    if act:  # a Dense with a softmax/sigmoid activation
         dense = layer
 
         def finish(features):
