@@ -243,7 +243,8 @@ class _CompiledGradient:
         return targets.scores_and_classes(logits, requested, self._head, self._target)
 
     def __call__(self, x: np.ndarray, requested: np.ndarray):
-        """Run the compiled step over ``x`` (N, H, W, C) in chunks of ``batch_size``.
+        """Run the compiled step over ``x`` (N, H, W, C) in chunks of ``batch_size`` (JAX: of at
+        most the first chunk's size, the one row count it compiled).
 
         Args:
             x: float32 images.
