@@ -154,7 +154,7 @@ def imports() -> None:
 
 
 # ------------------------------------------------------------------------------------------------
-# Session 2 (helper 14r): render.py, store.py, report.py, arrays.py.
+# render.py, store.py, report.py, arrays.py (issue 14, second session).
 # ------------------------------------------------------------------------------------------------
 
 
@@ -349,7 +349,7 @@ def report_io() -> None:
         )
 
 
-# ---------------------------------------------------------------- issue 14, helper 14m: metrics.py
+# ------------------------------------------------------------------------ metrics.py (issue 14)
 # Gradient floors per logged epoch from this README: vanilla, 32 probes 64x64 (overhead.py) and
 # MobileNetV2, 16 probes 224x224 (storage.py).
 METRIC_FLOORS_MS = {(32, 64): 42.6, (16, 224): 786.0}
@@ -423,7 +423,7 @@ def metric_ranks() -> None:
 # loaded from git, so the comparison stays reproducible after the swap.
 # --------------------------------------------------------------------------------------------------
 
-PRE_SWAP = "68426d3"  # the last commit with the hand-written summaries and histogram buckets
+PRE_SWAP = "68426d3"  # main before this session's swaps (summaries, buckets, seams)
 
 
 def source_at(commit: str, name: str) -> str:
@@ -438,9 +438,7 @@ def source_at(commit: str, name: str) -> str:
     return path
 
 
-# --- 14g: gradients / probes / methods / targets, today against the code before the swaps. ---
-
-BEFORE_14G = "68426d3"  # main before helper 14g's swaps
+# --- gradients / probes / methods / targets, today against the code before the swaps. ---
 
 
 def _module_at(rev: str, name: str):
@@ -659,15 +657,16 @@ class _PrunedDraw:
         return positions, x, y, np.concatenate(self._ids)[positions]
 
 
-def seams_14g() -> None:
+def seams() -> None:
     """Logits through the gradient runners, the pruned streaming draw, scipy's softmax."""
     import keras
 
     from keras_saliency_monitor import gradients, probes, targets
 
-    old_gradients = _module_at(BEFORE_14G, "gradients")
-    old_targets = _module_at(BEFORE_14G, "targets")
-    print(f"\n## 14g: today against `{BEFORE_14G}`\n\n| piece | before | after | same result |")
+    old_gradients = _module_at(PRE_SWAP, "gradients")
+    old_targets = _module_at(PRE_SWAP, "targets")
+    print(f"\n## gradients, probes, targets: today against `{PRE_SWAP}`\n")
+    print("| piece | before | after | same result |")
     print("|---|---:|---:|---|")
 
     # Explainer.logits (object reliance, every logged epoch): 2 x 32 probes of 64x64, chunks of 32.
@@ -793,6 +792,6 @@ if __name__ == "__main__":
         "last_steps",
         "stuck_exit",
         "version_flag",
-        "seams_14g",
+        "seams",
     ]:
         globals()[section]()
