@@ -498,7 +498,8 @@ def downscale_images(images_u8, factor: int) -> np.ndarray:
     integer `factor`, with Pillow's `Image.reduce` (a block cut by an edge: its pixels' mean)."""
     images = np.asarray(images_u8)
     rgb = images.ndim == 4 and images.shape[-1] == 3
-    if images.dtype != np.uint8 and (rgb or images.dtype != np.float32) or images.ndim != 3 + rgb:
+    dtypes = (np.uint8,) if rgb else (np.uint8, np.float32)  # what Pillow's reduce takes
+    if images.ndim != (4 if rgb else 3) or images.dtype not in dtypes:
         raise ValueError(
             "`images_u8` must be uint8 (N, H, W, 3), or uint8 or float32 (N, H, W); received "
             f"{images.dtype} {images.shape}."
@@ -816,9 +817,16 @@ def fit_text(text: str, font, width: float, *, truncated: bool = False) -> str:
     if not truncated and font.getlength(text) <= width:
         return text
     ellipsis = ".." if bitmap else "…"
-    # The longest prefix that fits with the mark: widths grow with the prefix, so bisect.
-    marked = [text[:k].rstrip() + ellipsis for k in range(len(text) + 1)]
-    candidate = marked[bisect.bisect_right(marked, width, lo=1, key=font.getlength) - 1]
+
+    def marked(k):  # the first k characters with the mark
+        return text[:k].rstrip() + ellipsis
+
+    # The longest prefix that fits with the mark: widths grow with the prefix, so bisect over the
+    # prefix lengths (only the ~log2(len) probed prefixes are ever built).
+    fits = bisect.bisect_right(
+        range(len(text) + 1), width, lo=1, key=lambda k: font.getlength(marked(k))
+    )
+    candidate = marked(fits - 1)
     return candidate if font.getlength(candidate) <= width else ""
 
 
