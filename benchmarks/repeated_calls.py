@@ -28,7 +28,6 @@ import argparse
 import os
 import statistics
 import sys
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -38,38 +37,18 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from keras import layers  # noqa: E402
-from overhead import Floor  # noqa: E402  (the same independent floor as the overhead benchmark)
+
+# The overhead benchmark's independent floor, small CNN and clock.
+from overhead import Floor, build_cnn, timed  # noqa: E402
 
 from keras_saliency_monitor import compute_saliency  # noqa: E402
 from keras_saliency_monitor.explain import _CACHE  # noqa: E402
-
-
-def small_cnn(size: int) -> keras.Model:
-    return keras.Sequential(
-        [
-            keras.Input((size, size, 3)),
-            layers.Conv2D(16, 3, padding="same", activation="relu"),
-            layers.MaxPooling2D(),
-            layers.Conv2D(32, 3, padding="same", activation="relu"),
-            layers.MaxPooling2D(),
-            layers.Conv2D(64, 3, padding="same", activation="relu"),
-            layers.GlobalAveragePooling2D(),
-            layers.Dense(3, activation="softmax"),
-        ]
-    )
 
 
 def mobilenet(size: int) -> keras.Model:
     return keras.applications.MobileNetV2(
         input_shape=(size, size, 3), weights=None, classes=10, classifier_activation="softmax"
     )
-
-
-def timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 def pairs(floor, call, n: int) -> tuple[list[float], list[float]]:
@@ -105,7 +84,7 @@ def main(argv=None) -> None:
         f"{'uncached ms':>12} {'uncached/floor':>15}"
     )
     for name, build, size in (
-        ("small CNN 64x64", small_cnn, 64),
+        ("small CNN 64x64", build_cnn, 64),
         ("MobileNetV2 96x96", mobilenet, 96),
     ):
         keras.utils.set_random_seed(0)
