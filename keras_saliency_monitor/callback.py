@@ -292,7 +292,7 @@ class SaliencyMonitor(keras.callbacks.Callback):
         self.faults = Faults(self.strict, self._release_before_raise)
         self._writing.open(self.faults, self.log_dir if self._chief else None, self.background)
         self._measure.reset()
-        self._log.probe_set_written = False
+        self._log.reset()
         self.alarm.reset()
         self.alarm_message = None
 

@@ -45,7 +45,7 @@ class EpochLog:
         self.probes, self.explainer, self.alarm = probes, explainer, alarm
         self.class_names, self.render_options = class_names, render_options
         self.max_grid_width, self.arrays_dir = max_grid_width, arrays_dir
-        self.probe_set_written = False  # this fit's probe set (reset at each fit's start)
+        self.probe_set_written = False  # this fit's probe set (see reset)
         # The probes at full size for the dashboard's probe set; at the grid's tile size (at
         # most GRID_TILE px a side), and dimmed to grey: what the heat is drawn over.
         zeros = np.zeros(probes.x.shape[:3], np.float32)
@@ -53,6 +53,10 @@ class EpochLog:
         self.grid_factor = render.tile_factor(self.display.shape[1:3], GRID_TILE)
         self.grid_display = render.downscale_images(self.display, self.grid_factor)
         self.backdrop = render.dim_grey(self.grid_display)
+
+    def reset(self):
+        """A new fit: its event file gets the probe set again, at its first logged step."""
+        self.probe_set_written = False
 
     def write(self, writer, step, explanation, numbers, per_probe, message, broken):
         """Render, encode and write one epoch at ``step``.

@@ -221,7 +221,7 @@ class _CompiledGradient:
     """One compiled step over ``(x, requested)``, called in chunks of ``batch_size`` images."""
 
     result_type: type = GradientResult
-    wrt = "input"  # "input" or "activations"
+    wrt = "input"  # "input", "activations", or None: forward only (CompiledLogits)
     tap_shape = None  # (h, w, k) of the tapped activations, for layer gradients
 
     def __init__(self, head, input_shape, *, target=None, batch_size=32, variables=()):
