@@ -206,14 +206,17 @@ def _warn_if_squashed_before_output(model, output, head, logits_fn, sample):
     walking the graph back from the output, or (a ``Lambda`` of an anonymous function) by the
     output of one forward pass on ``sample`` (``training=False``): rows in [0, 1] summing to 1.
     """
-    _, out = _select_output(model, output)
-    found = _hidden_squash(out)
+    _, output_tensor = _select_output(model, output)
+    found = _hidden_squash(output_tensor)
     if found is None and head.num_outputs > 1:
-        values = np.asarray(ops.convert_to_numpy(logits_fn(sample)), np.float64)
+        out = logits_fn(sample)
+        if hasattr(out, "detach"):  # torch: np.array on a tensor in a graph warns (numpy 2)
+            out = out.detach().cpu().numpy()
+        values = np.asarray(ops.convert_to_numpy(out), np.float64)
         rows = values.reshape(len(values), -1)
         if rows.size and np.all((rows >= 0) & (rows <= 1)):
             if np.allclose(rows.sum(axis=1), 1.0, atol=1e-3):
-                found = ("softmax", _producer(out)[0], [])
+                found = ("softmax", _producer(output_tensor)[0], [])
     if found is None:
         return
     act, op, after = found
