@@ -75,10 +75,9 @@ class SaliencyMonitor(keras.callbacks.Callback):
         probe_data: images (N, H, W, C), ``(x, y)`` with sparse, one-hot or string labels
             (string labels need ``class_names``; multi-hot rows, with several classes or none
             per image, are not class labels: a warning, and probes are drawn as for x alone), a
-            list of same-sized images, a
-            ``tf.data.Dataset`` of x or (x, y) (batched or not), or a ``keras.utils.PyDataset``;
-            datasets are read in one streaming pass (at most 4,096 examples) that keeps only
-            the drawn probes.
+            list of same-sized images, a ``tf.data.Dataset`` of x or (x, y) (batched or not),
+            or a ``keras.utils.PyDataset``; datasets are read in one streaming pass (at most
+            4,096 examples) that keeps only the drawn probes.
             Images are given exactly as the model sees them (any value range).
         num_probes: how many probes to draw, once, stratified by class when labels exist.
             Defaults to 16.
