@@ -20,12 +20,13 @@ go through ``faults``: one warning per kind and run, every one counted; ``strict
 
 from __future__ import annotations
 
+import copy
 import os
 import warnings
 
 import keras
 
-from keras_saliency_monitor import logdirs, probes
+from keras_saliency_monitor import checks, logdirs, probes, render
 from keras_saliency_monitor.alarm import ShortcutAlarm
 from keras_saliency_monitor.checks import positive_int, real_number
 from keras_saliency_monitor.distribution import is_chief
@@ -68,13 +69,15 @@ class SaliencyMonitor(keras.callbacks.Callback):
 
     Args:
         log_dir: directory of the run; events go to ``<log_dir>/saliency``. Use the same
-            ``log_dir`` as ``keras.callbacks.TensorBoard`` to see both in one run. A relative
-            path is made absolute here, so an ``os.chdir`` later does not move the run.
+            ``log_dir`` as ``keras.callbacks.TensorBoard`` to see both in one run. A leading
+            ``~`` is expanded and a relative path made absolute here, so an ``os.chdir`` later
+            does not move the run.
         probe_data: images (N, H, W, C), ``(x, y)`` with sparse, one-hot or string labels
-            (string labels need ``class_names``), a list of same-sized images, a
-            ``tf.data.Dataset`` of x or (x, y) (batched or not), or a ``keras.utils.PyDataset``;
-            datasets are read in one streaming pass (at most 4,096 examples) that keeps only
-            the drawn probes.
+            (string labels need ``class_names``; multi-hot rows, with several classes or none
+            per image, are not class labels: a warning, and probes are drawn as for x alone), a
+            list of same-sized images, a ``tf.data.Dataset`` of x or (x, y) (batched or not),
+            or a ``keras.utils.PyDataset``; datasets are read in one streaming pass (at most
+            4,096 examples) that keeps only the drawn probes.
             Images are given exactly as the model sees them (any value range).
         num_probes: how many probes to draw, once, stratified by class when labels exist.
             Defaults to 16.
@@ -92,11 +95,16 @@ class SaliencyMonitor(keras.callbacks.Callback):
             model's confidence (above chance) lost when each probe's object is painted over,
             beyond a same-shape patch elsewhere (0 = chance, 1 = all of it; 2 forward passes per
             probe); the alarm fires below ``alarm_reliance_threshold``.
-        every_n_epochs: log epochs ``0, n, 2n, ...``. Defaults to 1.
-        seed: seed of the probe draw. Defaults to 0.
+        every_n_epochs: log epochs ``0, n, 2n, ...``. Defaults to 1. On the epochs in
+            between, ``logs`` repeat the last logged epoch's numbers, so that callbacks see a
+            value at every epoch as Keras's convention has it (``EarlyStopping`` warns about a
+            missing one); a repeated value is no improvement, so give ``EarlyStopping`` on a
+            ``saliency_`` number a ``patience`` of at least ``every_n_epochs``.
+        seed: seed of the probe draw: an int >= 0, or None for a fresh draw. Defaults to 0.
         output: index or name of the output to explain, for multi-output models.
         class_names: optional sequence of class names, in class order, for captions (and to map
-            string labels to class ids).
+            string labels to class ids); one per class of the model (a different count warns).
+            Control characters in a name (a newline) are shown escaped in captions.
         display_fn: optional ``x -> images in [0, 1]`` used for display only (e.g. to undo a
             standardisation). By default each image is min-max rescaled for display.
         batch_size: images per compiled gradient call; bounds memory. Defaults to 32.
@@ -209,6 +217,8 @@ class SaliencyMonitor(keras.callbacks.Callback):
         **method_options,
     ):
         super().__init__()
+        if isinstance(log_dir, (str, os.PathLike)):
+            log_dir = os.path.expanduser(log_dir)  # "~/runs/exp1" as a shell would read it
         if is_chief():
             self.log_dir = logdirs.check_log_dir(log_dir)
         elif isinstance(log_dir, (str, os.PathLike)):
@@ -265,7 +275,7 @@ class SaliencyMonitor(keras.callbacks.Callback):
             self.probes,
             self.explainer,
             self.alarm,
-            self.class_names,
+            None if self.class_names is None else list(map(render.one_line, self.class_names)),
             self.render_options,
             self.max_grid_width,
             self.log_dir if self.save_arrays else None,
@@ -276,6 +286,7 @@ class SaliencyMonitor(keras.callbacks.Callback):
         self._writing = Writing()  # events directory, step numbers, event file, worker
         self._chief = True  # whether this process writes (decided again at each fit's start)
         self.history = {}  # step (the epoch, in a first fit) -> the numbers logged at it
+        self._last_numbers = {}  # this fit's last logged numbers, repeated on skipped epochs
         self.faults = Faults(self.strict, self._release_before_raise)  # kind -> [where, ...]
 
     # ---------------------------------------------------------------- Keras hooks
@@ -286,12 +297,14 @@ class SaliencyMonitor(keras.callbacks.Callback):
         # The bind also runs a callable target once, so a broken one fails here, not in epoch 0.
         self.explainer.bind(self.model, self.probes.x.shape[1:], sample=self.probes.x[:1])
         self._check_labels()
+        checks.class_names_count(self.class_names, self.explainer.head)
         self._chief = is_chief()
         # A fit that ended in an exception never reached on_train_end: release what it left.
         self._writing.release(self._write_timeout(end=True), "train begin")
         self.faults = Faults(self.strict, self._release_before_raise)
         self._writing.open(self.faults, self.log_dir if self._chief else None, self.background)
         self._measure.reset()
+        self._last_numbers = {}
         self._log.reset()
         self.alarm.reset()
         self.alarm_message = None
@@ -305,12 +318,14 @@ class SaliencyMonitor(keras.callbacks.Callback):
         idle = self._writing.wait(self._write_timeout(), epoch)
         step = self._writing.step(epoch)
         if epoch % self.every_n_epochs:
+            if logs is not None:
+                logs.update(self._last_numbers)  # a value at every epoch (see every_n_epochs)
             return
         self._writing.last_step = step  # consumed even if writing fails: a step is never reused
         try:
             explanation = self.explainer.explain(self.probes.x, self.probes.labels)
             numbers, per_probe = self._measure(explanation)
-            self.history[step] = numbers
+            self.history[step] = self._last_numbers = numbers
             if logs is not None:
                 logs.update(numbers)
             message = self._check_alarm(epoch, numbers, per_probe)
@@ -344,6 +359,17 @@ class SaliencyMonitor(keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         # At most WRITE_TIMEOUT_SECONDS in all (STALLED_END_SECONDS once a write has stalled).
         self._writing.finish(self._write_timeout(end=True), "train end")
+
+    def __deepcopy__(self, memo):
+        """A copy with the same arguments, probes and history, for a fit of its own (keras-tuner
+        copies callbacks per trial): not bound to a model, and holding no lock, event file or
+        writer thread of this monitor's."""
+        memo[id(self._model)] = None
+        memo[id(self._writing)] = Writing()
+        new = type(self).__new__(type(self))
+        memo[id(self)] = new
+        new.__dict__.update(copy.deepcopy(self.__dict__, memo))  # explainer: unbound (explain)
+        return new
 
     # ---------------------------------------------------------------- helpers
     def _write_epoch(self, epoch, explanation, numbers, per_probe, message, broken):

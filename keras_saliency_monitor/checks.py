@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 
@@ -23,6 +24,31 @@ def positive_int(name: str, value) -> int:
         raise ValueError(
             f"Invalid value for argument `{name}`: expected a positive int, received "
             f"{name}={value}."
+        )
+    return int(value)
+
+
+def seed(name: str, value) -> int | None:
+    """Return ``value`` as a seed for ``np.random.default_rng``: an int >= 0, or None.
+
+    None draws fresh entropy (another probe set each run); any int is reproducible.
+
+    Raises:
+        TypeError: for anything but an int or None (a str, a float such as 1.5, bool).
+        ValueError: for a negative int.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(
+            f"Invalid type for argument `{name}`: expected an int >= 0 (or None for a fresh draw "
+            f"each run), received {name}={value!r} of type {type(value).__name__}. Pass e.g. "
+            f"{name}=0."
+        )
+    if value < 0:
+        raise ValueError(
+            f"Invalid value for argument `{name}`: expected an int >= 0, received {name}={value}. "
+            f"Pass e.g. {name}={abs(int(value))}."
         )
     return int(value)
 
@@ -55,6 +81,33 @@ def real_number(name: str, value, low=None, high=None, what="a number") -> float
             f"Invalid value for argument `{name}`: expected {what}, received {name}={value!r}."
         )
     return number
+
+
+def class_names_count(class_names, head) -> None:
+    """Warn when ``class_names`` does not hold one name per class of the model.
+
+    Fewer names leave the other classes' captions as bare numbers; more names suggest a list
+    meant for another model (or another class order).
+
+    Args:
+        class_names: the names given, or None.
+        head: the bound model's ``targets.ScoreHead`` (``num_classes`` is None for regression).
+    """
+    n = head.num_classes
+    if class_names is None or n is None or len(class_names) == n:
+        return
+    fewer = len(class_names) < n
+    what = (
+        f"classes {len(class_names)}..{n - 1} are shown by number"
+        if fewer
+        else f"the last {len(class_names) - n} names are never used"
+    )
+    warnings.warn(
+        f"Argument `class_names` has {len(class_names)} names but the model has {n} classes "
+        f"({head.description}): {what}. Pass one name per class, in the model's class order.",
+        UserWarning,
+        stacklevel=3,
+    )
 
 
 def check_model(model, input_dtype=None) -> None:

@@ -83,4 +83,8 @@ class EpochNumbers:
         numbers = {"saliency_" + k: metrics.nanmean(v) for k, v in per_probe.items()}
         numbers.update({"saliency_" + k: float(v) for k, v in run.items()})
         numbers["saliency_shortcut"] = float(self.alarm.shortcut_score(run))
+        # A run's first logged epoch has no stability yet: NaN, so that every logged epoch
+        # carries the same keys (CSVLogger takes its columns from the first; History's lists
+        # then line up by index), as Keras's own callbacks do.
+        numbers.setdefault("saliency_stability", float("nan"))
         return numbers, per_probe

@@ -10,6 +10,7 @@ pays the trace once, and a model that is no longer used is freed with its compil
 from __future__ import annotations
 
 import collections
+import copy
 import hashlib
 import numbers
 import weakref
@@ -46,12 +47,32 @@ def model_input_shape(model):
     inputs = _inputs(model)
     if inputs:
         if len(inputs) != 1:
-            raise ValueError(
-                f"The model has {len(inputs)} inputs; saliency is computed for models with a "
-                "single image input."
-            )
+            raise ValueError(_several_inputs_message(inputs))
         return tuple(inputs[0].shape[1:])
     return None
+
+
+def _several_inputs_message(inputs) -> str:
+    """Why a model with several inputs is refused, and a wrapper that makes it fit."""
+    shapes = [tuple(t.shape[1:]) for t in inputs]
+    image = next((k for k, shape in enumerate(shapes) if len(shape) == 3), 0)
+    others = ", ".join(
+        f"keras.layers.Lambda(lambda t: keras.ops.zeros((keras.ops.shape(t)[0], "
+        f"{', '.join(str(1 if d is None else d) for d in shape)})))(image)"
+        if k != image
+        else "image"
+        for k, shape in enumerate(shapes)
+    )
+    return (
+        f"Invalid value for argument `model`: the model has {len(inputs)} inputs of shapes "
+        f"{shapes}; saliency is computed for a model with a single image input (N, H, W, C). "
+        "Explain the image input through a single-input wrapper that supplies the others "
+        f"itself (here as zeros; use the values to hold fixed): image = keras.Input("
+        f"{shapes[image]}); wrapped = keras.Model(image, model([{others}])); then explain "
+        "`wrapped`, e.g. compute_saliency(wrapped, images). It shares the model's weights, so "
+        "during training it follows them (call it from a keras.callbacks.LambdaCallback at "
+        "epoch ends; SaliencyMonitor itself watches single-input models only)."
+    )
 
 
 def check_input_shape(model, input_shape, argument="probe_data"):
@@ -101,6 +122,16 @@ class Explainer:
         self._logits_fn = None
         self._input_shape = None
 
+    def __deepcopy__(self, memo):
+        """An unbound copy: the same method, target and options; the model, its logits view and
+        the compiled functions stay with this one (the copy binds its own)."""
+        new = type(self).__new__(type(self))
+        memo[id(self)] = new
+        bound = ("_model_ref", "head", "layer", "_grad", "_logits", "_logits_fn", "_input_shape")
+        for name, value in vars(self).items():
+            setattr(new, name, None if name in bound else copy.deepcopy(value, memo))
+        return new
+
     @property
     def model(self):
         """The bound model (None before ``bind``, or once the model was garbage-collected)."""
@@ -111,7 +142,7 @@ class Explainer:
         """How many times the compiled gradient has been traced (1 in a healthy run)."""
         return 0 if self._grad is None else self._grad.trace_count
 
-    def bind(self, model, input_shape, sample=None):
+    def bind(self, model, input_shape, sample=None, argument="probe_data"):
         """Build the logits view and compiled gradient for ``model`` (no-op if already bound).
 
         Input methods get a :class:`gradients.InputGradient`; layer methods (Grad-CAM) a
@@ -124,6 +155,8 @@ class Explainer:
             sample: one or more images (probes) for the forward pass that models without a graph
                 need (subclassed, or a Sequential without ``keras.Input``: this pass builds it,
                 as ``fit`` would). Zeros of ``input_shape`` when None.
+            argument: the caller's name for the images, for messages ("images" in
+                :func:`compute_saliency`). Defaults to "probe_data".
 
         Raises:
             ValueError: when the images do not fit the model, the model is channels-first or
@@ -137,7 +170,7 @@ class Explainer:
         declared = model_input_shape(model)
         inputs = _inputs(model)
         check_model(model, inputs[0].dtype if inputs else None)
-        check_input_shape(model, input_shape)
+        check_input_shape(model, input_shape, argument)
         if sample is None:
             sample = np.zeros((1, *input_shape), np.float32)
         sample = np.asarray(sample[:1], np.float32)
@@ -145,7 +178,7 @@ class Explainer:
             # A Sequential without keras.Input gets its graph from its first call: the same
             # build fit does at its first batch (with training=False, nothing else changes).
             model(sample, training=False)
-            check_input_shape(model, input_shape)
+            check_input_shape(model, input_shape, argument)
         logits_fn, head = targets.build_logits_fn(model, self.output, sample)
         if isinstance(self.target, int) and head.num_classes is not None:
             targets.requested_classes(self.target, 1, None, head)  # range check, fails fast
@@ -281,12 +314,12 @@ def cached_explainer(model, x, method, target, output, batch_size, options) -> E
     try:
         per_model = _CACHE.setdefault(model, collections.OrderedDict())
     except TypeError:  # not weak-referenceable: no cache
-        return explainer.bind(model, x.shape[1:], sample=x[:1])
+        return explainer.bind(model, x.shape[1:], sample=x[:1], argument="images")
     hit = per_model.get(key)
     if hit is not None and hit.model is model:
         per_model.move_to_end(key)
         return hit
-    explainer.bind(model, x.shape[1:], sample=x[:1])
+    explainer.bind(model, x.shape[1:], sample=x[:1], argument="images")
     per_model[key] = explainer
     while len(per_model) > CACHE_PER_MODEL:
         per_model.popitem(last=False)

@@ -16,6 +16,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from keras_saliency_monitor import checks
 from keras_saliency_monitor.checks import positive_int
 
 # How many examples we read from a dataset to sample probes from. Stratification needs labels of
@@ -175,7 +176,9 @@ class _Labels(NamedTuple):
     """Labels of a chunk of probe data, as class ids when they are class labels."""
 
     ids: np.ndarray | None  # (n,) int64 class ids, or None
-    kind: str  # "classes", "none" (no y) or "values" (y that are not class ids, e.g. regression)
+    # "classes", "none" (no y), "values" (y that are not class ids, e.g. regression) or
+    # "multi-hot" (rows of K values that do not name one class: several, or none)
+    kind: str
     example: object  # one raw label, for messages
 
 
@@ -211,6 +214,13 @@ def _labels(y, n, class_names=None) -> _Labels:
     if y.dtype.kind in "USO":
         return _Labels(_string_ids(y, class_names), "classes", example)
     if y.ndim == 2 and y.shape[1] > 1 and y.dtype.kind in "biuf":
+        # One-hot (or smoothed) rows have one largest entry; multi-hot rows (several classes)
+        # and all-zero rows (none) do not, and argmax would keep one class of them silently.
+        top = y.max(axis=1, keepdims=True)
+        one = ((y == top).sum(axis=1) == 1) & (top[:, 0] > 0)
+        if not one.all():
+            row = int(np.flatnonzero(~one)[0])
+            return _Labels(None, "multi-hot", f"e.g. {y[row][:8].tolist()}")
         return _Labels(np.argmax(y, axis=1).astype(np.int64), "classes", example)  # one-hot
     if y.ndim > 2 or (y.ndim == 2 and y.shape[1] != 1) or y.dtype.kind not in "biuf":
         return _Labels(None, "values", example)  # e.g. segmentation targets: not classes
@@ -388,12 +398,13 @@ def _stream_probes(probe_data, num_probes, seed, class_names, stratify=True):
             example = labels.example
         if kind is None:
             kind = labels.kind
-        elif kind == "classes" and labels.kind == "values":
-            # Integer-valued floats first, fractions later: these are not classes after all.
-            # Draw again, over the same examples, without stratifying.
+        elif kind == "classes" and labels.kind in ("values", "multi-hot"):
+            # Integer-valued floats (or one-hot rows) first, fractions (or multi-hot rows)
+            # later: these are not classes after all. Draw again, over the same examples,
+            # without stratifying.
             if stratify:
                 return _stream_probes(probe_data, num_probes, seed, class_names, stratify=False)
-            kind = "values"
+            kind, example = labels.kind, labels.example
         draw.add(x, labels.ids if stratify and kind == "classes" else None, y)
         if draw.seen >= MAX_POOL:
             break
@@ -408,6 +419,13 @@ def _stream_probes(probe_data, num_probes, seed, class_names, stratify=True):
 
 
 def _require_labels(labels: _Labels):
+    if labels.kind == "multi-hot":
+        raise ValueError(
+            'Invalid value for argument `target`: target="label" needs one class per image, but '
+            f"the labels in probe_data are multi-hot rows ({labels.example}: several classes, or "
+            "none). Pass one class id (or one-hot row) per image, target=<class index> for one "
+            'class, or target="predicted".'
+        )
     if labels.kind == "none":
         raise ValueError(
             'Invalid value for argument `target`: target="label" needs class labels, and '
@@ -577,13 +595,14 @@ def select_probes(
 
     Args:
         probe_data: images (N, H, W, C) or (N, H, W); a tuple (x, y) with sparse, one-hot or
-            string labels; a list of same-sized images; a ``tf.data.Dataset`` of x or (x, y),
-            batched or not; or a ``keras.utils.PyDataset``. At most ``MAX_POOL`` examples are
-            read from a dataset, in one streaming pass that holds at most ``num_probes`` images
-            (plus the batch being read).
+            string labels (multi-hot rows, with several classes or none, are not class labels:
+            a warning, and the probes are drawn as for x alone); a list of same-sized images; a
+            ``tf.data.Dataset`` of x or (x, y), batched or not; or a ``keras.utils.PyDataset``.
+            At most ``MAX_POOL`` examples are read from a dataset, in one streaming pass that
+            holds at most ``num_probes`` images (plus the batch being read).
         num_probes: how many probes. When fewer examples exist, all are used (with a warning);
             above ``MANY_PROBES`` a warning tells the cost.
-        seed: seed of the draw.
+        seed: seed of the draw: an int >= 0, or None for a fresh draw.
         masks: optional object masks aligned with probe_data: (N, H, W) bool/float, (N, 4) boxes
             ``(y0, x0, y1, x1)`` in pixels, or a callable ``(x_i, y_i) -> (H, W)`` mask.
         class_names: names in class order; needed to map string labels to class ids.
@@ -593,6 +612,7 @@ def select_probes(
         A :class:`ProbeSet`.
     """
     num_probes = positive_int("num_probes", num_probes)
+    seed = checks.seed("seed", seed)
     if num_probes > MANY_PROBES:
         warnings.warn(
             f"num_probes={num_probes} is more than {MANY_PROBES}: every logged epoch renders and "
@@ -624,6 +644,16 @@ def select_probes(
         idx, px, py, labels, pool = _array_probes(probe_data, num_probes, seed, class_names)
     if require_labels:
         _require_labels(labels)
+    if labels.kind == "multi-hot":
+        warnings.warn(
+            "The labels in probe_data are multi-hot rows, not one class per image "
+            f"({labels.example}: several classes, or none); they are not used as class ids: "
+            "the probes are drawn without stratifying by class, captions show no true class, "
+            "and numbers that need the true class use the predictions instead. Pass one class "
+            "id (or one-hot row) per image to use labels.",
+            UserWarning,
+            stacklevel=3,
+        )
     if pool < num_probes:
         warnings.warn(
             f"probe_data holds {pool} images, fewer than num_probes={num_probes}; all of them "

@@ -288,7 +288,8 @@ def to_display(images, display_fn: Callable | None = None) -> np.ndarray:
         `(N, H, W, 3)` uint8 array.
 
     Raises:
-        ValueError: If `images` or the output of `display_fn` has the wrong shape or range.
+        ValueError: If `images` or the output of `display_fn` has the wrong shape or range, or
+            `display_fn` raises (its error is chained).
         TypeError: If `display_fn` is not callable.
     """
     x = _as_images(images, "images")  # (N, H, W[, C]) float32, a copy
@@ -299,7 +300,16 @@ def to_display(images, display_fn: Callable | None = None) -> np.ndarray:
             "Invalid value for argument `display_fn`: expected a callable or None, "
             f"received display_fn={display_fn!r}."
         )
-    shown01 = _check_display_output(display_fn(x), x.shape[:3])  # (N, H, W[, C']) in [0, 1]
+    try:
+        shown = display_fn(x)
+    except Exception as err:  # noqa: BLE001 - the user's function; reported with its error
+        raise ValueError(
+            f"Invalid value for argument `display_fn`: it raised {type(err).__name__}: {err} "
+            f"when called on the probes, a float32 batch of shape {x.shape}. Expected a "
+            "function of that batch returning images in [0, 1] (float) or 0..255 (uint8) of "
+            "the same N, H, W; fix it, or pass display_fn=None for a min-max stretch."
+        ) from err
+    shown01 = _check_display_output(shown, x.shape[:3])  # (N, H, W[, C']) in [0, 1]
     u8 = np.rint(_select_channels(shown01, "display_fn output") * 255).astype(np.uint8)
     return _gray_to_rgb(u8)
 
@@ -833,6 +843,18 @@ def fit_text(text: str, font, width: float, *, truncated: bool = False) -> str:
 def draw_text(draw: ImageDraw.ImageDraw, xy, text: str, font, width: float, fill) -> None:
     """Draws one line of `text` with its top left at `xy`, cut to `width` px (see `fit_text`)."""
     draw.text(xy, fit_text(text, font, width), font=font, fill=fill)
+
+
+def one_line(text) -> str:
+    """``text`` as one caption line: control characters (a newline, a tab) shown as escapes.
+
+    For names that go into captions (class names): a newline in one would start a caption line
+    of its own, which a reader takes for another field. ``"cat\\ndog"`` -> ``"cat\\\\ndog"``.
+    """
+    text = str(text)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _caption_lines(caption: str, font, width: int) -> list[str]:

@@ -158,7 +158,84 @@ def build_logits_fn(model, output=None, sample=None) -> tuple[Callable, ScoreHea
     def logits_fn(x):
         return finish(view(x, training=False))
 
+    if head.kind == "linear" and sample is not None:
+        _warn_if_squashed_before_output(model, output, head, logits_fn, sample)
     return logits_fn, head
+
+
+def _squash_in(op) -> str:
+    """'softmax' / 'sigmoid' when ``op`` squashes: a layer (see :func:`_squash_of`), a layer
+    with a fused squashing activation (Conv2D, ...), a ``Lambda`` of a function of that name,
+    or a ``keras.ops`` call on a symbolic tensor (``keras.ops.softmax(t)``)."""
+    act = _squash_of(op) or _activation_name(getattr(op, "activation", None))
+    if isinstance(op, keras.layers.Lambda):
+        act = _activation_name(getattr(op, "function", None))
+    if not isinstance(op, keras.layers.Layer):
+        act = type(op).__name__.lower()
+    return act if act in _SQUASHES else ""
+
+
+def _hidden_squash(out):
+    """The softmax/sigmoid behind the layers that end the graph at ``out``, if any.
+
+    Walks back from the output through single-input layers without weights (Reshape, Flatten,
+    pooling, Lambda, Dropout: they pass a squashed value on) and stops at the first layer with
+    weights. Returns ``(squash, op, [ops after it])`` or None.
+    """
+    after = []
+    tensor = out
+    for _ in range(32):  # a chain of weightless layers is short; a bound keeps odd graphs finite
+        op, inputs = _producer(tensor)
+        act = _squash_in(op)
+        if act:
+            return act, op, after
+        if len(inputs) != 1 or getattr(op, "weights", None):
+            return None
+        after.append(op)
+        tensor = inputs[0]
+    return None
+
+
+def _warn_if_squashed_before_output(model, output, head, logits_fn, sample):
+    """Warn when a softmax/sigmoid that is not the output layer makes the output probabilities.
+
+    Only a final ``Softmax``/``Activation`` layer or a ``Dense`` with a fused softmax/sigmoid can
+    be stripped; one followed by other layers (``Dense(softmax)`` then ``Reshape``,
+    ``Conv2D(activation="softmax")`` then ``GlobalAveragePooling2D``, ``Lambda(softmax)`` after a
+    ``Dense``) is explained as probabilities, which mix in every class and saturate. Found by
+    walking the graph back from the output, or (a ``Lambda`` of an anonymous function) by the
+    output of one forward pass on ``sample`` (``training=False``): rows in [0, 1] summing to 1.
+    """
+    _, output_tensor = _select_output(model, output)
+    found = _hidden_squash(output_tensor)
+    if found is None and head.num_outputs > 1:
+        out = logits_fn(sample)
+        if hasattr(out, "detach"):  # torch: np.array on a tensor in a graph warns (numpy 2)
+            out = out.detach().cpu().numpy()
+        values = np.asarray(ops.convert_to_numpy(out), np.float64)
+        rows = values.reshape(len(values), -1)
+        if rows.size and np.all((rows >= 0) & (rows <= 1)):
+            if np.allclose(rows.sum(axis=1), 1.0, atol=1e-3):
+                found = ("softmax", _producer(output_tensor)[0], [])
+    if found is None:
+        return
+    act, op, after = found
+    name = getattr(op, "name", type(op).__name__)
+    where = f"layer '{name}' ({type(op).__name__})"
+    if after:
+        chain = " -> ".join(f"{type(a).__name__} '{a.name}'" for a in reversed(after))
+        where += f", followed by {chain},"
+    else:
+        where += " produces the output and"
+    warnings.warn(
+        f"Model {model.name!r}: its output looks like {act} probabilities: {where} applies "
+        f"{act} in a place where it cannot be stripped, so saliency is taken of probabilities "
+        "(they mix in every class and saturate), not of logits. To explain logits, make the "
+        f"{act} the model's last layer: e.g. a linear layer, then the reshaping or pooling, then "
+        f"keras.layers.Activation({act!r}) (stripped here without changing the model); or "
+        "return logits and train with from_logits=True in the loss.",
+        stacklevel=5,
+    )
 
 
 def logits_tensor(model, output=None, warn=False) -> tuple[Any, Callable, ScoreHead]:

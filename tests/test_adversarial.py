@@ -701,3 +701,274 @@ def test_a_writer_in_another_process_is_refused_until_it_dies(tmp_path, model):
         proc.stdout.close()
     _fit(model, monitor, epochs=1)
     assert sorted(read_images(str(events), GRID_TAG)) == [0]
+
+
+# ==================================================================================================
+# Issue 19, inputs half (helper 19b): models, arguments and messages.
+# Each test below fails on main 6de9219.
+# ==================================================================================================
+
+
+def _dense_then_lambda_softmax():
+    i = keras.Input((12, 12, 3))
+    z = keras.layers.Dense(3, name="logits")(keras.layers.Flatten()(i))
+    return keras.Model(i, keras.layers.Lambda(keras.activations.softmax, name="probs")(z)), "probs"
+
+
+def _dense_softmax_then_reshape():
+    i = keras.Input((12, 12, 3))
+    p = keras.layers.Dense(3, activation="softmax", name="head")(keras.layers.Flatten()(i))
+    return keras.Model(i, keras.layers.Reshape((3,), name="reshaped")(p)), "head"
+
+
+def _conv_softmax_then_pooling():
+    i = keras.Input((12, 12, 3))
+    p = keras.layers.Conv2D(3, 3, activation="softmax", name="cam")(i)
+    return keras.Model(i, keras.layers.GlobalAveragePooling2D(name="pool")(p)), "cam"
+
+
+def _anonymous_lambda_softmax():
+    i = keras.Input((12, 12, 3))
+    z = keras.layers.Dense(3)(keras.layers.Flatten()(i))
+    return keras.Model(
+        i, keras.layers.Lambda(lambda t: keras.ops.softmax(t), name="anon")(z)
+    ), "anon"
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        _dense_then_lambda_softmax,
+        _dense_softmax_then_reshape,
+        _conv_softmax_then_pooling,
+        _anonymous_lambda_softmax,
+    ],
+)
+def test_a_softmax_before_the_last_layer_warns_naming_it_and_the_fix(build):
+    """Defect 8: a softmax that cannot be stripped is explained as probabilities, with a warning
+    that names the layer and the fix; the model is neither cloned nor changed."""
+    from keras_saliency_monitor import compute_saliency
+
+    model, culprit = build()
+    before = [v.numpy().copy() for v in model.variables]
+    layers_before = [(layer.name, getattr(layer, "activation", None)) for layer in model.layers]
+    with pytest.warns(UserWarning, match=rf"softmax.*'{culprit}'.*Activation\('softmax'\)"):
+        maps = compute_saliency(model, _X[:4])
+    assert maps.shape == (4, 12, 12)
+    assert [(layer.name, getattr(layer, "activation", None)) for layer in model.layers] == (
+        layers_before
+    )
+    assert all(np.array_equal(a, v.numpy()) for a, v in zip(before, model.variables))
+    # What is explained is the output itself (the probabilities), as the warning says.
+    x = tf.constant(_X[:4])
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        out = model(x, training=False)
+        score = tf.reduce_sum(out * tf.one_hot(tf.argmax(out, axis=-1), 3), axis=-1)
+    expected = tf.reduce_max(tf.abs(tape.gradient(score, x)), axis=-1).numpy()
+    np.testing.assert_allclose(maps, expected, rtol=1e-4, atol=1e-7)
+
+
+def test_a_softmax_model_strippable_or_linear_does_not_warn(model):
+    from keras_saliency_monitor import compute_saliency
+
+    i = keras.Input((12, 12, 3))
+    linear = keras.Model(
+        i, keras.layers.Reshape((3,))(keras.layers.Dense(3)(keras.layers.Flatten()(i)))
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        compute_saliency(model, _X[:4])  # Dense(softmax) last: stripped
+        compute_saliency(linear, _X[:4])
+
+
+def test_the_hidden_softmax_warning_comes_before_fit_trains(tmp_path):
+    hidden, _ = _dense_softmax_then_reshape()
+    hidden.compile("adam", "sparse_categorical_crossentropy")
+    monitor = SaliencyMonitor(tmp_path / "run", (_X, _Y), num_probes=4)
+    with pytest.warns(UserWarning, match="'head'.*cannot be stripped"):
+        hidden.fit(_X, _Y, epochs=1, verbose=0, callbacks=[monitor])
+
+
+def test_stability_is_logged_at_every_epoch_for_csvlogger_and_history(tmp_path, model):
+    """Defect 9: saliency_stability is NaN at a run's first epoch, so CSVLogger has the column and
+    History's list lines up with the epochs."""
+    import csv
+
+    path = tmp_path / "log.csv"
+    monitor = SaliencyMonitor(tmp_path / "run", (_X, _Y), num_probes=4, save_arrays=True)
+    logger = keras.callbacks.CSVLogger(str(path))  # after the monitor, as Keras runs them in order
+    history = model.fit(_X, _Y, epochs=3, verbose=0, callbacks=[monitor, logger])
+    stability = history.history["saliency_stability"]
+    assert len(stability) == 3 and np.isnan(stability[0]) and np.isfinite(stability[1:]).all()
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    assert [r["epoch"] for r in rows] == ["0", "1", "2"]
+    assert rows[0]["saliency_stability"].lower() == "nan"
+    assert [float(r["saliency_stability"]) for r in rows[1:]] == pytest.approx(stability[1:])
+    # Epoch e's value: the mean Spearman correlation of epoch e-1's and epoch e's maps.
+    from scipy import stats
+
+    saved = arrays.load_arrays(tmp_path / "run")
+    for e in (1, 2):
+        a, b = saved[e - 1]["maps"], saved[e]["maps"]
+        rho = [stats.spearmanr(a[k].ravel(), b[k].ravel()).statistic for k in range(len(a))]
+        assert stability[e] == pytest.approx(np.mean(rho), abs=1e-6)
+
+
+def test_skipped_epochs_repeat_the_last_numbers_so_early_stopping_does_not_warn(tmp_path, model):
+    """Keras's convention, a value at every epoch: EarlyStopping on a saliency number with
+    every_n_epochs=2 sees one at the skipped epochs too (the last logged), and never warns."""
+    monitor = SaliencyMonitor(tmp_path / "run", (_X, _Y), num_probes=4, every_n_epochs=2)
+    stop = keras.callbacks.EarlyStopping("saliency_concentration", patience=10, mode="max")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        history = model.fit(_X, _Y, epochs=4, verbose=0, callbacks=[monitor, stop])
+    assert not [w for w in caught if "saliency_concentration" in str(w.message)]
+    values = history.history["saliency_concentration"]
+    assert len(values) == 4
+    assert values[1] == values[0] and values[3] == values[2]
+    assert values[0] == monitor.history[0]["saliency_concentration"]
+    assert values[2] == monitor.history[2]["saliency_concentration"]
+
+
+def _raises(x):
+    return 1 // 0
+
+
+BAD_INPUTS_19B = [
+    _init("seed-str", {"seed": "abc"}, TypeError, "seed", r"seed='abc'.*Pass e\.g\. seed=0"),
+    _init("seed-negative", {"seed": -1}, ValueError, "seed", r"int >= 0.*seed=-1"),
+    _init("seed-float", {"seed": 1.5}, TypeError, "seed", r"seed=1\.5"),
+    _init(
+        "display_fn-raises",
+        {"display_fn": _raises},
+        ValueError,
+        "display_fn",
+        r"raised ZeroDivisionError.*display_fn=None",
+    ),
+]
+
+
+@pytest.mark.parametrize("when, kwargs, error, argument, match", BAD_INPUTS_19B)
+def test_bad_input_19b_is_refused_before_training(
+    tmp_path, model, when, kwargs, error, argument, match
+):
+    """Defect 10: the arguments' messages name the argument, what was received and the fix."""
+    test_bad_input_is_refused_before_training(tmp_path, model, when, kwargs, error, argument, match)
+
+
+def test_compute_saliency_names_images_not_probe_data(model):
+    from keras_saliency_monitor import compute_saliency
+
+    with pytest.raises(ValueError, match=r"`images`.*\(10, 10, 3\)") as info:
+        compute_saliency(model, _X[:2, :10, :10])
+    assert "probe_data" not in str(info.value)
+
+
+def test_a_two_input_model_is_refused_with_a_fix_that_works(tmp_path):
+    """The message's wrapper is run as written: it explains the image input."""
+    import re
+
+    from keras_saliency_monitor import compute_saliency
+
+    image, meta = keras.Input((12, 12, 3)), keras.Input((5,))
+    flat = keras.layers.Concatenate()([keras.layers.Flatten()(image), meta])
+    two = keras.Model([image, meta], keras.layers.Dense(3)(flat))
+    with pytest.raises(ValueError, match=r"`model`.*2 inputs.*wrapped") as info:
+        compute_saliency(two, _X[:2])
+    snippet = re.search(r"(image = keras\.Input.*?); then explain", str(info.value)).group(1)
+    scope = {"keras": keras, "model": two}
+    exec(snippet.replace("; ", "\n"), scope)  # noqa: S102 - the fix the message gives
+    maps = compute_saliency(scope["wrapped"], _X[:2])
+    x = tf.constant(_X[:2])
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        out = two([x, tf.zeros((2, 5))], training=False)
+        score = tf.reduce_max(out, axis=-1)
+    expected = tf.reduce_max(tf.abs(tape.gradient(score, x)), axis=-1).numpy()
+    np.testing.assert_allclose(maps, expected, rtol=1e-4, atol=1e-7)
+    # The monitor gives the same message before a batch trains.
+    two.compile("adam", "mse")
+    count = CountBatches()
+    monitor = SaliencyMonitor(tmp_path / "run", (_X, _Y), num_probes=4)
+    with pytest.raises(ValueError, match=r"`model`.*2 inputs.*wrapped"):
+        two.fit(
+            [_X, np.zeros((12, 5))],
+            np.zeros((12, 3)),
+            epochs=1,
+            verbose=0,
+            callbacks=[monitor, count],
+        )
+    assert count.batches == 0
+
+
+def test_tilde_in_log_dir_is_the_home_directory(tmp_path, monkeypatch, model):
+    home, cwd = tmp_path / "home", tmp_path / "cwd"
+    home.mkdir()
+    cwd.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(cwd)
+    monitor = SaliencyMonitor("~/runs/exp1", (_X, _Y), num_probes=4)
+    assert monitor.log_dir == str(home / "runs" / "exp1")
+    _fit(model, monitor, epochs=1)
+    assert sorted(read_images(str(home / "runs" / "exp1" / "saliency"), GRID_TAG)) == [0]
+    assert os.listdir(cwd) == []
+
+
+def test_multi_hot_labels_are_not_cut_to_one_class(tmp_path):
+    from keras_saliency_monitor import probes
+
+    multi = np.eye(3)[_Y]
+    multi[5, 0] = 1.0  # example 5: classes 0 and 2
+    with pytest.warns(UserWarning, match=r"multi-hot.*\[1\.0, 0\.0, 1\.0\]"):
+        monitor = SaliencyMonitor(tmp_path / "run", (_X, multi), num_probes=4)
+    assert monitor.probes.labels is None  # not argmax'ed into class 0
+    with pytest.raises(ValueError, match=r"`target`.*multi-hot") as info:
+        SaliencyMonitor(tmp_path / "run", (_X, multi), num_probes=4, target="label")
+    assert "target=<class index>" in str(info.value)
+    # The same from a dataset, where only a later batch is multi-hot.
+    dataset = tf.data.Dataset.from_tensor_slices((_X, multi)).batch(4)
+    with pytest.warns(UserWarning, match="multi-hot"):
+        assert probes.select_probes(dataset, 4).labels is None
+    # One-hot and smoothed one-hot rows are still class labels.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        smoothed = np.eye(3)[_Y] * 0.9 + 0.1 / 3
+        for y in (np.eye(3)[_Y], smoothed):
+            labels = SaliencyMonitor(tmp_path / "run", (_X, y), num_probes=6).probes.labels
+            assert sorted(labels.tolist()) == [0, 0, 1, 1, 2, 2]
+
+
+def test_a_newline_in_a_class_name_does_not_fake_a_caption_line(tmp_path, model):
+    names = ["cat\nNON-FINITE MAP", "dog", "emu"]
+    monitor = SaliencyMonitor(tmp_path / "run", (_X, _Y), num_probes=3, class_names=names)
+    _fit(model, monitor, epochs=1)
+    explanation = monitor.explainer.explain(monitor.probes.x, monitor.probes.labels)
+    ok = np.zeros(3, bool)
+    captions = monitor._log.captions(explanation, ok, ok, False)
+    assert [len(c.split("\n")) for c in captions] == [2, 2, 2]
+    assert any("true cat\\nNON-FINITE MAP" in c for c in captions)
+    assert monitor.class_names == names  # string labels still map by the names as given
+
+
+def test_class_names_fewer_than_the_classes_warn_before_training(tmp_path, model):
+    monitor = SaliencyMonitor(tmp_path / "run", (_X, _Y), num_probes=4, class_names=["cat", "dog"])
+    with pytest.warns(UserWarning, match=r"`class_names` has 2 names but the model has 3 classes"):
+        _fit(model, monitor, epochs=1)
+
+
+def test_deepcopy_after_fit_gives_a_monitor_for_another_fit(tmp_path, model):
+    """keras-tuner deep-copies callbacks per trial: a copy after a fit must work, and must hold
+    none of the original's model, lock or writer."""
+    import copy
+
+    monitor = SaliencyMonitor(tmp_path / "run", (_X, _Y), num_probes=4)
+    _fit(model, monitor, epochs=2)
+    clone = copy.deepcopy(monitor)
+    assert clone.model is None and clone.explainer.model is None
+    assert monitor.explainer.model is model  # the original stays bound
+    np.testing.assert_array_equal(clone.probes.x, monitor.probes.x)
+    _fit(model, clone, epochs=2)  # into the same directory: continues after step 1
+    assert sorted(read_images(str(tmp_path / "run" / "saliency"), GRID_TAG)) == [0, 1, 2, 3]
+    assert sorted(clone.history) == [0, 1, 2, 3] and sorted(monitor.history) == [0, 1]

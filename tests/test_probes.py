@@ -221,3 +221,37 @@ def test_some_empty_masks_warn_and_many_probes_warn():
     big = np.zeros((300, 2, 2, 1), "float32")
     with pytest.warns(UserWarning, match="num_probes=300 is more than 256"):
         select_probes(big, 300)
+
+
+# Issue 19: seeds and multi-hot labels.
+
+
+@pytest.mark.parametrize(
+    "seed, error", [("abc", TypeError), (-1, ValueError), (1.5, TypeError), (True, TypeError)]
+)
+def test_a_bad_seed_names_the_argument(seed, error):
+    x = np.zeros((6, 4, 4, 3), np.float32)
+    with pytest.raises(error, match=r"`seed`.*Pass e\.g\. seed="):
+        select_probes(x, 2, seed=seed)
+
+
+def test_seed_none_and_numpy_ints_are_seeds():
+    x = np.arange(6 * 48, dtype=np.float32).reshape(6, 4, 4, 3)
+    assert len(select_probes(x, 2, seed=None).x) == 2
+    a, b = select_probes(x, 3, seed=np.int64(4)), select_probes(x, 3, seed=4)
+    np.testing.assert_array_equal(a.indices, b.indices)
+
+
+@pytest.mark.parametrize(
+    "row, multi",
+    [([1, 0, 1], True), ([0, 0, 0], True), ([0.5, 0.5, 0], True), ([0.1, 0.8, 0.1], False)],
+)
+def test_rows_that_name_one_class_are_labels_and_others_are_not(row, multi):
+    x = np.zeros((6, 4, 4, 3), np.float32)
+    y = np.eye(3)[np.arange(6) % 3]
+    y[4] = row
+    if multi:
+        with pytest.warns(UserWarning, match="multi-hot"):
+            assert select_probes((x, y), 6).labels is None
+    else:
+        assert sorted(select_probes((x, y), 6).labels.tolist()) == [0, 0, 1, 1, 2, 2]

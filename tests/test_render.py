@@ -606,3 +606,25 @@ def test_grid_captions_are_readable_at_tensorboard_card_width():
     old = render.make_grid(display, over, captions)  # ceil(sqrt(16)) = 4 columns, 1024 px cap
     old_shown = render.TENSORBOARD_CARD_WIDTH / old.shape[1]
     assert _first_caption_line_height(old, 112) * old_shown < 5
+
+
+# ----------------------------------------------------------------------------------------------
+# Names in captions and a display_fn that raises (issue 19).
+# ----------------------------------------------------------------------------------------------
+
+
+def test_one_line_escapes_control_characters_and_keeps_the_rest():
+    assert render.one_line("cat\ndog") == "cat\\ndog"
+    assert render.one_line("a\tb\r\x00") == "a\\tb\\r\\x00"
+    assert render.one_line("Größe 猫 x y") == "Größe 猫 x y"  # printable, spaces included
+    assert render.one_line(7) == "7"
+    lines = render._caption_lines(render.one_line("cat\nFLAT MAP"), render.load_font(12), 400)
+    assert len(lines) == 1
+
+
+def test_a_display_fn_that_raises_is_named_with_its_error():
+    def broken(x):
+        return x / np.zeros(3, int)[5]  # IndexError
+
+    with pytest.raises(ValueError, match=r"`display_fn`: it raised IndexError.*\(2, 4, 4, 3\)"):
+        render.to_display(np.zeros((2, 4, 4, 3), np.float32), broken)
