@@ -10,6 +10,7 @@ Runs the demo into the log dir first when it holds no runs, starts TensorBoard o
 
 Usage:
     python examples/dashboard_screenshots.py [--log-dir runs/demo] [--out docs/images]
+        [--demo-epochs N]
 
 Needs the ``[test]`` extra (playwright) and a system Chromium (``apt-get install chromium``).
 """
@@ -70,11 +71,14 @@ def main(argv=None) -> int:
     parser.add_argument("--log-dir", default="runs/demo")
     parser.add_argument("--out", default="docs/images")
     parser.add_argument("--width", type=int, default=1400)
+    parser.add_argument(
+        "--demo-epochs", type=int, default=None, help="epochs per demo run, when it is run"
+    )
     args = parser.parse_args(argv)
     if not os.path.isdir(args.log_dir) or not os.listdir(args.log_dir):
         from keras_saliency_monitor.demo import run_demo
 
-        run_demo(args.log_dir)
+        run_demo(args.log_dir, epochs=args.demo_epochs)
     for path in take(args.log_dir, args.out, args.width):
         print(path)
     return 0
