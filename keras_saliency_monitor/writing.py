@@ -118,14 +118,14 @@ class Writing:
     # Same-process takeover (see logdirs.lock_events_dir).
     def fit_is_over(self, other):
         """Whether this monitor's fit has ended without releasing, as seen by ``other`` (the
-        Writing of a monitor starting a fit): not the same fit, and the thread asking is the one
-        that ran it (a thread runs one fit at a time), or that thread is gone."""
+        Writing of a monitor starting a fit): not the same fit, and ``other``'s fit runs on the
+        thread that ran this one (a thread runs one fit at a time), or that thread is gone."""
         thread = self._fit_thread
         if thread is None:
             return True
         if self._fit is getattr(other, "_fit", None):
             return False  # the same fit (or unknown: hooks called by hand) holds it
-        return thread is threading.current_thread() or not thread.is_alive()
+        return thread is getattr(other, "_fit_thread", None) or not thread.is_alive()
 
     @property
     def fit_thread_name(self):
