@@ -1015,3 +1015,100 @@ def test_19_7_last_step_checks_record_crcs(tmp_path):
     data[-len(good_tail) - len(forged)] ^= 0x01
     path.write_bytes(bytes(data))
     assert writer.last_step(tmp_path) == 3
+
+
+def _reused_dir(tmp_path, model, second_kwargs):
+    """A log dir written by a fit with 4 probes (seed 0), then one with ``second_kwargs``."""
+    run = tmp_path / "run"
+    x, y = tiny_data(48)
+    first = SaliencyMonitor(run, (x, y), num_probes=4, seed=0)
+    _fit(model, first, epochs=2)
+    second = SaliencyMonitor(run, (x, y), **{"num_probes": 4, "seed": 0, **second_kwargs})
+    _fit(model, second, epochs=2)
+    return run, first, second
+
+
+def _check_each_epoch_has_its_own_probes(run, first, second):
+    from keras_saliency_monitor import report, store
+
+    runs = report.load_runs(run)
+    assert [r.steps for r in runs] == [[0, 1], [2, 3]]  # main: one run, steps 0-3
+    for loaded, monitor in zip(runs, (first, second)):
+        np.testing.assert_array_equal(loaded.display, monitor._log.display)  # lossless PNG
+        for step in loaded.steps:
+            assert loaded.maps(step).shape[0] == len(monitor.probes.indices)
+    # What the dashboard is handed: the latest probe set and only the epochs computed on it.
+    provider, ctx, eid = store.open_logdir(run)
+    index = store.read_run(provider, ctx, eid, "saliency")
+    n = index["probe_set"]["num_probes"]
+    assert n == len(second.probes.indices) and index["steps"] == [2, 3]
+    assert all(len(info["scale"]) == n for info in index["epochs"].values())
+    assert [g["steps"] for g in index["probe_sets"]] == [[0, 1], [2, 3]]
+    older = store.read_run(provider, ctx, eid, "saliency", probe_set=0)
+    assert older["steps"] == [0, 1] and older["probe_set"]["num_probes"] == 4
+    png = store.read_probe_images(provider, ctx, eid, "saliency", probe_set=0)
+    np.testing.assert_array_equal(store.decode_images(png, 4), first._log.display)
+    for ext in ("html", "png", "gif"):  # main: ValueError display_u8 and heat_u8 ...
+        summary = report.write_report(run, run.parent / f"r.{ext}")
+        assert summary.runs == [r.name for r in runs] and summary.skipped == []
+    assert runs[0].name == "run (epochs 0-1, 4 probes)"
+
+
+def test_19_1_a_dir_reused_with_more_probes_shows_each_epoch_with_its_probes(tmp_path, model):
+    _check_each_epoch_has_its_own_probes(*_reused_dir(tmp_path, model, {"num_probes": 6}))
+
+
+def test_19_1_a_dir_reused_with_other_probes_of_one_count_is_not_drawn_over(tmp_path, model):
+    run, first, second = _reused_dir(tmp_path, model, {"seed": 1})
+    assert not np.array_equal(first.probes.indices, second.probes.indices)
+    _check_each_epoch_has_its_own_probes(run, first, second)
+
+
+def test_19_1_a_dir_reused_with_the_same_probes_stays_one_run(tmp_path, model):
+    from keras_saliency_monitor import report
+
+    run, first, second = _reused_dir(tmp_path, model, {})
+    (loaded,) = report.load_runs(run)
+    assert loaded.name == "run" and loaded.steps == [0, 1, 2, 3]
+
+
+def test_19_report_writes_the_good_runs_and_names_the_bad_file(tmp_path, capsys):
+    from keras_saliency_monitor import cli, report, store
+    from keras_saliency_monitor.writer import EventWriter
+
+    from .helpers import write_stored_run
+
+    write_stored_run(str(tmp_path / "good" / "saliency"), [0, 1])
+    bad = tmp_path / "bad" / "saliency"
+    with EventWriter(bad) as w:  # its probe images are not a PNG (a corrupt file)
+        blobs = store.encode_probe_set(np.zeros((3, 16, 16, 3), np.uint8), indices=[0, 1, 2])
+        w.add_blob_sequence(store.PROBE_SET_TAG, [blobs[0], b"garbage", b""], 0, "saliency")
+        maps = store.encode_maps(np.ones((3, 16, 16), np.float32), step=0, classes=[0, 0, 0])
+        w.add_blob_sequence(store.MAPS_TAG, maps, 0, store.PLUGIN_NAME)
+    (bad_file,) = [str(bad / n) for n in _event_files_in(bad)]
+    summary = report.write_report(tmp_path, tmp_path / "r.html")  # main: UnidentifiedImageError
+    assert summary.runs == ["good"]
+    (note,) = summary.skipped
+    assert "bad" in note and bad_file in note and "UnidentifiedImageError" in note
+    assert os.path.getsize(tmp_path / "r.html") > 0
+    assert cli.main(["report", str(tmp_path), "--out", str(tmp_path / "r.gif")]) == 0
+    assert bad_file in capsys.readouterr().err
+
+
+def test_19_load_arrays_skips_a_corrupt_npz_naming_it(tmp_path):
+    good = arrays.save_epoch(tmp_path, 0, np.ones((2, 4, 4)))
+    bad = arrays.save_epoch(tmp_path, 1, np.ones((2, 4, 4)))
+    with open(bad, "r+b") as f:
+        f.truncate(40)
+    with pytest.warns(RuntimeWarning, match=bad):  # main: zipfile.BadZipFile, nothing loaded
+        loaded = arrays.load_arrays(tmp_path)
+    assert sorted(loaded) == [0]
+    np.testing.assert_array_equal(loaded[0]["maps"], np.load(good)["maps"])
+
+
+def test_19_saved_arrays_have_the_permissions_of_the_event_files(tmp_path):
+    path = arrays.save_epoch(tmp_path, 0, np.ones((2, 4, 4)))
+    with writer.EventWriter(tmp_path / "saliency") as w:
+        w.add_scalar("a", 1.0, 0)
+    event_mode = os.stat(w.path).st_mode & 0o777
+    assert os.stat(path).st_mode & 0o777 == event_mode  # main: 0600 against 0644
