@@ -2,8 +2,12 @@
 
 ``open`` locks ``<log_dir>/saliency`` (one writer per directory), finds the last step logged
 there (a later fit continues after it) and starts an event file and the background worker that
-writes to it. The training thread ``wait``s for the worker within a bound (a job outliving it
+writes to it; these start-up reads run on a helper thread, waited for within the same bound as
+the writes. The training thread ``wait``s for the worker within a bound (a job outliving it
 has stalled: a hung network file system), and ``release`` closes the file on the worker thread.
+A fit that ended without ``release`` (Ctrl-C, an exception: Keras skips ``on_train_end``) is
+released by the next fit on its thread (``logdirs.lock_events_dir`` asks ``fit_is_over``), or
+when the monitor is collected.
 
 Durability: a logged epoch's write job runs while the next epoch trains; every epoch end first
 waits for the job still running (a no-op when writing is faster than an epoch), so at most one
@@ -82,6 +86,7 @@ class Writing:
         self.worker = BackgroundWorker(synchronous=not background)
         self._events_dir = events_dir
         self._finalizer = weakref.finalize(self, _release_left, self._lock, self.worker)
+        self._finalizer.atexit = False  # at exit, writer.py's handler finishes the pending jobs
 
     def _start_up(self, events_dir, log_dir):
         """The fit's first disk accesses (on a helper thread): directory, lock, last steps."""
@@ -133,7 +138,10 @@ class Writing:
 
     def release_for_takeover(self):
         """A new fit takes the directory from this one, which ended in an exception or Ctrl-C."""
-        self.release(1.0, "a later fit into the same log_dir")
+        try:
+            self.release(1.0, "a later fit into the same log_dir")
+        except Exception:  # noqa: BLE001, S110 - strict mode's errors belong to the old fit
+            pass  # the lock is released whatever happens (release's finally)
 
     def step(self, epoch):
         """The TensorBoard step (and ``save_arrays`` file number) of ``epoch`` in this fit.

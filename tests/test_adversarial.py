@@ -874,7 +874,7 @@ def _interrupt(model):
 def test_19_4_after_ctrl_c_a_new_monitor_takes_the_dir_and_no_thread_is_left(
     tmp_path, model, monkeypatch
 ):
-    monkeypatch.setattr(writer.BackgroundWorker, "idle_seconds", 0.5)
+    monkeypatch.setattr(writer.BackgroundWorker, "idle_seconds", 0.5, raising=False)
     before = sum(t.name == _THREAD for t in threading.enumerate())
     kept = []  # reachable, as IPython keeps them through sys.last_traceback
     for _ in range(3):
