@@ -281,7 +281,8 @@ def last_step(logdir: str | os.PathLike) -> int | None:
     every later step. A torn record at the end of a file (a killed writer) ends that file.
     Anything but a regular file named like an event file (a FIFO, a device) is skipped unopened.
     Hand-written because TensorBoard's `EventFileLoader` costs 70 ms vs our 6 ms on a 200-epoch
-    61 MB log, plus a 3.5-5 s TensorFlow import (its stub reader, without TF: 7 s).
+    61 MB log, plus a 3.5-5 s TensorFlow import (its stub reader, without TF: 7 s). The CRC
+    checks cost 11 ms against 7 ms without them (median of 21, 1,800 records in 20 MB).
     """
     logdir = os.fspath(logdir)
     try:

@@ -31,8 +31,8 @@ KILL_AFTER = 5  # kill once this epoch has ended
 SLOW_FLUSH_SECONDS = 0.25  # a slow disk: longer than an epoch of the tiny model
 TIMEOUT_SECONDS = 240  # to see epoch KILL_AFTER end (TensorFlow starts in ~5-20 s)
 # Ctrl-C with a hung write: the exit handler gives up after 3 s (the child's exit timeout), the
-# lock wait after 1 s, then the interpreter tears down. Measured alone: 6.2-7.2 s (3 runs); under load
-# 15.9 s was seen. Far below the hung sync's hour, and over 3x what it takes alone.
+# lock wait after 1 s, then the interpreter tears down. Measured alone: 6.2-7.2 s (3 runs); under
+# load 15.9 s was seen. Far below the hung sync's hour, and over 3x what it takes alone.
 EXIT_BOUND_SECONDS = 60
 
 CHILD = textwrap.dedent(
