@@ -223,6 +223,7 @@ def lock_events_dir(events_dir, owner=None):
             holder_owner = None if held is None else held.owner
             if holder_owner is not None and attempt == 0 and holder_owner.fit_is_over(owner):
                 holder_owner.release_for_takeover()
+                held.release()  # also when the holder never got it (a Ctrl-C during start-up)
                 continue
             if holder_owner is not None:
                 holder = (
