@@ -220,6 +220,8 @@ def lock_events_dir(events_dir, owner=None):
             lock_file.close()
             with _HELD_GUARD:
                 held = _HELD.get(path)
+            if held is not None and not held.is_current():
+                held = None  # ours was on a deleted file: the holder is someone else
             holder_owner = None if held is None else held.owner
             if holder_owner is not None and attempt == 0 and holder_owner.fit_is_over(owner):
                 holder_owner.release_for_takeover()
