@@ -30,6 +30,7 @@ import contextlib
 import os
 import re
 import tempfile
+import warnings
 
 import numpy as np
 
@@ -40,6 +41,7 @@ __all__ = [
     "epoch_path",
     "last_saved_epoch",
     "load_arrays",
+    "new_file_mode",
     "save_epoch",
 ]
 
@@ -115,8 +117,8 @@ def save_epoch(log_dir, epoch: int, maps, /, **extra) -> str:
 
     final = epoch_path(os.fspath(log_dir), epoch)
     os.makedirs(os.path.dirname(final), exist_ok=True)
-    try:
-        with atomic_file(final, prefix=f".epoch_{epoch:04d}.") as f:
+    try:  # the permissions of the event files beside it (mkstemp alone would give 0600)
+        with atomic_file(final, prefix=f".epoch_{epoch:04d}.", mode=new_file_mode()) as f:
             np.savez_compressed(f, **payload)  # a file object: numpy adds no ".npz" suffix
     except FileExistsError:
         raise FileExistsError(
@@ -155,8 +157,22 @@ def atomic_file(path: str, *, prefix: str, overwrite: bool = False, mode: int | 
             os.unlink(tmp)  # gone already once renamed; the link's twin otherwise
 
 
+def new_file_mode() -> int:
+    """The permissions ``open()`` gives a new file here: 0666 less the process's umask."""
+    try:  # Linux: read it without changing it (os.umask would, for every thread, for a moment)
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def load_arrays(log_dir) -> dict[int, dict[str, np.ndarray]]:
-    """Loads every saved epoch of a run.
+    """Loads every saved epoch of a run; a file that cannot be read is skipped with a warning.
 
     Args:
         log_dir: the run's log directory (as given to ``SaliencyMonitor``).
@@ -164,6 +180,9 @@ def load_arrays(log_dir) -> dict[int, dict[str, np.ndarray]]:
     Returns:
         ``{epoch: {"maps": (N, H, W) float32, "epoch": 0-d int64, **extra}}`` in epoch order;
         empty when nothing was saved.
+
+    Warns:
+        RuntimeWarning: naming each epoch file that is corrupt or unreadable (the others load).
     """
     directory = arrays_dir(log_dir)
     if not os.path.isdir(directory):
@@ -175,8 +194,16 @@ def load_arrays(log_dir) -> dict[int, dict[str, np.ndarray]]:
             found.append((int(match.group(1)), os.path.join(directory, name)))
     out = {}
     for epoch, path in sorted(found):
-        with np.load(path, allow_pickle=False) as data:
-            out[epoch] = {key: data[key] for key in data.files}
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                out[epoch] = {key: data[key] for key in data.files}
+        except Exception as err:  # noqa: BLE001 - zip, zlib, npy header and OS errors alike
+            warnings.warn(
+                f"load_arrays: skipped {path!r}, which cannot be read ({type(err).__name__}: "
+                f"{err}); the other epochs are loaded.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
     return out
 
 

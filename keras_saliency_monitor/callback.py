@@ -302,7 +302,12 @@ class SaliencyMonitor(keras.callbacks.Callback):
         # A fit that ended in an exception never reached on_train_end: release what it left.
         self._writing.release(self._write_timeout(end=True), "train begin")
         self.faults = Faults(self.strict, self._release_before_raise)
-        self._writing.open(self.faults, self.log_dir if self._chief else None, self.background)
+        # Start-up reads wait WRITE_TIMEOUT_SECONDS at most; `params` identifies this fit (a
+        # lock left by an interrupted fit on this thread is taken over, not refused).
+        log_dir = self.log_dir if self._chief else None
+        self._writing.open(
+            self.faults, log_dir, self.background, self._write_timeout(), self.params
+        )
         self._measure.reset()
         self._last_numbers = {}
         self._log.reset()

@@ -137,6 +137,8 @@ def _report(args) -> int:
     except KeyboardInterrupt:
         print("\nkeras-saliency-monitor report: interrupted; nothing written", file=sys.stderr)
         return 130
+    for note in summary.skipped:  # a corrupt run or epoch: the others are written
+        print(f"{PROG} report: warning: {note}", file=sys.stderr)
     print(
         f"wrote {summary.path}: {', '.join(summary.runs)}, {summary.epochs} logged epochs, "
         f"{summary.size / 1e6:.2f} MB"

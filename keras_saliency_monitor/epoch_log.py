@@ -9,6 +9,8 @@ dashboard's quantised maps (``saliency/maps``); the labelled grid of overlays
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 
 from keras_saliency_monitor import arrays, render, store
@@ -53,6 +55,22 @@ class EpochLog:
         self.grid_factor = render.tile_factor(self.display.shape[1:3], GRID_TILE)
         self.grid_display = render.downscale_images(self.display, self.grid_factor)
         self.backdrop = render.dim_grey(self.grid_display)
+        self.fingerprint = self._fingerprint()
+
+    def _fingerprint(self) -> str:
+        """What identifies the probe set: the probes, their labels, masks, look and names, and the
+        method. Stored with the probe set and with every epoch's maps, so that a reader of a log
+        dir reused with other probes draws each epoch with its own (``store.group_epochs``)."""
+        p = self.probes
+        digest = hashlib.blake2b(digest_size=12)
+        for part in (p.indices, p.x, p.labels, p.masks, self.display):
+            if part is not None:
+                part = np.ascontiguousarray(part)
+                digest.update(f"{part.dtype.str}{part.shape}".encode())
+                digest.update(part.tobytes())
+            digest.update(b"|")
+        digest.update(repr((self.class_names, self.explainer.method.name)).encode())
+        return digest.hexdigest()
 
     def reset(self):
         """A new fit: its event file gets the probe set again, at its first logged step."""
@@ -95,6 +113,7 @@ class EpochLog:
                 non_finite=broken,
                 per_probe=per_probe,
                 max_side=GRID_TILE,
+                extra={"probe_set": self.fingerprint},  # the probe set these maps belong to
             )
             w.add_blob_sequence(store.MAPS_TAG, blobs, step, store.PLUGIN_NAME)
             o = self.render_options
@@ -146,6 +165,7 @@ class EpochLog:
             regression=self.explainer.head.num_classes is None,
             # Added to the contract: how the monitor renders, so readers start from the same.
             extra={
+                "fingerprint": self.fingerprint,  # named by every epoch's maps
                 "render": {
                     "clip_percentile": float(o["clip_percentile"]),
                     "smoothing": float(o["sigma"]),

@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
+import warnings
+import weakref
 
 try:
     import fcntl  # POSIX: one writer per events directory (see lock_events_dir)
@@ -91,56 +94,175 @@ def check_log_dir(log_dir) -> str:
     return os.path.abspath(log_dir)
 
 
-def lock_events_dir(events_dir):
+class EventsLock:
+    """An ``flock`` this process holds on ``<events_dir>/.writer.lock`` (:func:`lock_events_dir`).
+
+    Attributes:
+        path: the lock file's path.
+        owner: the object that took it (the monitor's writing state), or None.
+    """
+
+    def __init__(self, file, path, owner):
+        self.file, self.path = file, path
+        self._owner = None if owner is None else weakref.ref(owner)  # the lock must not keep it
+        self._pid = os.getpid()  # a forked child closes its copy and never unlocks the parent's
+        st = os.fstat(file.fileno())
+        self._id = (st.st_dev, st.st_ino)
+
+    @property
+    def owner(self):
+        return None if self._owner is None else self._owner()
+
+    def is_current(self) -> bool:
+        """Whether ``path`` is still the locked file: False once the directory was deleted (and
+        maybe made again, by this writer or another one)."""
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return False
+        return not self.file.closed and (st.st_dev, st.st_ino) == self._id
+
+    def release(self) -> None:
+        """Unlocks and closes. Idempotent.
+
+        ``LOCK_UN`` before closing: a process forked meanwhile shares the open file, and a close
+        alone would leave the lock held until that child exits too.
+        """
+        with _HELD_GUARD:
+            if _HELD.get(self.path) is self:
+                del _HELD[self.path]
+        if self._pid == os.getpid() and not self.file.closed:
+            try:
+                fcntl.flock(self.file, fcntl.LOCK_UN)
+            except (OSError, ValueError):
+                pass
+        try:
+            self.file.close()
+        except OSError:
+            pass
+
+    def _close_in_child(self) -> None:
+        try:
+            self.file.close()  # only this process's descriptor: the parent keeps its lock
+        except OSError:
+            pass
+
+
+# Locks held by this process, by lock path: a same-process conflict can name, or take over, the
+# holder; a forked child closes its copies (os.register_at_fork below).
+_HELD: dict = {}
+_HELD_GUARD = threading.Lock()
+
+
+def _close_all_in_child() -> None:
+    for held in list(_HELD.values()):
+        held._close_in_child()
+    _HELD.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_close_all_in_child)
+
+
+def _open_lock_file(path):
+    """The lock file, opened for writing (to name the holder) or else read-only (``flock`` needs
+    no write access: a read-only file left by another user or a chmod still locks)."""
+    try:
+        return open(path, "a+"), True  # noqa: SIM115 - held open until released
+    except OSError:
+        pass
+    try:
+        return open(path), False  # noqa: SIM115
+    except OSError as err:
+        raise ValueError(
+            f"Invalid value for argument `log_dir`: cannot open the lock file {path!r} "
+            f"({err.strerror or err}), so a second SaliencyMonitor writing there could not be "
+            "detected. Another user may have left it: remove it (or make it readable for you), or "
+            "pass another log_dir."
+        ) from None
+
+
+def lock_events_dir(events_dir, owner=None):
     """Refuse a second writer in ``events_dir``: another monitor, here or in another process.
 
     Two writers would put their events under the same tags and steps, indistinguishable. The lock
     (``flock`` on ``<log_dir>/saliency/.writer.lock``) lives from ``on_train_begin`` to
-    ``on_train_end``; the kernel drops it when a process dies, so a killed run never blocks the
-    next one. Where ``flock`` is missing or unsupported there is no detection.
+    ``on_train_end`` (or until the monitor is collected, or a later fit takes it over); the
+    kernel drops it when a process dies, so a killed run never blocks the next one.
+
+    Same process: a lock held by another owner is taken over when that owner says its fit is
+    over (``holder.fit_is_over(owner)``: a fit that ended in an exception or Ctrl-C never ran
+    ``on_train_end``); the holder's ``release_for_takeover()`` then lets it go.
+
+    Args:
+        events_dir: ``<log_dir>/saliency``, existing.
+        owner: the object taking the lock (see above), or None.
 
     Returns:
-        The open, locked file (pass it to :func:`unlock`), or None where nothing could be locked.
+        An :class:`EventsLock`, or None where ``flock`` is missing (Windows) or not supported
+        by the file system (with a warning: a second writer goes undetected there).
 
     Raises:
-        ValueError: another writer holds the lock (the message names it).
+        ValueError: another writer holds the lock (the message names it), or the lock file
+            cannot be opened at all.
     """
     if fcntl is None:
         return None
-    path = os.path.join(events_dir, LOCK_NAME)
-    try:
-        lock_file = open(path, "a+")  # noqa: SIM115 - held open until on_train_end
-    except OSError:
-        return None  # could not even create the file: the writer will report the real problem
-    try:
-        fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        lock_file.seek(0)
-        holder = lock_file.read(200).strip() or "unknown"
-        lock_file.close()
-        raise ValueError(
-            f"Invalid value for argument `log_dir`: {events_dir!r} is being written by another "
-            f"SaliencyMonitor ({holder}); two writers in one directory would mix their "
-            "images under the same tags and steps. Give each monitor its own log_dir (e.g. "
-            "runs/exp1/vanilla and runs/exp1/gradcam), or let the other fit end first."
-        ) from None
-    except OSError:
-        lock_file.close()  # a file system without locks (some network mounts)
-        return None
-    try:
-        lock_file.seek(0)
-        lock_file.truncate()
-        lock_file.write(f"process {os.getpid()} on {socket.gethostname()}\n")
-        lock_file.flush()
-    except OSError:
-        pass  # the holder's name is only for the message
-    return lock_file
-
-
-def unlock(lock_file) -> None:
-    """Releases a lock from :func:`lock_events_dir` (None: nothing to do)."""
-    if lock_file is not None:
+    path = os.path.abspath(os.path.join(events_dir, LOCK_NAME))
+    for attempt in (0, 1):
+        lock_file, writable = _open_lock_file(path)
         try:
-            lock_file.close()  # closing drops the flock
+            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            lock_file.seek(0)
+            holder = lock_file.read(200).strip() or "unknown"
+            lock_file.close()
+            with _HELD_GUARD:
+                held = _HELD.get(path)
+            if held is not None and not held.is_current():
+                held = None  # ours was on a deleted file: the holder is someone else
+            holder_owner = None if held is None else held.owner
+            if holder_owner is not None and attempt == 0 and holder_owner.fit_is_over(owner):
+                holder_owner.release_for_takeover()
+                held.release()  # also when the holder never got it (a Ctrl-C during start-up)
+                continue
+            if holder_owner is not None:
+                holder = (
+                    f"in this process, in a fit on thread {holder_owner.fit_thread_name!r} that "
+                    "has not ended"
+                )
+            raise ValueError(
+                f"Invalid value for argument `log_dir`: {events_dir!r} is being written by "
+                f"another SaliencyMonitor ({holder}); two writers in one directory would mix "
+                "their images under the same tags and steps. Give each monitor its own log_dir "
+                "(e.g. runs/exp1/vanilla and runs/exp1/gradcam), or let the other fit end first."
+            ) from None
+        except OSError as err:
+            lock_file.close()  # a file system without locks (some network mounts)
+            warnings.warn(
+                f"SaliencyMonitor: cannot lock {path!r} ({err.strerror or err}): this file system "
+                "does not support flock, so a second monitor writing to the same log_dir at the "
+                "same time would not be detected. Give each monitor its own log_dir.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            return None
+    if writable:
+        try:
+            lock_file.seek(0)
+            lock_file.truncate()
+            lock_file.write(f"process {os.getpid()} on {socket.gethostname()}\n")
+            lock_file.flush()
         except OSError:
-            pass
+            pass  # the holder's name is only for the message
+    lock = EventsLock(lock_file, path, owner)
+    with _HELD_GUARD:
+        _HELD[path] = lock
+    return lock
+
+
+def unlock(lock) -> None:
+    """Releases a lock from :func:`lock_events_dir` (None: nothing to do)."""
+    if lock is not None:
+        lock.release()

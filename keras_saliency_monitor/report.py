@@ -282,22 +282,69 @@ def _series_of(pairs) -> dict:
     return {int(step): math.nan if value is None else float(value) for step, value in pairs}
 
 
-def _read_run(name, path, source, progress) -> Run:
+def _read_run(name, path, source, progress) -> list[Run]:
+    """The run ``name``, one :class:`Run` per probe set it was logged with.
+
+    A log dir reused with other probes holds epochs of several probe sets (``store``'s
+    ``group_epochs``); each is drawn with its own probes, as a run of its own named after its
+    epochs, e.g. ``"clean (epochs 0-1, 4 probes)"``.
+    """
     provider, ctx, eid = source
-    index = store.read_run(provider, ctx, eid, name)
-    run = Run(name, path, source=(provider, ctx, eid, name))
-    if index["probe_set"] is None:
+    latest = store.read_run(provider, ctx, eid, name)
+    if latest["probe_set"] is None:
         raise ReportError(f"run {name} has saliency maps but no probe set ({store.PROBE_SET_TAG})")
+    groups = latest["probe_sets"]
+    metrics = _read_metrics(name, path, source)
+    runs = []
+    for group in groups:
+        key = group["key"]
+        index = latest if key == latest["probe_set_key"] else None
+        index = index or store.read_run(provider, ctx, eid, name, probe_set=key)
+        label = name
+        if len(groups) > 1:
+            label = f"{name} (epochs {_ranges(group['steps'])}, {group['num_probes']} probes)"
+        runs.append(_group_run(label, name, path, source, index, metrics, len(groups) > 1))
+    progress.advance()
+    return runs
+
+
+def _group_run(label, name, path, source, index, metrics, split) -> Run:
+    """One probe set's epochs of run ``name`` (``split``: the run has others, whose numbers
+    are left to their own Run)."""
+    provider, ctx, eid = source
+    run = Run(label, path, source=(provider, ctx, eid, name))
     run.probe_set = index["probe_set"]
     run.epochs = {int(step): info for step, info in index["epochs"].items()}
+    steps = set(run.epochs)
+    first, last = min(steps, default=0), max(steps, default=0)
+
+    def keep(step):
+        return not split or step in steps
+
     run.scalars = {k: _series_of(v) for k, v in index["scalars"].items()}
-    if index["alarm"] is not None:
-        run.alarms = [(index["alarm"]["step"], index["alarm"]["text"])]
+    run.scalars = {k: {s: v for s, v in d.items() if keep(s)} for k, d in run.scalars.items()}
+    run.scalars = {k: d for k, d in run.scalars.items() if d}
+    alarm = index["alarm"]
+    if alarm is not None and (not split or first <= alarm["step"] <= last):
+        run.alarms = [(alarm["step"], alarm["text"])]
     for probe in run.probe_set["probes"]:
         if probe.get("label") is not None:
             run.labels[int(probe["probe"])] = probe.get("label_name") or str(probe["label"])
-    png = store.read_probe_images(provider, ctx, eid, name)
+    png = store.read_probe_images(provider, ctx, eid, name, probe_set=index["probe_set_key"])
     run.display = store.decode_images(png, run.num_probes)
+    for metric, splits in metrics.items():
+        for split_name, values in splits.items():
+            values = {s: v for s, v in values.items() if not split or first <= s <= last}
+            if values:
+                run.metrics.setdefault(metric, {})[split_name] = values
+    return run
+
+
+def _read_metrics(name, path, source) -> dict:
+    """``{"loss": {"train": {step: value}, "validation": ...}}`` from the sibling directories of
+    Keras's TensorBoard callback."""
+    provider, ctx, eid = source
+    metrics = {}
     for split, _ in _metric_dirs(path):
         data = provider.read_scalars(
             ctx,
@@ -315,9 +362,35 @@ def _read_run(name, path, source, progress) -> Run:
                 continue
             values = {int(d.step): float(d.value) for d in series}
             if values:
-                run.metrics.setdefault(tag[len("epoch_") :], {})[split] = values
-    progress.advance()
-    return run
+                metrics.setdefault(tag[len("epoch_") :], {})[split] = values
+    return metrics
+
+
+def _check_run(run: Run) -> list[str]:
+    """Drops the epochs whose stored maps cannot be read; returns what was dropped, in words."""
+    notes = []
+    for step in run.steps:
+        try:
+            run.maps(step)
+        except Exception as err:  # noqa: BLE001 - a corrupt blob: PIL, zlib, shape errors alike
+            del run.epochs[step]
+            notes.append(
+                f"run {run.name}: skipped epoch {step}, whose stored maps cannot be read "
+                f"({type(err).__name__}: {err}) in {_files_of(run.path)}"
+            )
+    return notes
+
+
+def _files_of(path: str) -> str:
+    """The event files of a run directory, for a message naming the bad file."""
+    try:
+        names = sorted(n for n in os.listdir(path) if logdirs.is_event_file(n))
+    except OSError:
+        names = []
+    if not names:
+        return repr(path)
+    shown = ", ".join(os.path.join(path, n) for n in names[:3])
+    return shown + (f" and {len(names) - 3} more event files" if len(names) > 3 else "")
 
 
 def _metric_run(name: str, split: str) -> str:
@@ -334,10 +407,14 @@ def load_runs(logdir, runs=None, progress=None) -> list[Run]:
         runs: run names to keep, in this order; None keeps all, sorted by name.
         progress: a :class:`Progress` (None: silent).
 
+    A run that cannot be read (a corrupt file) is left out; :func:`write_report` names it. A run
+    whose log dir was reused with other probes comes as one :class:`Run` per probe set.
+
     Raises:
-        ReportError: ``logdir`` missing, no saliency events, or an unknown run name.
+        ReportError: ``logdir`` missing, no saliency events, an unknown run name, or no run
+            that can be read.
     """
-    return _load(_select(logdir, runs), logdir, progress or Progress(enabled=False))
+    return _load(_select(logdir, runs), logdir, progress or Progress(enabled=False))[0]
 
 
 def _load(chosen, logdir, progress) -> list[Run]:
@@ -349,11 +426,25 @@ def _load(chosen, logdir, progress) -> list[Run]:
     progress.stage("reading events", 1 + len(chosen))
     source = store.open_logdir(logdir, runs=directories)
     progress.advance()
-    loaded = [_read_run(name, path, source, progress) for name, path in chosen]
-    empty = [r.name for r in loaded if not r.steps]
-    if empty:
-        raise ReportError(f"run {', '.join(empty)} has saliency tags but no readable maps")
-    return loaded
+    loaded, skipped = [], []
+    for name, path in chosen:
+        # One bad run (a corrupt image, a missing probe set) is skipped, named, and the others
+        # are written.
+        try:
+            runs = _read_run(name, path, source, progress)
+        except Exception as err:  # noqa: BLE001 - whatever a corrupt file raises
+            why = str(err) if isinstance(err, ReportError) else f"{type(err).__name__}: {err}"
+            skipped.append(f"skipped run {name}: {why} (in {_files_of(path)})")
+            continue
+        for run in runs:
+            skipped.extend(_check_run(run))
+            if run.steps:
+                loaded.append(run)
+            else:
+                skipped.append(f"skipped run {run.name}: no readable maps")
+    if not loaded:
+        raise ReportError("; ".join(skipped) or "no readable saliency maps")
+    return loaded, skipped
 
 
 def _probe_counts(chosen) -> dict:
@@ -361,7 +452,10 @@ def _probe_counts(chosen) -> dict:
     event files: checking --probes must not wait for every event of every run to load."""
     counts = {}
     for name, path in chosen:
-        info = store.peek_probe_set(path)
+        try:
+            info = store.peek_probe_set(path)
+        except Exception:  # noqa: BLE001, S112 - a corrupt run: named once it is loaded
+            continue
         if info is not None:
             counts[name] = int(info["num_probes"])
     return counts
@@ -1016,6 +1110,7 @@ class ReportSummary:
     runs: list  # run names, in order
     epochs: int  # logged epochs (union over the runs)
     size: int  # bytes written
+    skipped: list = field(default_factory=list)  # what could not be read, one line each
 
 
 def _parse_out(out) -> tuple[str, str]:
@@ -1098,7 +1193,8 @@ def write_report(
         progress: a :class:`Progress`; None draws nothing.
 
     Returns:
-        A :class:`ReportSummary`.
+        A :class:`ReportSummary`; its ``skipped`` names each run or epoch that could not be read
+        (with its event files), which the others were written without.
 
     Raises:
         ReportError: no saliency events, unknown run or extension, bad option, or an output
@@ -1115,7 +1211,7 @@ def write_report(
         # The probe count comes from the first probe set in the files, before anything else is
         # read: a wrong --probes fails at once, not after loading every run.
         probes = _check_probes(_probe_counts(chosen), probes)
-        loaded = _load(chosen, logdir, progress)
+        loaded, skipped = _load(chosen, logdir, progress)
         probes = _check_probes({r.name: r.num_probes for r in loaded}, probes)  # latest fits
         _prepare_parent(out)
         all_steps = sorted(set().union(*(r.steps for r in loaded)))
@@ -1134,4 +1230,4 @@ def write_report(
         _write_atomic(out, data)
     finally:
         progress.close()
-    return ReportSummary(out, [r.name for r in loaded], len(all_steps), len(data))
+    return ReportSummary(out, [r.name for r in loaded], len(all_steps), len(data), skipped)

@@ -25,6 +25,7 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import math
@@ -47,6 +48,7 @@ __all__ = [
     "downsample_maps",
     "encode_maps",
     "encode_probe_set",
+    "group_epochs",
     "image_blobs",
     "open_logdir",
     "peek_probe_set",
@@ -421,25 +423,100 @@ def saliency_runs(provider, ctx, experiment_id) -> list[str]:
     return sorted(run for run, tags in listing.items() if MAPS_TAG in tags)
 
 
-def _latest_probe_set(provider, ctx, experiment_id, run):
+def _latest_probe_set(provider, ctx, experiment_id, run, probe_set=None):
+    """The ``saliency/probe_set`` datum at step ``probe_set`` (a group's key, see
+    :func:`group_epochs`), or the latest one when None."""
     data = _sequence(provider, ctx, experiment_id, run, PROBE_SET_TAG)
-    return data[-1] if data else None
+    if probe_set is None:
+        return data[-1] if data else None
+    for datum in data:
+        if int(datum.step) == int(probe_set):
+            return datum
+    raise KeyError(f"run {run!r} has no probe set at step {probe_set}")
 
 
-def read_run(provider, ctx, experiment_id, run: str) -> dict:
-    """Everything but the pictures of one run, as JSON-able Python.
+def group_epochs(probe_sets: dict, epochs: dict) -> dict:
+    """Which probe set each logged epoch was computed on.
+
+    A log dir reused with other probes (another ``num_probes``, seed or probe data) holds epochs
+    of several probe sets. Each fit writes its probe set (with a ``fingerprint`` of the probes)
+    at its first logged step, and every epoch's maps name that fingerprint (``probe_set``).
+    Probe sets with one fingerprint are one group; data written before fingerprints existed
+    fall back to steps, which a later fit never reuses: an epoch belongs to the latest probe
+    set logged at or before it. An epoch whose probe set is missing belongs to no group.
+
+    Args:
+        probe_sets: ``{step: JSON}`` of the run's ``saliency/probe_set`` events.
+        epochs: ``{step: JSON}`` of its ``saliency/maps`` events.
 
     Returns:
-        ``{"run", "probe_set": JSON of the latest probe_set (None when missing), "steps": [...],
-        "epochs": {str(step): JSON of that step's maps}, "scalars": {name: [[step, value], ...]}
-        (the ``saliency/<name>`` scalars), "alarm": {"step", "text"} of the latest alarm or
-        None}``.
+        ``{key: [steps]}``, ascending keys; a group's key is the latest step at which its probe
+        set was logged (:func:`read_run`'s ``probe_set`` argument).
     """
-    latest = _latest_probe_set(provider, ctx, experiment_id, run)
-    probe_set = None if latest is None else _json(provider, ctx, latest)
+    keys = {}  # probe-set step -> its group's key
+    latest = {}  # fingerprint -> latest step logged with it
+    for step in sorted(probe_sets):
+        fingerprint = probe_sets[step].get("fingerprint")
+        if fingerprint is not None:
+            latest[fingerprint] = step
+    for step in probe_sets:
+        fingerprint = probe_sets[step].get("fingerprint")
+        keys[step] = step if fingerprint is None else latest[fingerprint]
+    groups = {}
+    ordered = sorted(probe_sets)
+    for step in sorted(epochs):
+        fingerprint = epochs[step].get("probe_set")
+        if fingerprint is not None:
+            key = latest.get(fingerprint)
+        else:
+            earlier = [s for s in ordered if s <= step]
+            key = keys[earlier[-1]] if earlier else None
+        if key is not None:
+            groups.setdefault(key, []).append(step)
+    return dict(sorted(groups.items()))
+
+
+def read_run(provider, ctx, experiment_id, run: str, probe_set: int | None = None) -> dict:
+    """Everything but the pictures of one run, as JSON-able Python.
+
+    Only the epochs computed on one probe set are listed (see :func:`group_epochs`), so that
+    every epoch listed can be drawn with ``probe_set``'s images: the latest one's by default.
+
+    Args:
+        probe_set: the key of a group in ``probe_sets`` (below). Defaults to the group of the
+            latest probe set.
+
+    Returns:
+        ``{"run", "probe_set": JSON of the chosen probe set (None when missing), "steps": [...],
+        "epochs": {str(step): JSON of that step's maps}, "scalars": {name: [[step, value], ...]}
+        (the ``saliency/<name>`` scalars, of every step), "alarm": {"step", "text"} of the
+        latest alarm or None, "probe_sets": [{"key", "fingerprint", "num_probes", "steps"}]
+        (every group, by key), "probe_set_key": the chosen group's key or None}``.
+
+    Raises:
+        KeyError: ``probe_set`` is not a group's key.
+    """
+    data = _sequence(provider, ctx, experiment_id, run, PROBE_SET_TAG)
+    sets = {int(d.step): _json(provider, ctx, d) for d in data}
+    legacy = [d for d in data if "fingerprint" not in sets[int(d.step)]]
+    if len(legacy) > 1:  # written before fingerprints: identical blobs are one probe set
+        for d in legacy:
+            digest = hashlib.blake2b(digest_size=12)
+            for k in range(len(d.values)):
+                digest.update(hashlib.blake2b(_blob(provider, ctx, d, k)).digest())
+            sets[int(d.step)]["fingerprint"] = "blobs-" + digest.hexdigest()
     epochs = {}
     for datum in _sequence(provider, ctx, experiment_id, run, MAPS_TAG):
-        epochs[str(int(datum.step))] = _json(provider, ctx, datum)
+        epochs[int(datum.step)] = _json(provider, ctx, datum)
+    groups = group_epochs(sets, epochs)
+    # The latest probe set's step is its group's key (the latest step of its fingerprint).
+    key = max(sets) if probe_set is None and sets else probe_set
+    if key is not None and int(key) not in sets:
+        raise KeyError(f"run {run!r} has no probe set at step {key}")
+    probe_set = None if key is None else sets[int(key)]
+    if sets:
+        epochs = {step: epochs[step] for step in groups.get(int(key), [])}
+    epochs = {str(step): info for step, info in epochs.items()}
     steps = sorted(int(s) for s in epochs)
     scalars = {}
     data = provider.read_scalars(
@@ -475,18 +552,30 @@ def read_run(provider, ctx, experiment_id, run: str) -> dict:
         "epochs": epochs,
         "scalars": scalars,
         "alarm": alarm,
+        "probe_sets": [
+            {
+                "key": k,
+                "fingerprint": sets[k].get("fingerprint"),
+                "num_probes": sets[k].get("num_probes"),
+                "steps": group_steps,
+            }
+            for k, group_steps in groups.items()
+        ],
+        "probe_set_key": key,
     }
 
 
-def read_probe_images(provider, ctx, experiment_id, run: str) -> bytes:
-    """PNG of the probe display images (blob [1] of the latest probe_set); b"" when missing."""
-    latest = _latest_probe_set(provider, ctx, experiment_id, run)
+def read_probe_images(provider, ctx, experiment_id, run: str, probe_set=None) -> bytes:
+    """PNG of the probe display images (blob [1] of the latest probe_set, or of the group
+    ``probe_set``: a key of ``read_run(...)["probe_sets"]``); b"" when missing."""
+    latest = _latest_probe_set(provider, ctx, experiment_id, run, probe_set)
     return b"" if latest is None else _blob(provider, ctx, latest, 1)
 
 
-def read_masks(provider, ctx, experiment_id, run: str) -> bytes | None:
-    """PNG of the probes' masks (blob [2] of the latest probe_set), or None without masks."""
-    latest = _latest_probe_set(provider, ctx, experiment_id, run)
+def read_masks(provider, ctx, experiment_id, run: str, probe_set=None) -> bytes | None:
+    """PNG of the probes' masks (blob [2] of the latest probe_set, or of the group
+    ``probe_set``), or None without masks."""
+    latest = _latest_probe_set(provider, ctx, experiment_id, run, probe_set)
     if latest is None:
         return None
     return _blob(provider, ctx, latest, 2) or None

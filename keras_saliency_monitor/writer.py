@@ -35,6 +35,7 @@ import os
 import queue
 import re
 import socket
+import stat
 import struct
 import threading
 import time
@@ -208,13 +209,80 @@ def _event_step(payload_head: bytes) -> int | None:
     return event_pb2.Event.FromString(payload_head[: varint.end()]).step
 
 
-def last_step(logdir: str | os.PathLike) -> int | None:
-    """The largest step of any event in the event files of `logdir`, or None when there is none.
+def _open_regular(path: str):
+    """`path` opened for reading if it is a regular file, else None (FIFOs, devices, sockets).
 
-    Reads only each record's length and the first bytes of its payload (it seeks over images), so
-    it costs little even for a long run. A torn record at the end of a file (a killed writer) ends
-    that file. Hand-written because TensorBoard's `EventFileLoader` costs 70 ms vs our 6 ms on a
-    200-epoch 61 MB log, plus a 3.5-5 s TensorFlow import (its stub reader, without TF: 7 s).
+    O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer, for good.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            return None
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except OSError:
+        os.close(fd)
+        return None
+
+
+def _file_steps(f) -> list[tuple[int, int, int]]:
+    """(step, payload offset, payload length) of each event of an open event file.
+
+    Framing stops at the first record whose length fails its CRC (or that runs past the end: a
+    killed writer); payload CRCs are left to `last_step`, which checks only the candidates.
+    """
+    size = os.fstat(f.fileno()).st_size
+    found = []
+    while True:
+        header = f.read(12)
+        if len(header) < 12:
+            break
+        length_bytes, (length_crc,) = header[:8], struct.unpack("<I", header[8:])
+        if _masked_crc32c(length_bytes) != length_crc:
+            break  # a corrupt length: nothing after it can be framed
+        (length,) = struct.unpack("<Q", length_bytes)
+        start = f.tell()
+        if start + length + 4 > size:
+            break
+        head = f.read(min(length, 32))
+        try:
+            step = _event_step(head)
+        except IndexError:  # a step varint longer than the head: parse the event
+            f.seek(start)
+            try:
+                step = event_pb2.Event.FromString(f.read(length)).step
+            except Exception:  # noqa: BLE001 - not an event: nothing to learn
+                step = None
+        if step is not None:
+            found.append((step, start, length))
+        f.seek(start + length + 4)
+    return found
+
+
+def _payload_ok(f, start: int, length: int) -> bool:
+    """Whether the record at `start` matches its payload CRC (the bytes of the step included)."""
+    f.seek(start)
+    payload = f.read(length)
+    trailer = f.read(4)
+    return len(trailer) == 4 and _masked_crc32c(payload) == struct.unpack("<I", trailer)[0]
+
+
+def last_step(logdir: str | os.PathLike) -> int | None:
+    """The largest step of any intact event in the event files of `logdir`, or None when none.
+
+    Reads each record's length (checked against its CRC) and the first bytes of its payload,
+    seeking over images; then checks the payload CRC of the record with the largest step only
+    (and of the next ones, largest first, while they fail), so one corrupt record cannot move
+    every later step. A torn record at the end of a file (a killed writer) ends that file.
+    Anything but a regular file named like an event file (a FIFO, a device) is skipped unopened.
+    Hand-written because TensorBoard's `EventFileLoader` costs 70 ms vs our 6 ms on a 200-epoch
+    61 MB log, plus a 3.5-5 s TensorFlow import (its stub reader, without TF: 7 s). The CRC
+    checks cost 11 ms against 7 ms without them (median of 21, 1,800 records in 20 MB).
     """
     logdir = os.fspath(logdir)
     try:
@@ -223,29 +291,17 @@ def last_step(logdir: str | os.PathLike) -> int | None:
         return None
     best = None
     for name in names:
+        f = _open_regular(os.path.join(logdir, name))
+        if f is None:
+            continue
         try:
-            with open(os.path.join(logdir, name), "rb") as f:
-                size = os.fstat(f.fileno()).st_size
-                while True:
-                    header = f.read(12)
-                    if len(header) < 12:
+            with f:
+                for step, start, length in sorted(_file_steps(f), reverse=True):
+                    if best is not None and step <= best:
                         break
-                    (length,) = struct.unpack("<Q", header[:8])
-                    start = f.tell()
-                    if start + length + 4 > size:
-                        break
-                    head = f.read(min(length, 32))
-                    try:
-                        step = _event_step(head)
-                    except IndexError:  # a step varint longer than the head: parse the event
-                        f.seek(start)
-                        try:
-                            step = event_pb2.Event.FromString(f.read(length)).step
-                        except Exception:  # noqa: BLE001 - not an event: nothing to learn
-                            step = None
-                    if step is not None and (best is None or step > best):
+                    if _payload_ok(f, start, length):
                         best = step
-                    f.seek(start + length + 4)
+                        break
         except OSError:
             continue
     return best
@@ -271,6 +327,10 @@ class EventWriter:
             own event writer does, so a machine crash loses nothing flushed either. Costs about
             2 ms per flush of a 2 MB image on a local SSD; turn it off on network file systems
             where a sync is a slow round trip. Defaults to `True`.
+        before_new_file: Called (with no argument) after the directory is made and before each
+            new event file is created, e.g. to take the directory's lock again once it was
+            deleted; an `OSError` it raises fails the write and creates nothing. Defaults to
+            `None`.
 
     Example:
         >>> writer = EventWriter("runs/exp1/saliency")
@@ -279,7 +339,13 @@ class EventWriter:
         >>> writer.flush()
     """
 
-    def __init__(self, logdir: str | os.PathLike, *, fsync: bool = True) -> None:
+    def __init__(
+        self,
+        logdir: str | os.PathLike,
+        *,
+        fsync: bool = True,
+        before_new_file: Callable[[], None] | None = None,
+    ) -> None:
         try:
             self._logdir = os.fspath(logdir)
         except TypeError:
@@ -288,6 +354,7 @@ class EventWriter:
                 f"received {logdir!r}."
             ) from None
         self._fsync = bool(fsync)
+        self._before_new_file = before_new_file
         self._lock = threading.Lock()
         self._file: io.BufferedWriter | None = None
         self._path: str | None = None
@@ -501,6 +568,8 @@ class EventWriter:
                 f"Cannot create TensorBoard log directory {self._logdir!r}: {exc.strerror or exc}. "
                 "Check that the path is a writable directory.",
             ) from exc
+        if self._before_new_file is not None:
+            self._before_new_file()
         # TF's pattern (events.out.tfevents.<seconds>.<host>...) plus pid and a zero-padded counter.
         name = (
             f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}."
@@ -570,7 +639,7 @@ class BackgroundWorker:
     `take_errors()`), so the caller can warn, or re-raise in strict mode. `wait()` waits for the
     jobs without taking their errors, e.g. to keep at most one job in flight. At interpreter exit,
     pending jobs of every live worker are run before the process ends. The thread starts on the
-    first `submit`.
+    first `submit`, and ends after `idle_seconds` without a job (the next `submit` starts one).
 
     Call `submit`, `wait`, `drain` and `close` from the thread that owns the worker (the training
     thread). A job may itself call `submit`; the nested job then runs inline.
@@ -587,6 +656,10 @@ class BackgroundWorker:
         >>> for job_name, exc, tb in worker.drain():
         ...     warnings.warn(f"{job_name} failed: {exc!r}")
     """
+
+    # An idle thread ends after this long (the next submit starts another): a worker that its
+    # owner forgot (a fit ended by Ctrl-C or an exception) leaves no thread behind for good.
+    idle_seconds = 10.0
 
     def __init__(
         self,
@@ -754,7 +827,15 @@ class BackgroundWorker:
 
     def _loop(self) -> None:
         while True:
-            item = self._queue.get()
+            try:
+                item = self._queue.get(timeout=self.idle_seconds)
+            except queue.Empty:
+                with self._lifecycle:  # submit enqueues under it: no job can slip in unseen
+                    if self._queue.empty():
+                        if self._thread is threading.current_thread():
+                            self._thread = None
+                        return
+                continue
             if item is _STOP:
                 return
             self._run_job(*item)

@@ -2,8 +2,12 @@
 
 ``open`` locks ``<log_dir>/saliency`` (one writer per directory), finds the last step logged
 there (a later fit continues after it) and starts an event file and the background worker that
-writes to it. The training thread ``wait``s for the worker within a bound (a job outliving it
+writes to it; these start-up reads run on a helper thread, waited for within the same bound as
+the writes. The training thread ``wait``s for the worker within a bound (a job outliving it
 has stalled: a hung network file system), and ``release`` closes the file on the worker thread.
+A fit that ended without ``release`` (Ctrl-C, an exception: Keras skips ``on_train_end``) is
+released by the next fit on its thread (``logdirs.lock_events_dir`` asks ``fit_is_over``), or
+when the monitor is collected.
 
 Durability: a logged epoch's write job runs while the next epoch trains; every epoch end first
 waits for the job still running (a no-op when writing is faster than an epoch), so at most one
@@ -12,8 +16,11 @@ epoch's events are ever in flight (none with ``durable=True``: its epoch end wai
 
 from __future__ import annotations
 
+import errno
 import os
+import threading
 import time
+import weakref
 
 from keras_saliency_monitor import arrays, logdirs
 from keras_saliency_monitor.writer import BackgroundWorker, EventWriter, last_step
@@ -30,11 +37,24 @@ class Writing:
         self.last_step = None  # the largest step this monitor (or its log_dir) has logged
         self.stalled = False  # a write job outlived its wait: it is not waited for again
         self.wait_seconds = []  # time the training thread waited for write jobs, per wait
-        self._lock_file = None  # open, locked file in the events directory while a fit writes
+        self._lock = None  # logdirs.EventsLock on the events directory while a fit writes
+        self._events_dir = None
         self._step_offset = None  # step - epoch in the current fit, fixed at its first epoch
+        self._fit_thread = self._fit = None  # the thread and fit holding the lock
+        self._finalizer = None  # releases the lock and the worker if this object is collected
 
-    def open(self, faults, log_dir, background):
+    def open(self, faults, log_dir, background, timeout, fit=None):
         """Starts a fit; ``log_dir`` None in a process that does not write.
+
+        ``fit`` identifies the fit (Keras gives every callback of one fit the same ``params``
+        dict): a lock held in this process by a monitor of another fit that ended on this
+        thread without ``on_train_end`` (Ctrl-C, an exception) is taken over; one held by a
+        monitor of the same fit is refused.
+
+        The start-up reads (directory, lock, last step) run on a helper thread and are waited
+        for ``timeout`` s at most: a FIFO or a hung network disk under ``log_dir`` must not hold
+        ``fit`` before its first batch. Past the bound, a "stalled" fault is recorded and this
+        fit writes nothing (its numbers still reach ``logs``).
 
         Raises:
             ValueError: the events directory cannot be created, or another monitor writes there.
@@ -43,6 +63,33 @@ class Writing:
         if log_dir is None:
             return
         events_dir = os.path.join(log_dir, logdirs.SALIENCY_DIR)
+        self._fit_thread, self._fit = threading.current_thread(), fit
+        done, result = _bounded(lambda: self._start_up(events_dir, log_dir), timeout, _unlock_late)
+        if not done:
+            self.stalled = True
+            faults.record(
+                "stalled",
+                "train begin",
+                TimeoutError(
+                    f"reading {events_dir!r} at the start of fit took over {timeout:g} s (a hung "
+                    "file system?); this fit writes no events, its numbers still reach `logs`"
+                ),
+            )
+            return
+        self._lock, found = result
+        # Continue after whatever this directory holds already (an earlier fit, a killed
+        # process), so that no step is ever reused and no arrays file overwritten.
+        self.last_step = max((s for s in (self.last_step, *found) if s is not None), default=None)
+        # A new event file per fit: the previous fit closed its own. A deleted directory is made
+        # again by the writer, which takes the lock again first (_relock).
+        self.writer = EventWriter(events_dir, before_new_file=self._relock)
+        self.worker = BackgroundWorker(synchronous=not background)
+        self._events_dir = events_dir
+        self._finalizer = weakref.finalize(self, _release_left, self._lock, self.worker)
+        self._finalizer.atexit = False  # at exit, writer.py's handler finishes the pending jobs
+
+    def _start_up(self, events_dir, log_dir):
+        """The fit's first disk accesses (on a helper thread): directory, lock, last steps."""
         try:
             os.makedirs(events_dir, exist_ok=True)
         except OSError as err:
@@ -50,14 +97,51 @@ class Writing:
                 f"Invalid value for argument `log_dir`: cannot create {events_dir!r} ({err}). "
                 "Pass a writable directory."
             ) from None
-        self._lock_file = logdirs.lock_events_dir(events_dir)
-        # Continue after whatever this directory holds already (an earlier fit, a killed
-        # process), so that no step is ever reused and no arrays file overwritten.
-        found = (self.last_step, last_step(events_dir), arrays.last_saved_epoch(log_dir))
-        self.last_step = max((s for s in found if s is not None), default=None)
-        # A new event file per fit: the previous fit closed its own.
-        self.writer = EventWriter(events_dir)
-        self.worker = BackgroundWorker(synchronous=not background)
+        lock = logdirs.lock_events_dir(events_dir, owner=self)
+        try:
+            return lock, (last_step(events_dir), arrays.last_saved_epoch(log_dir))
+        except BaseException:
+            logdirs.unlock(lock)
+            raise
+
+    def _relock(self):
+        """Before a new event file: the directory deleted mid-fit lost its lock file, so take
+        the lock again; another writer that took it meanwhile keeps it (this fit stops
+        writing: OSError, a "write" fault)."""
+        lock = self._lock
+        if lock is None or lock.is_current():
+            return
+        try:
+            self._lock = logdirs.lock_events_dir(self._events_dir, owner=self)
+        except ValueError as err:
+            raise OSError(
+                errno.EBUSY, f"{err} (the directory was deleted during this fit)"
+            ) from None
+        finally:
+            logdirs.unlock(lock)
+
+    # Same-process takeover (see logdirs.lock_events_dir).
+    def fit_is_over(self, other):
+        """Whether this monitor's fit has ended without releasing, as seen by ``other`` (the
+        Writing of a monitor starting a fit): not the same fit, and ``other``'s fit runs on the
+        thread that ran this one (a thread runs one fit at a time), or that thread is gone."""
+        thread = self._fit_thread
+        if thread is None:
+            return True
+        if self._fit is getattr(other, "_fit", None):
+            return False  # the same fit (or unknown: hooks called by hand) holds it
+        return thread is getattr(other, "_fit_thread", None) or not thread.is_alive()
+
+    @property
+    def fit_thread_name(self):
+        return getattr(self._fit_thread, "name", "?")
+
+    def release_for_takeover(self):
+        """A new fit takes the directory from this one, which ended in an exception or Ctrl-C."""
+        try:
+            self.release(1.0, "a later fit into the same log_dir")
+        except Exception:  # noqa: BLE001, S110 - strict mode's errors belong to the old fit
+            pass  # the lock is released whatever happens (release's finally)
 
     def step(self, epoch):
         """The TensorBoard step (and ``save_arrays`` file number) of ``epoch`` in this fit.
@@ -79,7 +163,7 @@ class Writing:
             would hold training up every epoch.
         """
         if self.worker is None:
-            return True
+            return not self.stalled  # stalled at the start of fit: nothing is written
         start = time.perf_counter()
         idle = self.worker.wait(timeout)
         self.wait_seconds.append(time.perf_counter() - start)
@@ -140,5 +224,47 @@ class Writing:
                     ),
                 )
         finally:
-            lock_file, self._lock_file = self._lock_file, None
-            logdirs.unlock(lock_file)
+            lock, self._lock, self._fit_thread, self._fit = self._lock, None, None, None
+            logdirs.unlock(lock)
+            if self._finalizer is not None:
+                self._finalizer.detach()
+                self._finalizer = None
+
+
+def _bounded(fn, timeout, on_late):
+    """``(True, fn())`` if ``fn`` returns within ``timeout`` s on a helper thread, else
+    ``(False, None)``; ``fn``'s exception is raised here. A result that comes too late is
+    handed to ``on_late`` on the helper thread (the thread itself is a daemon, left alone)."""
+    box, guard, done = {}, threading.Lock(), threading.Event()
+
+    def run():
+        try:
+            box["value"] = fn()
+        except BaseException as err:  # noqa: BLE001 - re-raised on the caller's thread
+            box["error"] = err
+        with guard:
+            late = box.get("late", False)
+            done.set()
+        if late and "value" in box:
+            on_late(box["value"])
+
+    threading.Thread(target=run, name="keras-saliency-monitor-startup", daemon=True).start()
+    if not done.wait(timeout):
+        with guard:
+            if not done.is_set():
+                box["late"] = True
+                return False, None
+    if "error" in box:
+        raise box.pop("error")
+    return True, box["value"]
+
+
+def _unlock_late(result):
+    logdirs.unlock(result[0])
+
+
+def _release_left(lock, worker):
+    """A monitor collected while its fit held the directory (Keras skips ``on_train_end`` after
+    an exception): unlock, and let the idle worker thread end."""
+    logdirs.unlock(lock)
+    worker.abandon()

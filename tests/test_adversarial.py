@@ -972,3 +972,414 @@ def test_deepcopy_after_fit_gives_a_monitor_for_another_fit(tmp_path, model):
     _fit(model, clone, epochs=2)  # into the same directory: continues after step 1
     assert sorted(read_images(str(tmp_path / "run" / "saliency"), GRID_TAG)) == [0, 1, 2, 3]
     assert sorted(clone.history) == [0, 1, 2, 3] and sorted(monitor.history) == [0, 1]
+
+
+# ==================================================================================================
+# Issue 19 (storage half): locks that hold, start-up reads, corrupt records, interrupted fits.
+# Each test fails on main 6de9219.
+# ==================================================================================================
+
+
+def _in_thread(fn, timeout, unblock=None):
+    """Runs ``fn()`` on a thread; returns ``(finished, result or exception)``. A run still going
+    after ``timeout`` s (a hang: the bound is 20-60x what it takes here) is unblocked with
+    ``unblock()`` so that the test fails instead of hanging."""
+    box = {}
+
+    def run():
+        try:
+            box["value"] = fn()
+        except BaseException as err:  # noqa: BLE001 - handed to the test
+            box["value"] = err
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    finished = not thread.is_alive()
+    if not finished and unblock is not None:
+        unblock()
+        thread.join(timeout)
+    return finished, box.get("value")
+
+
+def _event_files_in(path):
+    return sorted(n for n in os.listdir(path) if "tfevents" in n) if os.path.isdir(path) else []
+
+
+def test_19_2_a_deleted_log_dir_is_locked_again_before_the_writer_recreates_it(tmp_path, model):
+    run = tmp_path / "run"
+    first = SaliencyMonitor(run, (_X, _Y), num_probes=4, durable=True)
+    refused = {}
+
+    def second_fit_starts(model):  # another fit (here: another thread) after the deletion
+        second = _OtherTrainingThread(SaliencyMonitor(run, (_X, _Y), num_probes=4), model)
+        second.end()
+        refused["error"] = second.error
+
+    delete = AtEpoch([1], lambda m: __import__("shutil").rmtree(run))
+    _fit(model, first, epochs=3, extra=[delete, AtEpoch([2], second_fit_starts)])
+    # Epoch 1's write made the directory again, and took its lock first.
+    assert isinstance(refused["error"], ValueError), refused
+    assert "being written by another SaliencyMonitor" in str(refused["error"])
+    assert first.faults == {}
+    assert sorted(read_scalars(str(run / "saliency"), "saliency/concentration")) == [1, 2]
+
+
+class _OtherTrainingThread:
+    """A second monitor's fit on a thread of its own: ``on_train_begin`` now, ``on_train_end``
+    when ``end()`` is called (the thread lives in between, as a training thread does)."""
+
+    def __init__(self, monitor, model):
+        monitor.set_model(model)
+        self.begun, self.finish, self.error = threading.Event(), threading.Event(), None
+
+        def fit():
+            try:
+                monitor.on_train_begin()
+            except BaseException as err:  # noqa: BLE001 - handed to the test
+                self.error = err
+            self.begun.set()
+            self.finish.wait(120)
+            monitor.on_train_end()
+
+        self.thread = threading.Thread(target=fit, daemon=True)
+        self.thread.start()
+        assert self.begun.wait(60)
+
+    def end(self):
+        self.finish.set()
+        self.thread.join(60)
+
+
+def test_19_2_a_writer_that_lost_its_deleted_dir_to_another_stops_writing_there(tmp_path, model):
+    run = tmp_path / "run"
+    first = SaliencyMonitor(run, (_X, _Y), num_probes=4, durable=True)
+    other = []
+
+    def delete_and_take(model):  # the directory is deleted, and another monitor starts there
+        __import__("shutil").rmtree(run)
+        other.append(_OtherTrainingThread(SaliencyMonitor(run, (_X, _Y), num_probes=4), model))
+
+    try:
+        with pytest.warns(RuntimeWarning, match="write fault"):
+            _fit(model, first, epochs=3, extra=[AtEpoch([1], delete_and_take)])
+        assert other[0].error is None
+        assert len(first.faults["write"]) == 2  # epochs 1 and 2 were not written into its dir
+        assert _event_files_in(run / "saliency") == []  # the second has written nothing yet
+    finally:
+        for thread in other:
+            thread.end()
+
+
+_LOCK_CHILD = """
+import importlib.util, sys
+spec = importlib.util.spec_from_file_location("logdirs_copy", sys.argv[1])
+logdirs = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(logdirs)
+try:
+    lock = logdirs.lock_events_dir(sys.argv[2])
+except ValueError as err:
+    print("REFUSED", err)
+else:
+    print("NONE" if lock is None else "LOCKED")
+"""
+
+
+# The other user runs a system Python (the venv may be out of its reach); stdlib only.
+_SYSTEM_PYTHON = "/usr/bin/python3"
+
+
+@pytest.mark.skipif(
+    sys.platform == "win32" or os.geteuid() != 0 or not os.path.exists(_SYSTEM_PYTHON),
+    reason="needs root, to run as another user, and a system Python",
+)
+def test_19_3_a_lock_file_left_by_another_user_still_locks(request):
+    import pathlib
+    import tempfile
+
+    from keras_saliency_monitor import logdirs
+
+    shared = pathlib.Path(tempfile.mkdtemp(prefix="ksm-lock-"))  # /tmp: the other user's reach
+    request.addfinalizer(lambda: __import__("shutil").rmtree(shared, ignore_errors=True))
+    events = shared / "saliency"
+    events.mkdir()
+    for d in (shared, events):
+        os.chmod(d, 0o777)
+    module = shared / "logdirs_copy.py"
+    module.write_text(open(logdirs.__file__).read())
+    holder = logdirs.lock_events_dir(events)  # root's lock file, 0644: read-only for nobody
+    os.chmod(events / logdirs.LOCK_NAME, 0o644)
+
+    def as_nobody():
+        proc = subprocess.run(
+            [_SYSTEM_PYTHON, "-c", _LOCK_CHILD, str(module), str(events)],
+            capture_output=True,
+            text=True,
+            user=65534,
+            timeout=120,
+        )
+        return proc.stdout.strip() + proc.stderr.strip()
+
+    try:
+        assert as_nobody().startswith("REFUSED")  # main: NONE (no lock, no warning)
+    finally:
+        logdirs.unlock(holder)
+    assert as_nobody() == "LOCKED"  # a read-only lock file still locks
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="flock")
+def test_19_3_a_lock_file_that_cannot_be_opened_is_refused_by_name(tmp_path, model):
+    events = tmp_path / "saliency"
+    (events / ".writer.lock").mkdir(parents=True)  # e.g. made by hand, or by a broken tool
+    monitor = SaliencyMonitor(tmp_path, (_X, _Y), num_probes=4)
+    count = CountBatches()
+    with pytest.raises(ValueError, match=r"`log_dir`: cannot open the lock file .*\.writer\.lock"):
+        _fit(model, monitor, epochs=1, extra=[count])
+    assert count.batches == 0
+
+
+def _interrupt(model):
+    raise KeyboardInterrupt
+
+
+def test_19_4_after_ctrl_c_a_new_monitor_takes_the_dir_and_no_thread_is_left(
+    tmp_path, model, monkeypatch
+):
+    monkeypatch.setattr(writer.BackgroundWorker, "idle_seconds", 0.5, raising=False)
+    before = sum(t.name == _THREAD for t in threading.enumerate())
+    kept = []  # reachable, as IPython keeps them through sys.last_traceback
+    for _ in range(3):
+        monitor = SaliencyMonitor(tmp_path, (_X, _Y), num_probes=4)
+        kept.append(monitor)
+        with pytest.raises(KeyboardInterrupt):
+            _fit(model, monitor, epochs=3, extra=[AtEpoch([1], _interrupt)])
+    # An exception in another callback leaves the same; a new monitor still starts there.
+    failing = SaliencyMonitor(tmp_path, (_X, _Y), num_probes=4)
+    kept.append(failing)
+    with pytest.raises(ZeroDivisionError):
+        _fit(model, failing, epochs=3, extra=[AtEpoch([1], lambda m: 1 / 0)])
+    last = SaliencyMonitor(tmp_path, (_X, _Y), num_probes=4)
+    _fit(model, last, epochs=1)
+    assert sorted(read_scalars(str(tmp_path / "saliency"), "saliency/concentration")) == [
+        0,
+        1,
+        2,
+        3,
+        4,
+    ]
+    assert last.faults == {} and all(m.faults == {} for m in kept)
+    # Idle writer threads end by themselves (0.5 s here); bounded by 60 s, 100x that.
+    deadline = time.monotonic() + 60
+    while sum(t.name == _THREAD for t in threading.enumerate()) > before:
+        assert time.monotonic() < deadline, [t.name for t in threading.enumerate()]
+        time.sleep(0.1)
+    assert _open_files_under(tmp_path) == []
+
+
+def test_19_4_two_monitors_of_one_fit_are_refused_naming_this_process(tmp_path, model):
+    first = SaliencyMonitor(tmp_path, (_X, _Y), num_probes=4)
+    second = SaliencyMonitor(tmp_path, (_X, _Y), num_probes=4)
+    with pytest.raises(ValueError, match="in this process, in a fit on thread"):
+        _fit(model, second, epochs=1, extra=[first])
+    first.on_train_end()
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="FIFOs")
+def test_19_5_a_fifo_named_like_an_event_file_does_not_hang_fit(tmp_path, model):
+    events = tmp_path / "saliency"
+    events.mkdir()
+    fifo = events / "events.out.tfevents.0000000000.fifo"
+    os.mkfifo(fifo)
+    monitor = SaliencyMonitor(tmp_path, (_X, _Y), num_probes=4)
+
+    def unblock():  # main: on_train_begin waits in open() for a writer, for good
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+
+    # The fit takes 1-3 s; 120 s is a bound a loaded machine keeps.
+    finished, result = _in_thread(lambda: _fit(model, monitor, epochs=2), 120, unblock)
+    assert finished, "fit hung before its first batch on a FIFO"
+    assert not isinstance(result, BaseException), result
+    assert monitor.faults == {}
+    os.unlink(fifo)  # TensorBoard's own reader would wait on it too
+    assert sorted(read_scalars(str(events), "saliency/concentration")) == [0, 1]
+
+
+def test_19_5_a_hung_disk_at_start_up_is_waited_for_within_the_bound(tmp_path, model, monkeypatch):
+    from keras_saliency_monitor import writing
+
+    hung = threading.Event()
+    real = writing.last_step
+
+    def last_step(path):  # a hung network file system: the start-up read never comes back
+        hung.wait()
+        return real(path)
+
+    monkeypatch.setattr(writing, "last_step", last_step)
+    monitor = SaliencyMonitor(tmp_path, (_X, _Y), num_probes=4)
+    monitor.WRITE_TIMEOUT_SECONDS = 1.0
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        finished, result = _in_thread(lambda: _fit(model, monitor, epochs=2), 120, hung.set)
+    assert finished, "fit waited for the hung start-up read"
+    assert not isinstance(result, BaseException), result
+    assert list(monitor.faults) == ["stalled"]
+    assert any("start of fit" in str(w.message) for w in caught)
+    assert sorted(monitor.history) == [0, 1]  # the numbers still reached logs
+    assert "saliency_concentration" in result.history
+    hung.set()  # the disk comes back: the late start-up lets go of the lock it took
+    deadline = time.monotonic() + 60
+    again = SaliencyMonitor(tmp_path, (_X, _Y), num_probes=4)
+    while True:
+        try:
+            _fit(model, again, epochs=1)
+            break
+        except ValueError:
+            assert time.monotonic() < deadline, "the late start-up kept the lock"
+            time.sleep(0.1)
+    assert again.faults == {}
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork")
+def test_19_6_a_process_forked_during_fit_does_not_keep_the_lock(tmp_path, model):
+    r, w = os.pipe()
+    children = []
+
+    def fork(model):  # e.g. a data loader's worker, started during training
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # fork of a threaded process
+            pid = os.fork()
+        if pid == 0:
+            os.read(r, 1)
+            os._exit(0)
+        children.append(pid)
+
+    try:
+        first = SaliencyMonitor(tmp_path, (_X, _Y), num_probes=4)
+        _fit(model, first, epochs=2, extra=[AtEpoch([1], fork)])
+        assert len(children) == 1  # still alive, holding a copy of the lock file
+        second = SaliencyMonitor(tmp_path, (_X, _Y), num_probes=4)
+        _fit(model, second, epochs=1)  # main: refused, naming the parent
+    finally:
+        os.write(w, b"x" * len(children))
+        for pid in children:
+            os.waitpid(pid, 0)
+        os.close(r)
+        os.close(w)
+    assert second.faults == {}
+
+
+def test_19_7_last_step_checks_record_crcs(tmp_path):
+    from tensorboard.compat.proto.event_pb2 import Event
+
+    with writer.EventWriter(tmp_path) as w:
+        for step in range(4):
+            w.add_scalar("a", 1.0, step)
+    (path,) = [tmp_path / n for n in _event_files_in(tmp_path)]
+    forged = bytearray(writer._tfrecord(Event(wall_time=1.0, step=2**49).SerializeToString()))
+    forged[-1] ^= 0xFF  # its payload CRC no longer matches: a corrupt record
+    good_tail = writer._tfrecord(Event(wall_time=2.0, step=2).SerializeToString())
+    with open(path, "ab") as f:
+        f.write(bytes(forged) + good_tail)  # framing goes on past the corrupt record
+    assert writer.last_step(tmp_path) == 3  # main: 562949953421312
+    # A corrupt length ends the file: nothing after it can be framed.
+    data = bytearray(path.read_bytes())
+    data[-len(good_tail) - len(forged)] ^= 0x01
+    path.write_bytes(bytes(data))
+    assert writer.last_step(tmp_path) == 3
+
+
+def _reused_dir(tmp_path, model, second_kwargs):
+    """A log dir written by a fit with 4 probes (seed 0), then one with ``second_kwargs``."""
+    run = tmp_path / "run"
+    x, y = tiny_data(48)
+    first = SaliencyMonitor(run, (x, y), num_probes=4, seed=0)
+    _fit(model, first, epochs=2)
+    second = SaliencyMonitor(run, (x, y), **{"num_probes": 4, "seed": 0, **second_kwargs})
+    _fit(model, second, epochs=2)
+    return run, first, second
+
+
+def _check_each_epoch_has_its_own_probes(run, first, second):
+    from keras_saliency_monitor import report, store
+
+    runs = report.load_runs(run)
+    assert [r.steps for r in runs] == [[0, 1], [2, 3]]  # main: one run, steps 0-3
+    for loaded, monitor in zip(runs, (first, second)):
+        np.testing.assert_array_equal(loaded.display, monitor._log.display)  # lossless PNG
+        for step in loaded.steps:
+            assert loaded.maps(step).shape[0] == len(monitor.probes.indices)
+    # What the dashboard is handed: the latest probe set and only the epochs computed on it.
+    provider, ctx, eid = store.open_logdir(run)
+    index = store.read_run(provider, ctx, eid, "saliency")
+    n = index["probe_set"]["num_probes"]
+    assert n == len(second.probes.indices) and index["steps"] == [2, 3]
+    assert all(len(info["scale"]) == n for info in index["epochs"].values())
+    assert [g["steps"] for g in index["probe_sets"]] == [[0, 1], [2, 3]]
+    older = store.read_run(provider, ctx, eid, "saliency", probe_set=0)
+    assert older["steps"] == [0, 1] and older["probe_set"]["num_probes"] == 4
+    png = store.read_probe_images(provider, ctx, eid, "saliency", probe_set=0)
+    np.testing.assert_array_equal(store.decode_images(png, 4), first._log.display)
+    for ext in ("html", "png", "gif"):  # main: ValueError display_u8 and heat_u8 ...
+        summary = report.write_report(run, run.parent / f"r.{ext}")
+        assert summary.runs == [r.name for r in runs] and summary.skipped == []
+    assert runs[0].name == "run (epochs 0-1, 4 probes)"
+
+
+def test_19_1_a_dir_reused_with_more_probes_shows_each_epoch_with_its_probes(tmp_path, model):
+    _check_each_epoch_has_its_own_probes(*_reused_dir(tmp_path, model, {"num_probes": 6}))
+
+
+def test_19_1_a_dir_reused_with_other_probes_of_one_count_is_not_drawn_over(tmp_path, model):
+    run, first, second = _reused_dir(tmp_path, model, {"seed": 1})
+    assert not np.array_equal(first.probes.indices, second.probes.indices)
+    _check_each_epoch_has_its_own_probes(run, first, second)
+
+
+def test_19_1_a_dir_reused_with_the_same_probes_stays_one_run(tmp_path, model):
+    from keras_saliency_monitor import report
+
+    run, first, second = _reused_dir(tmp_path, model, {})
+    (loaded,) = report.load_runs(run)
+    assert loaded.name == "run" and loaded.steps == [0, 1, 2, 3]
+
+
+def test_19_report_writes_the_good_runs_and_names_the_bad_file(tmp_path, capsys):
+    from keras_saliency_monitor import cli, report, store
+    from keras_saliency_monitor.writer import EventWriter
+
+    from .helpers import write_stored_run
+
+    write_stored_run(str(tmp_path / "good" / "saliency"), [0, 1])
+    bad = tmp_path / "bad" / "saliency"
+    with EventWriter(bad) as w:  # its probe images are not a PNG (a corrupt file)
+        blobs = store.encode_probe_set(np.zeros((3, 16, 16, 3), np.uint8), indices=[0, 1, 2])
+        w.add_blob_sequence(store.PROBE_SET_TAG, [blobs[0], b"garbage", b""], 0, "saliency")
+        maps = store.encode_maps(np.ones((3, 16, 16), np.float32), step=0, classes=[0, 0, 0])
+        w.add_blob_sequence(store.MAPS_TAG, maps, 0, store.PLUGIN_NAME)
+    (bad_file,) = [str(bad / n) for n in _event_files_in(bad)]
+    summary = report.write_report(tmp_path, tmp_path / "r.html")  # main: UnidentifiedImageError
+    assert summary.runs == ["good"]
+    (note,) = summary.skipped
+    assert "bad" in note and bad_file in note and "UnidentifiedImageError" in note
+    assert os.path.getsize(tmp_path / "r.html") > 0
+    assert cli.main(["report", str(tmp_path), "--out", str(tmp_path / "r.gif")]) == 0
+    assert bad_file in capsys.readouterr().err
+
+
+def test_19_load_arrays_skips_a_corrupt_npz_naming_it(tmp_path):
+    good = arrays.save_epoch(tmp_path, 0, np.ones((2, 4, 4)))
+    bad = arrays.save_epoch(tmp_path, 1, np.ones((2, 4, 4)))
+    with open(bad, "r+b") as f:
+        f.truncate(40)
+    with pytest.warns(RuntimeWarning, match=bad):  # main: zipfile.BadZipFile, nothing loaded
+        loaded = arrays.load_arrays(tmp_path)
+    assert sorted(loaded) == [0]
+    np.testing.assert_array_equal(loaded[0]["maps"], np.load(good)["maps"])
+
+
+def test_19_saved_arrays_have_the_permissions_of_the_event_files(tmp_path):
+    path = arrays.save_epoch(tmp_path, 0, np.ones((2, 4, 4)))
+    with writer.EventWriter(tmp_path / "saliency") as w:
+        w.add_scalar("a", 1.0, 0)
+    event_mode = os.stat(w.path).st_mode & 0o777
+    assert os.stat(path).st_mode & 0o777 == event_mode  # main: 0600 against 0644

@@ -30,6 +30,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KILL_AFTER = 5  # kill once this epoch has ended
 SLOW_FLUSH_SECONDS = 0.25  # a slow disk: longer than an epoch of the tiny model
 TIMEOUT_SECONDS = 240  # to see epoch KILL_AFTER end (TensorFlow starts in ~5-20 s)
+# Ctrl-C with a hung write: the exit handler gives up after 3 s (the child's exit timeout), the
+# lock wait after 1 s, then the interpreter tears down. Measured alone: 6.2-7.2 s (3 runs); under
+# load 15.9 s was seen. Far below the hung sync's hour, and over 3x what it takes alone.
+EXIT_BOUND_SECONDS = 60
 
 CHILD = textwrap.dedent(
     """
@@ -203,7 +207,10 @@ def test_ctrl_c_with_a_stuck_disk_exits_in_bounded_time(tmp_path):
         time.sleep(2.0)  # inside epoch 2's end, waiting (up to 60 s) for the stuck write
         start = time.monotonic()
         proc.send_signal(signal.SIGINT)
-        code = proc.wait(timeout=60)
+        try:
+            code = proc.wait(timeout=EXIT_BOUND_SECONDS)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the process did not exit within {EXIT_BOUND_SECONDS} s of SIGINT")
         took = time.monotonic() - start
         stderr = proc.stderr.read().decode(errors="replace")
     finally:
@@ -214,5 +221,5 @@ def test_ctrl_c_with_a_stuck_disk_exits_in_bounded_time(tmp_path):
         proc.stderr.close()
     print(f"the process exited {took:.1f} s after SIGINT")
     assert code != 0 and "KeyboardInterrupt" in stderr
+    # The event that bounds the exit: the handler gave up on the job (its sync sleeps an hour).
     assert "gave up on background jobs at exit" in stderr
-    assert took < 3.0 + 1.0 + 10.0, took  # exit timeout + lock wait + interpreter teardown

@@ -283,3 +283,28 @@ def test_large_maps_are_stored_as_block_means_within_quantisation():
     e = 0.5 / 255
     bound = peak * (2 * np.sqrt(means / peak) * e + e * e) + 1e-6 * peak
     assert np.all(np.abs(decoded - means) <= bound)
+
+
+def test_group_epochs_by_fingerprint_then_by_step():
+    sets = {0: {"fingerprint": "a"}, 2: {"fingerprint": "b"}, 4: {"fingerprint": "a"}}
+    epochs = {s: {"probe_set": fp} for s, fp in enumerate("aabbaz")}  # "z": its set was lost
+    assert store.group_epochs(sets, epochs) == {2: [2, 3], 4: [0, 1, 4]}
+    # Written before fingerprints: an epoch goes with the latest probe set at or before it.
+    assert store.group_epochs({0: {}, 3: {}}, {s: {} for s in range(5)}) == {
+        0: [0, 1, 2],
+        3: [3, 4],
+    }
+    assert store.group_epochs({}, {0: {}}) == {}
+
+
+@pytest.mark.parametrize("second_seed, groups", [(0, [[0, 1, 2, 3]]), (1, [[0, 1], [2, 3]])])
+def test_probe_sets_written_before_fingerprints_group_by_their_blobs(tmp_path, second_seed, groups):
+    from .helpers import write_stored_run
+
+    run_dir = str(tmp_path / "saliency")
+    write_stored_run(run_dir, [0, 1], seed=0)  # no fingerprint in either probe set
+    write_stored_run(run_dir, [2, 3], seed=second_seed)
+    provider, ctx, eid = store.open_logdir(run_dir)
+    index = store.read_run(provider, ctx, eid, ".")
+    assert [g["steps"] for g in index["probe_sets"]] == groups
+    assert index["steps"] == groups[-1]

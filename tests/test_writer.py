@@ -508,3 +508,40 @@ def test_exit_is_bounded_with_a_stuck_worker(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert time.monotonic() - start < 20
     assert "gave up on background jobs at exit" in proc.stderr
+
+
+def test_before_new_file_runs_before_each_new_file_and_can_refuse(tmp_path):
+    calls = []
+
+    def hook():
+        calls.append(sorted(os.listdir(tmp_path / "run")))
+        if len(calls) == 3:
+            raise OSError(16, "taken by another writer")
+
+    w = EventWriter(tmp_path / "run", before_new_file=hook)
+    w.add_scalar("a", 1.0, 0)
+    w.add_scalar("a", 2.0, 1)  # the same file: no call
+    assert calls == [[]]  # the directory exists, the file does not yet
+    shutil.rmtree(tmp_path / "run")
+    w.add_scalar("a", 3.0, 2)  # the directory is made again, then a new file
+    assert len(calls) == 2 and calls[1] == []
+    shutil.rmtree(tmp_path / "run")
+    with pytest.raises(OSError, match="taken by another writer"):
+        w.add_scalar("a", 4.0, 3)
+    assert os.listdir(tmp_path / "run") == []  # refused: no event file was created
+    w.close()
+
+
+def test_idle_worker_thread_ends_and_the_next_submit_starts_another(monkeypatch):
+    monkeypatch.setattr(BackgroundWorker, "idle_seconds", 0.2)
+    worker = BackgroundWorker()
+    done = []
+    worker.submit(done.append, 1)
+    worker.wait()
+    thread = worker._thread
+    thread.join(30)  # ends by itself after 0.2 s idle; 30 s is a bound a loaded machine keeps
+    assert not thread.is_alive()
+    worker.submit(done.append, 2)
+    assert worker.drain(30) == []
+    assert done == [1, 2]
+    worker.close()
