@@ -55,6 +55,7 @@ __all__ = [
     "read_masks",
     "read_probe_images",
     "read_run",
+    "read_run_since",
     "saliency_runs",
 ]
 
@@ -441,6 +442,18 @@ def read_run(provider, ctx, experiment_id, run: str) -> dict:
     for datum in _sequence(provider, ctx, experiment_id, run, MAPS_TAG):
         epochs[str(int(datum.step))] = _json(provider, ctx, datum)
     steps = sorted(int(s) for s in epochs)
+    return {
+        "run": run,
+        "probe_set": probe_set,
+        "steps": steps,
+        "epochs": epochs,
+        "scalars": _read_scalars(provider, ctx, experiment_id, run),
+        "alarm": _read_alarm(provider, ctx, experiment_id, run),
+    }
+
+
+def _read_scalars(provider, ctx, experiment_id, run: str, after: int = -1) -> dict:
+    """``{name: [[step, value or None], ...]}``: the ``saliency/<name>`` scalars past ``after``."""
     scalars = {}
     data = provider.read_scalars(
         ctx,
@@ -452,9 +465,15 @@ def read_run(provider, ctx, experiment_id, run: str) -> dict:
     for tag, series in sorted(data.get(run, {}).items()):
         if tag.startswith(_SCALAR_PREFIX):
             scalars[tag[len(_SCALAR_PREFIX) :]] = [
-                [int(d.step), d.value if math.isfinite(d.value) else None] for d in series
+                [int(d.step), d.value if math.isfinite(d.value) else None]
+                for d in series
+                if d.step > after
             ]
-    alarm = None
+    return scalars
+
+
+def _read_alarm(provider, ctx, experiment_id, run: str) -> dict | None:
+    """``{"step", "text"}`` of the run's latest alarm, or None."""
     texts = provider.read_tensors(
         ctx,
         experiment_id=experiment_id,
@@ -463,18 +482,63 @@ def read_run(provider, ctx, experiment_id, run: str) -> dict:
         run_tag_filter=_filter(run, ALARM_TAG),
     )
     alarms = texts.get(run, {}).get(ALARM_TAG, [])
-    if alarms:
-        last = max(alarms, key=lambda d: (d.step, d.wall_time))
-        value = last.numpy.reshape(-1)
-        text = b"\n".join(v if isinstance(v, bytes) else str(v).encode() for v in value)
-        alarm = {"step": int(last.step), "text": text.decode("utf-8", "replace")}
+    if not alarms:
+        return None
+    last = max(alarms, key=lambda d: (d.step, d.wall_time))
+    value = last.numpy.reshape(-1)
+    text = b"\n".join(v if isinstance(v, bytes) else str(v).encode() for v in value)
+    return {"step": int(last.step), "text": text.decode("utf-8", "replace")}
+
+
+def read_run_since(provider, ctx, experiment_id, run: str, after: int = -1) -> dict:
+    """:func:`read_run` for a live page: only what is past ``after``, and never failing on one
+    bad epoch.
+
+    A page that holds epochs up to step ``after`` asks for the rest: the JSON of each newer
+    epoch is read, older ones are not. An epoch whose JSON cannot be read or decoded is left
+    out and named in ``"errors"``, so one corrupt event costs one epoch, not the run.
+
+    Args:
+        after: the last step the caller holds; ``-1`` (the default) reads every epoch.
+
+    Returns:
+        :func:`read_run`'s dict, with ``"epochs"`` and ``"scalars"`` limited to steps past
+        ``after``, ``"steps"`` listing every readable step (old ones included: the caller
+        learns what disappeared), ``"after"``, and ``"errors"``: ``[{"step": int or None,
+        "what": str}]`` (step None: the probe set).
+    """
+    errors = []
+    probe_set = None
+    latest = _latest_probe_set(provider, ctx, experiment_id, run)
+    if latest is not None:
+        try:
+            probe_set = _json(provider, ctx, latest)
+        except (ValueError, UnicodeDecodeError) as err:
+            errors.append({"step": None, "what": f"the probe set's JSON is unreadable ({err})"})
+    steps, epochs = [], {}
+    for datum in _sequence(provider, ctx, experiment_id, run, MAPS_TAG):
+        step = int(datum.step)
+        if step <= after:
+            steps.append(step)
+            continue
+        try:
+            info = _json(provider, ctx, datum)
+            if not isinstance(info, dict):
+                raise ValueError(f"expected a JSON object, found {type(info).__name__}")
+        except (ValueError, UnicodeDecodeError) as err:
+            errors.append({"step": step, "what": f"its maps' JSON is unreadable ({err})"})
+            continue
+        steps.append(step)
+        epochs[str(step)] = info
     return {
         "run": run,
+        "after": int(after),
         "probe_set": probe_set,
-        "steps": steps,
+        "steps": sorted(set(steps)),
         "epochs": epochs,
-        "scalars": scalars,
-        "alarm": alarm,
+        "scalars": _read_scalars(provider, ctx, experiment_id, run, after),
+        "alarm": _read_alarm(provider, ctx, experiment_id, run),
+        "errors": errors,
     }
 
 

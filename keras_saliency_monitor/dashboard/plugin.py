@@ -12,7 +12,9 @@ reloading behave as in TensorBoard's own dashboards.
 
 Routes (under ``/data/plugin/saliency/``):
     ``runs``: JSON list of the runs holding saliency maps.
-    ``run?run=R``: JSON index of one run (``store.read_run``, plus ``has_masks``).
+    ``run?run=R[&after=S]``: JSON index of one run (``store.read_run_since``: the epochs past
+    step S only, every readable step listed, unreadable epochs named in ``errors`` instead of
+    failing the request; plus ``has_masks``). The page polls it with the last step it holds.
     ``images?run=R``: PNG of the probe images stacked vertically.
     ``masks?run=R``: PNG of the object masks, or 404 without masks.
     ``maps?run=R&step=S``: PNG of the stored maps of one logged epoch.
@@ -86,10 +88,12 @@ class SaliencyPlugin(base_plugin.TBPlugin):
         return False
 
     def frontend_metadata(self):
-        # TensorBoard's reload button does not reach an iframed dashboard; the page polls for new
-        # epochs itself (and has its own reload button), so TensorBoard's is disabled on its tab.
+        # TensorBoard's reload (its button and its auto-reload) reaches the page as an
+        # `experimental.DataReloaded` message from the host (tensorboard 2.21's plugin API); the
+        # page also polls on its own every few seconds while visible, for TensorBoard re-reads
+        # the log dir every 5 s but reloads its page only every 30 s.
         return base_plugin.FrontendMetadata(
-            disable_reload=True, es_module_path="/static/index.js", tab_name="Saliency"
+            disable_reload=False, es_module_path="/static/index.js", tab_name="Saliency"
         )
 
     def get_plugin_apps(self):
@@ -131,13 +135,21 @@ class SaliencyPlugin(base_plugin.TBPlugin):
     @wrappers.Request.application
     def _serve_run(self, request):
         run = self._run_arg(request)
+        text = request.args.get("after", "-1")
+        try:
+            after = int(text)
+        except ValueError:
+            raise errors.InvalidArgumentError(
+                f"Invalid query parameter `after`: expected an int (the last step the page "
+                f"holds), received {text!r}."
+            ) from None
         provider, ctx, eid = self._where(request)
         # Added to the index so the page asks for masks only when they exist (a 404 would be a
         # console error); read meanwhile, on another thread.
         masks = _POOL.submit(store.read_masks, provider, ctx, eid, run)
-        index = store.read_run(_PrefetchingProvider(provider), ctx, eid, run)
+        index = store.read_run_since(_PrefetchingProvider(provider, after), ctx, eid, run, after)
         index["has_masks"] = masks.result() is not None
-        if index["probe_set"] is None and not index["steps"]:
+        if index["probe_set"] is None and not index["steps"] and not index["errors"]:
             raise errors.NotFoundError(f"No saliency data for run {run!r}.")
         return http_util.Respond(request, index, "application/json")
 
@@ -217,18 +229,20 @@ _POOL = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix=
 
 
 class _PrefetchingProvider:
-    """A per-request view of a ``DataProvider`` that reads the blobs ``store.read_run`` will ask
-    for concurrently, as soon as it lists a blob sequence.
+    """A per-request view of a ``DataProvider`` that reads the blobs ``store.read_run_since`` will
+    ask for concurrently, as soon as it lists a blob sequence.
 
-    ``read_run`` reads one JSON blob per logged epoch, one after the other. Through TensorBoard's
-    Rust data server each ``read_blob`` is a gRPC call with about 45 ms of latency, whatever its
-    size: measured on a 50-epoch run, 50 sequential calls took 2.2-2.6 s and the same 50 calls on
-    8 threads 0.05-0.07 s (tensorboard 2.21, data server 0.7.2, 2 cores). Everything else is
-    passed through unchanged; nothing outlives the request, so nothing can go stale.
+    ``read_run_since`` reads one JSON blob per new epoch, one after the other. Through
+    TensorBoard's Rust data server each ``read_blob`` is a gRPC call with about 45 ms of
+    latency, whatever its size: measured on a 50-epoch run, 50 sequential calls took 2.2-2.6 s
+    and the same 50 calls on 8 threads 0.05-0.07 s (tensorboard 2.21, data server 0.7.2, 2
+    cores). Everything else is passed through unchanged; nothing outlives the request, so
+    nothing can go stale.
     """
 
-    def __init__(self, provider):
+    def __init__(self, provider, after=-1):
         self._provider = provider
+        self._after = after  # steps up to here are not read (the page holds them)
         self._pending = {}
 
     def __getattr__(self, name):
@@ -239,7 +253,9 @@ class _PrefetchingProvider:
         for tags in result.values():
             for data in tags.values():
                 for datum in data:
-                    # Blob [0] is each step's JSON, which read_run reads for every step.
+                    # Blob [0] is each step's JSON, which read_run_since reads past `after`.
+                    if datum.step <= self._after:
+                        continue
                     key = datum.values[0].blob_key if datum.values else None
                     if key is not None and key not in self._pending:
                         self._pending[key] = _POOL.submit(
