@@ -173,8 +173,8 @@ def _tensorboard(args) -> int:
     try:
         board.echo_to(sys.stderr)  # TensorBoard's own warnings from now on
         print(
-            f"TensorBoard: {board.url}  (every logged image reachable: --samples_per_plugin "
-            f"images={args.max_images}). Press Ctrl-C to stop.",
+            f"TensorBoard: {board.url}#saliency  (every logged image reachable: "
+            f"--samples_per_plugin images={args.max_images}). Press Ctrl-C to stop.",
             flush=True,
         )
     except KeyboardInterrupt:  # TensorBoard is up: the user's stop, as in serve_forever

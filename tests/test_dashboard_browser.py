@@ -11,6 +11,8 @@ examples/dashboard_screenshots.py, which uses the same browser code on the demo'
 import io
 import os
 import re
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -28,6 +30,7 @@ from .test_dashboard import (
     start_tensorboard,
     train_dashboard_runs,
     wait_for_run,
+    write_epochs,
 )
 
 try:
@@ -309,3 +312,217 @@ def test_recolouring_matches_the_callbacks_renderer(board, frame, sigma):
     neighbour = np.abs(lut[1:] - lut[:-1]).max()
     assert off.max() <= neighbour
     assert (off == 0).mean() > 0.99
+
+
+# ---------------------------------------------------------------------------------- live, faults
+
+# The issue's figure: a new epoch shows within 10 s of being written while the tab is visible
+# (TensorBoard re-reads the log dir every 5 s, the page polls every 3 s). Asserted with a 3x
+# margin, for a loaded machine; the measured delays are printed.
+LIVE_LIMIT_S = 30.0
+
+
+def _drawn(step, run=None):
+    where = f"[data-run='{run}']" if run else ""
+    return f"canvas.tile{where}[data-step='{step}'][data-drawn]:not([data-drawn='failed'])"
+
+
+def _open_ready(chromium, url):
+    chromium.new_page()
+    chromium.errors.clear()
+    chromium.external.clear()
+    chromium.navigate(url)
+    return chromium.wait_frame()
+
+
+def test_page_opened_before_training_shows_each_epoch_as_it_is_written(chromium, tmp_path):
+    logdir = tmp_path / "live"
+    logdir.mkdir()
+    handle = start_tensorboard(logdir)
+    try:
+        frame = _open_ready(chromium, handle.url)
+        assert "No run holds saliency maps yet" in frame.locator("#status").inner_text()
+        run_dir = str(logdir / "fit" / "saliency")
+        # Epochs written by the monitor's own writer in a background thread, while the page
+        # sits open: the first, then three more a little later.
+        times = {}
+        writer = threading.Thread(target=lambda: times.update(write_epochs(run_dir, [0])))
+        writer.start()
+        writer.join()
+        frame.wait_for_selector(_drawn(0), timeout=LIVE_LIMIT_S * 1000)
+        first = time.monotonic() - times[0]
+        writer = threading.Thread(target=lambda: times.update(write_epochs(run_dir, [1, 2, 3])))
+        writer.start()
+        writer.join()
+        frame.wait_for_selector(_drawn(3), timeout=LIVE_LIMIT_S * 1000)
+        last = time.monotonic() - times[3]
+        print(f"live: epoch 0 drawn {first:.1f} s after its write, epoch 3 {last:.1f} s after")
+        assert first < LIVE_LIMIT_S and last < LIVE_LIMIT_S
+        steps = _epochs_on_page(frame, "fit/saliency")
+        assert steps == [0, 1, 2, 3]
+        assert chromium.errors == [] and chromium.external == []
+    finally:
+        handle.stop()
+
+
+@pytest.fixture(scope="module")
+def six_runs(tmp_path_factory):
+    """Six runs of 4 probes (run c: epoch 1's JSON and epoch 2's maps PNG corrupt; run f: long
+    class names and an alarm) and a seventh whose probe images are corrupt."""
+    logdir = tmp_path_factory.mktemp("six")
+    long_names = ("a class name far too long to fit under one tile", "another long one")
+    for i, name in enumerate("abcdef"):
+        write_epochs(
+            str(logdir / name),
+            range(4 + i),
+            seed=i,
+            bad_json={1} if name == "c" else (),
+            bad_png={2} if name == "c" else (),
+            class_names=long_names if name == "f" else ("a", "b"),
+            alarm=(2, "Saliency alarm: border ratio 3.1 past 1.0") if name == "f" else None,
+        )
+    write_epochs(str(logdir / "g"), range(3), bad_images=True)
+    handle = start_tensorboard(logdir)
+    try:
+        for name in "abdef":
+            wait_for_run(handle, name, 4 + "abcdef".index(name))
+        wait_for_run(handle, "c", 5)  # epoch 1 of 6 is unreadable
+        handle.logdir_path = logdir
+        yield handle
+    finally:
+        handle.stop()
+
+
+def test_a_corrupt_epoch_gets_a_card_and_every_other_run_loads_and_updates(chromium, six_runs):
+    frame = _open_ready(chromium, six_runs.url)
+    chromium.wait_ready()
+    frame.select_option("#columns", "0")  # every epoch: the broken one is drawn, and fails
+    cards = frame.locator(".card.error")
+    frame.wait_for_selector(".card.error[data-run='c'][data-step='2']")
+    texts = {
+        (c.get_attribute("data-run"), c.get_attribute("data-step")): c.inner_text()
+        for c in cards.all()
+    }
+    assert "c · epoch 1" in texts[("c", "1")] and "JSON" in texts[("c", "1")]
+    assert "c · epoch 2" in texts[("c", "2")] and "maps" in texts[("c", "2")]
+    assert "g" in texts[("g", "")] and "probe images" in texts[("g", "")]
+    shown = _epochs_on_page(frame, "c")
+    assert shown[:2] == [0, 2] and shown[-1] == 5  # epoch 1 skipped, the rest shown
+    for name in "abdef":
+        assert _epochs_on_page(frame, name)[-1] == 3 + "abcdef".index(name)
+    assert frame.locator("section.run[data-run='g']").count() == 0
+    # Every run still updates, the damaged one included.
+    logdir = six_runs.logdir_path
+    write_epochs(str(logdir / "a"), [4], seed=10)
+    write_epochs(str(logdir / "c"), [6], seed=11)
+    frame.wait_for_selector(_drawn(4, "a"), timeout=LIVE_LIMIT_S * 1000)
+    frame.wait_for_selector(_drawn(6, "c"), timeout=LIVE_LIMIT_S * 1000)
+    assert chromium.errors == [] and chromium.external == []  # no 500, nothing uncaught
+
+
+def test_rows_stay_aligned_across_six_runs(chromium, six_runs):
+    chromium.page.set_viewport_size({"width": 1440, "height": 900})
+    try:
+        frame = _open_ready(chromium, six_runs.url)
+        chromium.wait_ready()
+        sections = frame.locator("#runs > section.run")
+        boxes = {s.get_attribute("data-run"): s.bounding_box() for s in sections.all()}
+        assert sorted(boxes) == list("abcdef")
+        rows = {}
+        for run, box in boxes.items():
+            rows.setdefault(round(box["y"]), []).append(run)
+        assert all(len(r) <= 3 for r in rows.values()), rows  # stacked past three a row
+        for runs in rows.values():
+            for k in range(4):
+                ys = [
+                    frame.locator(
+                        f"section.run[data-run='{r}'] tr[data-probe='{k}']"
+                    ).bounding_box()["y"]
+                    for r in runs
+                ]
+                assert max(ys) - min(ys) <= 1, (runs, k, ys)
+        # Long class names end in an ellipsis instead of widening the columns.
+        caption = frame.locator("section.run[data-run='f'] th.caption").first
+        assert caption.bounding_box()["width"] <= 130
+        truth = caption.locator(".truth")
+        assert truth.evaluate("e => e.scrollWidth > e.clientWidth")
+        # The last epoch of the widest run is on screen without scrolling.
+        last = frame.locator("section.run[data-run='f'] th.epoch[data-step='8']").bounding_box()
+        assert last is not None and last["x"] + last["width"] <= 1440
+    finally:
+        chromium.page.set_viewport_size(chromium.viewport)
+
+
+# ------------------------------------------------------------------- TensorBoard's conventions
+
+
+def test_dark_mode_follows_tensorboards_theme(board, chromium, frame):
+    def background():
+        rgb = frame.evaluate("getComputedStyle(document.body).backgroundColor")
+        return [int(v) for v in re.findall(r"\d+", rgb)[:3]]
+
+    assert min(background()) > 200  # light by default
+    # TensorBoard's own theme menu, as a user sets it.
+    chromium.page.get_by_label("Menu for changing light or dark theme").click()
+    chromium.page.get_by_role("menuitem", name=re.compile("dark", re.I)).click()
+    frame.wait_for_function("() => document.documentElement.classList.contains('dark')")
+    assert max(background()) < 80
+    panel = frame.locator("section.run").first.evaluate("e => getComputedStyle(e).color")
+    assert min(int(v) for v in re.findall(r"\d+", panel)[:3]) > 180  # light text on dark
+    chromium.page.get_by_label("Menu for changing light or dark theme").click()
+    chromium.page.get_by_role("menuitem", name=re.compile("light", re.I)).click()
+    frame.wait_for_function("() => !document.documentElement.classList.contains('dark')")
+
+
+def test_url_state_round_trip(board, chromium, frame):
+    frame.select_option("#cmap", "viridis")
+    frame.select_option("#order", "class")
+    frame.select_option("#layout", "probe")
+    frame.select_option("#probe", "2")
+    chromium.wait_painted()
+    url = chromium.page.url
+    for key, value in [
+        ("cmap", "viridis"),
+        ("order", "class"),
+        ("layout", "probe"),
+        ("probe", "2"),
+    ]:
+        assert f"p.saliency.{key}={value}" in url, url
+    # A fresh page on that URL (a reload, a shared link) shows the same view.
+    chromium.new_page()
+    chromium.page.goto(url, wait_until="commit")
+    frame = chromium.wait_first_tile()
+    chromium.wait_ready()
+    assert frame.locator("#cmap").input_value() == "viridis"
+    assert frame.locator("#order").input_value() == "class"
+    assert frame.locator("#layout").input_value() == "probe"
+    assert frame.locator("#probe").input_value() == "2"
+    view = frame.locator("section.run.probe")
+    assert view.get_attribute("data-probe") == "2"
+    runs = view.locator("tr").evaluate_all("rs => rs.map(r => r.dataset.run)")
+    assert sorted(runs) == sorted(RUNS.values())  # one probe, every run
+
+
+def test_focus_stays_in_the_detail_dialog(board, chromium, frame):
+    run = RUNS["clean"]
+    tile = frame.locator(f"canvas.tile[data-run='{run}'][data-probe='1'][data-step='0']")
+    tile.focus()
+    chromium.page.keyboard.press("Enter")
+    frame.locator("#detail").wait_for(state="visible")
+    inside = "() => document.getElementById('detail').contains(document.activeElement)"
+    assert frame.evaluate(inside)
+    for _ in range(8):
+        chromium.page.keyboard.press("Tab")
+        assert frame.evaluate(inside)
+    for _ in range(3):
+        chromium.page.keyboard.press("Shift+Tab")
+        assert frame.evaluate(inside)
+    frame.locator("button.close").focus()
+    chromium.page.keyboard.press("ArrowRight")
+    assert frame.locator("#detailepoch").inner_text() == "epoch 1"
+    chromium.page.keyboard.press("ArrowRight")
+    chromium.page.keyboard.press("ArrowLeft")
+    assert frame.locator("#detailepoch").inner_text() == "epoch 1"
+    chromium.page.keyboard.press("Escape")
+    frame.locator("#detail").wait_for(state="hidden")
+    assert frame.evaluate("() => document.activeElement.dataset.probe") == "1"  # back on the tile

@@ -105,3 +105,16 @@ def test_cli_tensorboard_missing_log_dir(tmp_path, capsys):
     assert cli.main(["tensorboard", str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("keras-saliency-monitor tensorboard: error: ") and "Traceback" not in err
+
+
+def test_busy_port_gives_one_line(board, logdir, capsys):
+    """A taken port: one line naming it and the fix, none of TensorFlow's start-up noise."""
+    with pytest.raises(launcher.LaunchError) as caught:
+        launcher.launch(logdir, port=board.port, timeout=120)
+    assert str(caught.value) == f"port {board.port} is already in use"
+    assert cli.main(["tensorboard", str(logdir), "--port", str(board.port)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"keras-saliency-monitor tensorboard: error: port {board.port} is already in use. "
+        "Pass --port 0 for a free port."
+    ]

@@ -26,7 +26,7 @@ const state = {
   sigma: 0, // Gaussian smoothing in pixels of the probe images (the callback's `smoothing`)
   adopted: false, // display options taken from the first run's probe set (its grid's own)
   tile: 88,
-  columns: -1, // -1: as many as fit the width (first and last always among them); 0: all
+  columns: -2, // -2: key epochs, as many as fit; -1: as many as fit, paged; 0: all
   fitColumns: 8,
   page: 0,
   order: "probe",
@@ -137,8 +137,43 @@ export function visibleSteps(steps, page, columns) {
   return [steps[0], ...middle.slice(p * per, (p + 1) * per), steps[steps.length - 1]];
 }
 
+/**
+ * Key epochs of a long run, `count` at most: the first, the last, the alarm's, then the largest
+ * changes (lowest mean `stability`, the rank correlation with the previous epoch's map) for half
+ * the rest, and evenly spaced ones for the other half. Returns [steps, Set of "change" steps].
+ */
+export function keyEpochs(index, count) {
+  const steps = index.steps;
+  if (steps.length <= count) return [steps.slice(), new Set()];
+  const chosen = new Set([steps[0], steps[steps.length - 1]]);
+  if (index.alarm && steps.includes(index.alarm.step)) chosen.add(index.alarm.step);
+  const change = (s) => {
+    const values = ((index.epochs[String(s)] || {}).per_probe || {}).stability;
+    const finite = (values || []).filter((v) => v !== null && Number.isFinite(v));
+    return finite.length ? 1 - finite.reduce((a, b) => a + b, 0) / finite.length : null;
+  };
+  const ranked = steps.slice(1).map((s) => [s, change(s)]).filter(([, c]) => c !== null).sort((a, b) => b[1] - a[1]);
+  const changes = new Set();
+  for (const [s] of ranked) {
+    if (changes.size >= Math.floor((count - chosen.size) / 2)) break;
+    if (!chosen.has(s)) { chosen.add(s); changes.add(s); }
+  }
+  const rest = count - chosen.size;
+  const every = (steps.length - 1) / (rest + 1);
+  for (let i = 1; i <= rest; i++) chosen.add(steps[Math.round(i * every)]);
+  for (const s of steps) { if (chosen.size >= count) break; chosen.add(s); } // spacing collided
+  return [steps.filter((s) => chosen.has(s)), changes];
+}
+
+/** The epochs a run shows now: key epochs, or a page of them. */
+function shownSteps(index) {
+  if (state.columns === -2) return keyEpochs(index, Math.max(3, state.fitColumns))[0];
+  return visibleSteps(index.steps, state.page, columns());
+}
+
 /** The columns per run actually used: "fit" is resolved from the page width. */
 function columns() {
+  if (state.columns === -2) return 0; // key epochs: one page
   return state.columns === -1 ? state.fitColumns : state.columns;
 }
 
@@ -172,6 +207,11 @@ function goToEpoch(step) {
     if (i > 0 && i < steps.length - 1 && c && steps.length > c) {
       state.page = Math.floor((i - 1) / Math.max(1, c - 2));
       return true;
+    }
+    if (i >= 0 && state.columns === -2 && !shownSteps(state.data.get(run).index).includes(step)) {
+      state.columns = -1; // not a key epoch: page to it
+      document.getElementById("columns").value = "-1";
+      return goToEpoch(step);
     }
     if (i >= 0) return true; // first, last, or everything on one page: always visible
   }
@@ -453,7 +493,8 @@ function buildFilmstrip(run) {
   const d = state.data.get(run);
   const { index } = d;
   const ps = index.probe_set;
-  const steps = visibleSteps(index.steps, state.page, columns());
+  const steps = shownSteps(index);
+  const changes = state.columns === -2 ? keyEpochs(index, Math.max(3, state.fitColumns))[1] : new Set();
   const all = index.steps;
   const head = h("tr", {}, h("th", { class: "corner", text: "probe" }));
   steps.forEach((s, i) => {
@@ -465,6 +506,7 @@ function buildFilmstrip(run) {
       h("span", { class: "ep", text: `epoch ${s}` }),
       tags.length ? h("span", { class: "eptag", text: tags.join(", ") }) : null);
     if (index.alarm && index.alarm.step === s) th.append(h("span", { class: "alarmtag", text: "alarm" }));
+    if (changes.has(s)) th.append(h("span", { class: "eptag", text: "big change" }));
     head.append(th);
   });
   const body = h("tbody");
@@ -587,7 +629,7 @@ function buildProbeView() {
     const { index } = state.data.get(run);
     const ps = index.probe_set;
     if (state.probe >= ps.num_probes) continue;
-    const steps = visibleSteps(index.steps, state.page, columns());
+    const steps = shownSteps(index);
     const k = state.probe;
     const p = ps.probes[k];
     const label = p.label === null || p.label === undefined ? null : (p.label_name ?? className(ps, p.label));
@@ -680,7 +722,7 @@ function applyUrlState(data) {
   if (data.order in ORDERS) state.order = data.order;
   if (["side", "stacked", "probe"].includes(data.layout)) state.layout = data.layout;
   if (int(data.probe) !== null && int(data.probe) >= 0) state.probe = int(data.probe);
-  if ([-1, 4, 6, 8, 12, 16, 24, 0].includes(int(data.columns))) state.columns = int(data.columns);
+  if ([-2, -1, 4, 6, 8, 12, 16, 24, 0].includes(int(data.columns))) state.columns = int(data.columns);
   if ([56, 88, 128, 192].includes(int(data.tile))) state.tile = int(data.tile);
   state.charts = data.charts === "1";
 }
@@ -877,7 +919,7 @@ function buildToolbar() {
   classFilter.addEventListener("change", () => { state.classFilter = classFilter.value; buildAll(); });
   const onlyWrong = h("input", { id: "onlywrong", type: "checkbox" });
   onlyWrong.addEventListener("change", () => { state.onlyWrong = onlyWrong.checked; buildAll(); });
-  const colSelect = h("select", { id: "columns" }, ...[-1, 4, 6, 8, 12, 16, 24, 0].map((c) => h("option", { value: c, text: c === -1 ? "fit width" : c ? String(c) : "all" })));
+  const colSelect = h("select", { id: "columns" }, ...[-2, -1, 4, 6, 8, 12, 16, 24, 0].map((c) => h("option", { value: c, text: c === -2 ? "key epochs" : c === -1 ? "fit width" : c ? String(c) : "all" })));
   colSelect.value = String(state.columns);
   colSelect.addEventListener("change", () => { state.columns = Number(colSelect.value); state.page = 0; saveUrl("columns", colSelect.value); buildAll(); });
   const tile = h("select", { id: "tilesize" }, ...[[56, "small"], [88, "medium"], [128, "large"], [192, "huge"]].map(([v, t]) => h("option", { value: v, text: t })));
