@@ -502,12 +502,15 @@ function buildFilmstrip(run) {
     if (s === all[0]) tags.push("first");
     if (s === all[all.length - 1]) tags.push("last");
     const gap = i > 0 && all.indexOf(s) - all.indexOf(steps[i - 1]) > 1;
-    const th = h("th", { class: "epoch" + (gap ? " gap" : ""), "data-step": s },
-      h("span", { class: "ep", text: `epoch ${s}` }),
-      tags.length ? h("span", { class: "eptag", text: tags.join(", ") }) : null);
-    if (index.alarm && index.alarm.step === s) th.append(h("span", { class: "alarmtag", text: "alarm" }));
-    if (changes.has(s)) th.append(h("span", { class: "eptag", text: "big change" }));
-    head.append(th);
+    if (changes.has(s)) tags.push("big change");
+    // One line of tags, cut with an ellipsis: the header keeps one height in every run, so
+    // probe rows line up across runs side by side.
+    const line = h("span", { class: "eptags", style: `max-width: ${state.tile}px` });
+    if (index.alarm && index.alarm.step === s) line.append(h("span", { class: "alarmtag", text: "alarm " }));
+    line.append(h("span", { class: "eptag", text: tags.join(", ") }));
+    line.title = line.textContent;
+    head.append(h("th", { class: "epoch" + (gap ? " gap" : ""), "data-step": s },
+      h("span", { class: "ep", text: `epoch ${s}` }), line));
   });
   const body = h("tbody");
   for (const k of orderedProbes(run)) {
