@@ -486,11 +486,6 @@ def test_dark_mode_follows_tensorboards_theme(board, chromium, frame):
     frame.wait_for_function("() => !document.documentElement.classList.contains('dark')")
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="the view is written to TensorBoard's URL (asserted), but a fresh page on that URL "
-    "came back with the default colormap in the last run: not yet found why (issue 18)",
-)
 def test_url_state_round_trip(board, chromium, frame):
     frame.select_option("#cmap", "viridis")
     frame.select_option("#order", "class")

@@ -7,7 +7,7 @@
 // the "p.<plugin>.<key>" entries of its URL hash), and sends "experimental.RunsChanged" (run
 // names) and "experimental.DataReloaded" (after its reload button or its auto-reload).
 //
-// Dark mode and writing URL state have no message in 2.21: the host toggles the class
+// Dark mode and URL state have no working message in 2.21: the host toggles the class
 // "dark-mode" on its <body>, and keeps its hash through window.tensorboard.tf_storage. The
 // iframe is same-origin (TensorBoard serves both), so those are read and written directly; when
 // they cannot be (another origin, no parent), the page falls back to the browser's colour scheme
@@ -108,12 +108,13 @@ function readHash(parent) {
   return out;
 }
 
-/** The page's URL state: through experimental.GetURLPluginData, else read from the hash. */
+/** The page's URL state: the hash's "p.saliency.*" entries, and what
+ * experimental.GetURLPluginData answers (in tensorboard 2.21 it reads a copy of the hash that
+ * its Angular app does not keep: it answered {} for a URL holding p.saliency.cmap=viridis). */
 export async function readUrlState(host) {
   const data = await host.send("experimental.GetURLPluginData", { pluginName: "saliency" });
-  if (data && typeof data === "object") return data;
   const parent = parentWindow();
-  return parent ? readHash(parent) : {};
+  return { ...(parent ? readHash(parent) : {}), ...(data && typeof data === "object" ? data : {}) };
 }
 
 /** Writes `key=value` into TensorBoard's URL hash as "p.saliency.<key>" (replacing, not adding
