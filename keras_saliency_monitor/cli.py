@@ -164,7 +164,7 @@ def _tensorboard(args) -> int:
     except ValueError as err:
         return _error("tensorboard", err)
     except launcher.LaunchError as err:
-        hint = " Pass --port 0 for a free port." if "in use" in str(err) else ""
+        hint = ". Pass --port 0 for a free port." if "in use" in str(err) else ""
         print(f"keras-saliency-monitor tensorboard: error: {err}{hint}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:  # while TensorBoard starts; the launcher stops it at exit
