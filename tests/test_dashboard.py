@@ -400,5 +400,18 @@ def test_run_route_is_incremental_and_skips_a_corrupt_epoch(tmp_path):
         assert [p[0] for p in later["scalars"]["focus"]] == [3]
         assert later["errors"] == []  # epoch 1 lies before `after`: not read again
         get(handle, "data/plugin/saliency/run", expect=400, run="bad", after="x")
+        # compact=1 (the page's index): per-probe numbers of the last epoch only, means for the
+        # others; one probe's numbers over every epoch come from the probe route.
+        compact = json.loads(get(handle, "data/plugin/saliency/run", run="bad", compact=1)[0])
+        assert compact["epochs"]["3"]["per_probe"] == index["epochs"]["3"]["per_probe"]
+        for step in ("0", "2"):
+            focus = index["epochs"][step]["per_probe"]["focus"]
+            assert "per_probe" not in compact["epochs"][step]
+            assert compact["epochs"][step]["means"]["focus"] == pytest.approx(np.mean(focus))
+        probe = json.loads(get(handle, "data/plugin/saliency/probe", run="bad", probe=2)[0])
+        assert probe["numbers"]["focus"] == [
+            [s, index["epochs"][str(s)]["per_probe"]["focus"][2]] for s in (0, 2, 3)
+        ]
+        get(handle, "data/plugin/saliency/probe", expect=400, run="bad", probe="-1")
     finally:
         handle.stop()

@@ -148,8 +148,9 @@ export function keyEpochs(index, count) {
   const chosen = new Set([steps[0], steps[steps.length - 1]]);
   if (index.alarm && steps.includes(index.alarm.step)) chosen.add(index.alarm.step);
   const change = (s) => {
-    const values = ((index.epochs[String(s)] || {}).per_probe || {}).stability;
-    const finite = (values || []).filter((v) => v !== null && Number.isFinite(v));
+    const info = index.epochs[String(s)] || {};
+    if (info.means) return Number.isFinite(info.means.stability) ? 1 - info.means.stability : null;
+    const finite = ((info.per_probe || {}).stability || []).filter((v) => v !== null && Number.isFinite(v));
     return finite.length ? 1 - finite.reduce((a, b) => a + b, 0) / finite.length : null;
   };
   const ranked = steps.slice(1).map((s) => [s, change(s)]).filter(([, c]) => c !== null).sort((a, b) => b[1] - a[1]);
@@ -268,7 +269,7 @@ function forgetOnHttpError(d, step, promise) {
 async function loadRun(run) {
   performance.mark(`saliency:load ${run}`);
   try {
-    const index = await getJson("run?" + q({ run }));
+    const index = await getJson("run?" + q({ run, compact: 1 }));
     index.errors.forEach((e) => addError(run, e.step, e.what));
     const ps = index.probe_set;
     if (!ps) return false; // no probe set yet (or an unreadable one: its card says so)
@@ -298,7 +299,7 @@ async function updateRun(run) {
   if (!d) return loadRun(run);
   const old = d.index;
   const last = old.steps.length ? old.steps[old.steps.length - 1] : -1;
-  const fresh = await getJson("run?" + q({ run, after: last }));
+  const fresh = await getJson("run?" + q({ run, after: last, compact: 1 }));
   fresh.errors.forEach((e) => addError(run, e.step, e.what));
   // A new fit in the same directory (another probe set) or vanished epochs: start over.
   if (JSON.stringify(fresh.probe_set) !== JSON.stringify(old.probe_set) || old.steps.some((s) => !fresh.steps.includes(s))) {
@@ -750,13 +751,38 @@ function updateClassFilter() {
 
 let focusBefore = null; // what had the focus before the dialog opened: it gets it back
 
-function openDetail(run, k, step) {
-  if (!state.detail) focusBefore = document.activeElement;
-  state.detail = { run, k, step };
-  const dialog = document.getElementById("detail");
-  dialog.hidden = false;
+async function openDetail(run, k, step) {
+  const before = document.activeElement;
+  const numbers = await probeNumbers(run, k);
+  if (!state.detail) focusBefore = before;
+  state.detail = { run, k, step, numbers };
+  document.getElementById("detail").hidden = false;
   buildDetail();
   document.querySelector("#detailbody button.close").focus();
+}
+
+/** A probe's numbers over every epoch, {name: Map(step -> value)}: the run index holds them
+ * for the last epoch only (see the plugin's `compact`). */
+async function probeNumbers(run, k) {
+  try {
+    const { numbers } = await getJson("probe?" + q({ run, probe: k }));
+    return Object.fromEntries(Object.entries(numbers).map(([name, pts]) => [name, new Map(pts)]));
+  } catch (err) {
+    addError(run, null, `probe ${k}'s numbers could not be read (${err.message})`);
+    return {};
+  }
+}
+
+/** Rebuilds the open detail with the numbers of new epochs, keeping the focus where it was. */
+async function refreshDetail() {
+  const detail = state.detail;
+  const numbers = await probeNumbers(detail.run, detail.k);
+  if (state.detail !== detail) return; // closed or moved on meanwhile
+  detail.numbers = numbers;
+  const focused = document.activeElement && document.activeElement.id;
+  buildDetail();
+  const again = focused && document.getElementById(focused);
+  (again || document.querySelector("#detailbody button.close")).focus();
 }
 
 function closeDetail() {
@@ -809,8 +835,8 @@ function buildDetail() {
     h("figure", {}, mk("detailimage"), h("figcaption", { text: "image" })),
     h("figure", {}, h("div", { class: "tilebox" }, mk("detailoverlay")), h("figcaption", { id: "detailcap" })));
   // The probe's own numbers over the epochs: confidence plus every per-probe metric logged.
-  const names = new Set();
-  for (const s of steps) for (const name of Object.keys(index.epochs[String(s)].per_probe || {})) names.add(name);
+  const numbers = state.detail.numbers;
+  const names = new Set(Object.keys(numbers));
   const charts = h("div", { class: "charts", id: "detailcharts" });
   const table = h("table", { class: "numbers" });
   const cols = ["epoch", ps.regression ? "output" : "explained class", ...(ps.regression ? [] : ["confidence"]), "flat", ...names];
@@ -822,7 +848,7 @@ function buildDetail() {
       ps.regression ? fmt(info.outputs ? info.outputs[k] : null) : className(ps, info.classes[k]),
       ...(ps.regression ? [] : [info.confidences ? info.confidences[k].toFixed(3) : "n/a"]),
       info.flat && info.flat[k] ? "flat map" : "",
-      ...[...names].map((n) => fmt(info.per_probe && info.per_probe[n] ? info.per_probe[n][k] : null))];
+      ...[...names].map((n) => fmt(numbers[n].get(s) ?? null))];
     tb.append(h("tr", { "data-step": s, class: isWrong(index, info, k) ? "wrong" : "" }, ...cells.map((c) => h("td", { text: c }))));
   }
   table.append(tb);
@@ -874,7 +900,7 @@ async function paintDetail() {
   }
   for (const name of names) {
     const lines = referenceLines(ps, name);
-    const pts = steps.map((s) => { const pp = index.epochs[String(s)].per_probe || {}; return [s, pp[name] ? pp[name][k] : null]; });
+    const pts = steps.map((s) => [s, state.detail.numbers[name].get(s) ?? null]);
     figs.push(lineChart(pts, { title: name, lines, marks: [{ step, kind: "current" }] }));
   }
   charts.replaceChildren(...figs);
@@ -1006,7 +1032,7 @@ async function pollOnce() {
     if (news) await buildAll(); // each run drawn as soon as it is in
     return news;
   }));
-  if (state.detail && changed.some(Boolean) && state.data.has(state.detail.run)) buildDetail();
+  if (state.detail && changed.some(Boolean) && state.data.has(state.detail.run)) await refreshDetail();
 }
 
 /** Polls every POLL_MS while the page is visible, and at once when it becomes visible again. */
