@@ -7,8 +7,8 @@ Runs the demo into the log dir first when it holds no runs, starts TensorBoard o
 - ``dashboard_overview.png``: both runs side by side (charts, alarm, filmstrips);
 - ``dashboard_filmstrip.png``: the shortcut run's filmstrip at 1:1, captions as on screen;
 - ``dashboard_detail.png``: one probe's detail (image, overlay, its numbers over the epochs);
-- with ``--six-dir``: ``dashboard_six_runs.png``, six runs at 1440x900 (three runs a row, probe
-  rows aligned);
+- with ``--six-dir``: ``dashboard_six_runs.png``, six runs at 1440x900 (side by side, wrapping,
+  probe rows aligned), and ``dashboard_six_runs_probe.png``, one probe across the six runs;
 - with ``--long-dir``: ``dashboard_long_run.png``, a long run at 1440x900 (key epochs).
 
 Usage:
@@ -69,13 +69,17 @@ def take(logdir: str, out: str, width: int = 1400) -> list[str]:
     return paths
 
 
-def take_page(logdir: str, path: str, viewport=(1440, 900)) -> str:
-    """A screenshot of the whole SALIENCY tab on ``logdir`` at ``viewport``, as first shown."""
+def take_page(logdir: str, path: str, viewport=(1440, 900), layout=None) -> str:
+    """A screenshot of the whole SALIENCY tab on ``logdir`` at ``viewport``, as first shown, or
+    in ``layout`` (e.g. ``"probe"``: one probe across every run)."""
     board = launcher.launch(logdir)
     try:
         with DashboardBrowser(viewport=viewport) as browser:
-            browser.open(board.url)
+            frame = browser.open(board.url)
             browser.wait_ready()
+            if layout:
+                frame.select_option("#layout", layout)
+                browser.wait_painted()
             browser.page.screenshot(path=path)
             if browser.external or browser.errors:
                 raise RuntimeError(f"external requests {browser.external}, errors {browser.errors}")
@@ -92,11 +96,12 @@ def main(argv=None) -> int:
     parser.add_argument("--six-dir", default=None, help="a log dir of six runs")
     parser.add_argument("--long-dir", default=None, help="a log dir of one long run")
     args = parser.parse_args(argv)
-    for logdir, name in ((args.six_dir, "dashboard_six_runs.png"),
-                         (args.long_dir, "dashboard_long_run.png")):  # fmt: skip
+    for logdir, name, layout in ((args.six_dir, "dashboard_six_runs.png", None),
+                                 (args.six_dir, "dashboard_six_runs_probe.png", "probe"),
+                                 (args.long_dir, "dashboard_long_run.png", None)):  # fmt: skip
         if logdir:
             os.makedirs(args.out, exist_ok=True)
-            print(take_page(logdir, os.path.join(args.out, name)))
+            print(take_page(logdir, os.path.join(args.out, name), layout=layout))
     if not os.path.isdir(args.log_dir) or not os.listdir(args.log_dir):
         from keras_saliency_monitor.demo import run_demo
 

@@ -140,14 +140,7 @@ class SaliencyPlugin(base_plugin.TBPlugin):
     @wrappers.Request.application
     def _serve_run(self, request):
         run = self._run_arg(request)
-        text = request.args.get("after", "-1")
-        try:
-            after = int(text)
-        except ValueError:
-            raise errors.InvalidArgumentError(
-                f"Invalid query parameter `after`: expected an int (the last step the page "
-                f"holds), received {text!r}."
-            ) from None
+        after = _int_arg(request, "after", "an int (the last step the page holds)", "-1")
         provider, ctx, eid = self._where(request)
         # Added to the index so the page asks for masks only when they exist (a 404 would be a
         # console error); read meanwhile, on another thread.
@@ -163,14 +156,10 @@ class SaliencyPlugin(base_plugin.TBPlugin):
     @wrappers.Request.application
     def _serve_probe(self, request):
         run = self._run_arg(request)
-        text = request.args.get("probe", "")
-        try:
-            k = int(text)
-        except ValueError:
-            k = -1
+        k = _int_arg(request, "probe", "an int >= 0")
         if k < 0:
             raise errors.InvalidArgumentError(
-                f"Invalid query parameter `probe`: expected an int >= 0, received {text!r}."
+                f"Invalid query parameter `probe`: expected an int >= 0, received {k}."
             )
         provider, ctx, eid = self._where(request)
         index = store.read_run_since(_PrefetchingProvider(provider), ctx, eid, run)
@@ -202,13 +191,7 @@ class SaliencyPlugin(base_plugin.TBPlugin):
     @wrappers.Request.application
     def _serve_maps(self, request):
         run = self._run_arg(request)
-        try:
-            step = int(request.args.get("step", ""))
-        except ValueError:
-            raise errors.InvalidArgumentError(
-                f"Invalid query parameter `step`: expected an int, received "
-                f"{request.args.get('step')!r}."
-            ) from None
+        step = _int_arg(request, "step", "an int")
         try:
             png = store.read_maps(*self._where(request), run, step)
         except KeyError:
@@ -298,6 +281,17 @@ class _PrefetchingProvider:
         if pending is not None:
             return pending.result()
         return self._provider.read_blob(ctx, blob_key=blob_key)
+
+
+def _int_arg(request, name, expected, default=""):
+    """The int query parameter ``name``; a clear 400 (naming it) when it is not one."""
+    text = request.args.get(name, default)
+    try:
+        return int(text)
+    except ValueError:
+        raise errors.InvalidArgumentError(
+            f"Invalid query parameter `{name}`: expected {expected}, received {text!r}."
+        ) from None
 
 
 def _compact(index):

@@ -612,7 +612,15 @@ function buildRun(run) {
   const head = h("div", { class: "runhead" });
   head.append(h("h2", { title: run }, h("span", { class: "runname", text: run }),
     h("span", { class: "runmeta", text: ps ? ` · ${ps.num_probes} probes · ${n} logged epoch${n === 1 ? "" : "s"}${n ? ` (${index.steps[0]}-${index.steps[n - 1]})` : ""} · ${ps.method}` : "" })));
-  if (index.alarm) head.append(h("div", { class: "alarm", text: index.alarm.text }));
+  if (index.alarm) {
+    // The alarm's first sentence; the rest (signals, probes) unfolds: a paragraph here would
+    // push this run's filmstrip, and its neighbours' (aligned), below the fold.
+    const text = index.alarm.text;
+    const cut = text.indexOf(". ");
+    head.append(h("details", { class: "alarm" },
+      h("summary", { text: cut > 0 ? text.slice(0, cut + 1) : text, title: "the alarm's full text" }),
+      cut > 0 ? h("div", { text: text.slice(cut + 2) }) : null));
+  }
   section.append(head);
   if (!ps || !n) {
     section.append(h("p", { class: "note", text: "No saliency maps logged in this run yet." }));
@@ -650,11 +658,11 @@ function buildProbeView() {
     h("div", { class: "scroller" }, table));
 }
 
-/** Runs per row of the side-by-side layout: as many as leave each about 3 tiles, at most 3;
+/** Runs per row of the side-by-side layout: as many as leave each 4 tiles, at most 3;
  * past that the runs wrap, so a probe's row lines up across the runs of one row. */
 function runsPerRow(count) {
   const width = document.getElementById("runs").clientWidth || window.innerWidth;
-  const fit = Math.floor((width + 20) / (130 + 3 * (state.tile + 8) + 20));
+  const fit = Math.floor((width + 20) / (130 + 4 * (state.tile + 8) + 20));
   return Math.max(1, Math.min(count, 3, fit));
 }
 
@@ -687,6 +695,9 @@ function alignHeads() {
   for (const head of heads) head.style.minHeight = "";
   const tallest = Math.max(0, ...heads.map((head) => head.getBoundingClientRect().height));
   for (const head of heads) head.style.minHeight = `${tallest}px`;
+  for (const alarm of document.querySelectorAll("#runs.side details.alarm")) {
+    alarm.ontoggle = alignHeads; // unfolding one re-aligns the rows
+  }
 }
 
 function updatePager() {
