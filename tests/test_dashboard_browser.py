@@ -99,7 +99,9 @@ def test_tab_appears_and_shows_the_runs_side_by_side(board, chromium, frame):
     runs = frame.locator("section.run").evaluate_all("s => s.map(x => x.dataset.run)")
     assert sorted(runs) == sorted(RUNS.values())
     boxes = [frame.locator(f"section.run[data-run='{r}']").bounding_box() for r in runs]
-    assert len({round(b["y"]) for b in boxes}) == 1  # side by side: one row
+    # Side by side, wrapping so that each run keeps 4 tiles (at 1400 px: two runs a row).
+    rows = [round(b["y"]) for b in boxes]
+    assert len(set(rows)) < len(rows) and max(rows.count(y) for y in rows) <= 3, rows
     assert frame.locator("canvas.tile").count() > 0
 
 
@@ -462,6 +464,10 @@ def test_rows_stay_aligned_across_six_runs(chromium, six_runs):
         assert caption.bounding_box()["width"] <= 130
         truth = caption.locator(".truth")
         assert truth.evaluate("e => e.scrollWidth > e.clientWidth")
+        # Key epochs by default: the first, the last and the alarm's are among those shown.
+        shown = _epochs_on_page(frame, "f")
+        assert len(shown) < 9 and {0, 2, 8} <= set(shown), shown
+        assert frame.locator("section.run[data-run='f'] th.epoch[data-step='2'] .alarmtag").count()
         # The last epoch of the widest run is on screen without scrolling.
         last = frame.locator("section.run[data-run='f'] th.epoch[data-step='8']").bounding_box()
         assert last is not None and last["x"] + last["width"] <= 1440
@@ -517,6 +523,15 @@ def test_url_state_round_trip(board, chromium, frame):
     assert view.get_attribute("data-probe") == "2"
     runs = view.locator("tr").evaluate_all("rs => rs.map(r => r.dataset.run)")
     assert sorted(runs) == sorted(RUNS.values())  # one probe, every run
+
+
+def test_tensorboards_reload_button_reaches_the_page(board, chromium, frame):
+    """TensorBoard's reload (enabled on the tab) arrives as experimental.DataReloaded."""
+    button = chromium.page.locator("app-header-reload button.reload-button")
+    assert button.is_enabled()
+    before = int(frame.evaluate("() => document.body.dataset.reloads || '0'"))
+    button.click()
+    frame.wait_for_function(f"() => Number(document.body.dataset.reloads || 0) > {before}")
 
 
 def test_focus_stays_in_the_detail_dialog(board, chromium, frame):
