@@ -503,9 +503,9 @@ def read_run_since(provider, ctx, experiment_id, run: str, after: int = -1) -> d
 
     Returns:
         :func:`read_run`'s dict, with ``"epochs"`` and ``"scalars"`` limited to steps past
-        ``after``, ``"steps"`` listing every readable step (old ones included: the caller
-        learns what disappeared), ``"after"``, and ``"errors"``: ``[{"step": int or None,
-        "what": str}]`` (step None: the probe set).
+        ``after``, ``"steps"``: every step up to ``after`` (not read again: the caller
+        learns what disappeared) and the readable ones past it, ``"after"``, and
+        ``"errors"``: ``[{"step": int or None, "what": str}]`` (step None: the probe set).
     """
     errors = []
     probe_set = None

@@ -399,6 +399,7 @@ def test_run_route_is_incremental_and_skips_a_corrupt_epoch(tmp_path):
         assert sorted(later["epochs"]) == ["3"] and later["steps"] == [0, 1, 2, 3]
         assert [p[0] for p in later["scalars"]["focus"]] == [3]
         assert later["errors"] == []  # epoch 1 lies before `after`: not read again
+        assert "has_masks" not in later and index["has_masks"] is False  # not read on a poll
         get(handle, "data/plugin/saliency/run", expect=400, run="bad", after="x")
         # compact=1 (the page's index): per-probe numbers of the last epoch only, means for the
         # others; one probe's numbers over every epoch come from the probe route.

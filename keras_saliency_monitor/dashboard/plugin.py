@@ -14,7 +14,8 @@ Routes (under ``/data/plugin/saliency/``):
     ``runs``: JSON list of the runs holding saliency maps.
     ``run?run=R[&after=S]``: JSON index of one run (``store.read_run_since``: the epochs past
     step S only, every readable step listed, unreadable epochs named in ``errors`` instead of
-    failing the request; plus ``has_masks``). The page polls it with the last step it holds.
+    failing the request; plus ``has_masks`` when ``after`` is absent). The page polls it with
+    the last step it holds.
     With ``&compact=1`` (the page's request) the per-probe numbers of every epoch but the last
     are replaced by their means over the probes.
     ``probe?run=R&probe=K``: JSON ``{"numbers": {name: [[step, value], ...]}}``: probe K's
@@ -143,10 +144,12 @@ class SaliencyPlugin(base_plugin.TBPlugin):
         after = _int_arg(request, "after", "an int (the last step the page holds)", "-1")
         provider, ctx, eid = self._where(request)
         # Added to the index so the page asks for masks only when they exist (a 404 would be a
-        # console error); read meanwhile, on another thread.
-        masks = _POOL.submit(store.read_masks, provider, ctx, eid, run)
+        # console error); read meanwhile, on another thread. Not on a poll (after >= 0): that
+        # would read the masks' PNG every few seconds; a new probe set makes the page reload.
+        masks = _POOL.submit(store.read_masks, provider, ctx, eid, run) if after < 0 else None
         index = store.read_run_since(_PrefetchingProvider(provider, after), ctx, eid, run, after)
-        index["has_masks"] = masks.result() is not None
+        if masks is not None:
+            index["has_masks"] = masks.result() is not None
         if request.args.get("compact") == "1":
             _compact(index)
         if index["probe_set"] is None and not index["steps"] and not index["errors"]:

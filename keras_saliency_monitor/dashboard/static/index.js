@@ -315,7 +315,7 @@ async function updateRun(run) {
   const changed = steps.length !== old.steps.length || JSON.stringify(fresh.alarm) !== JSON.stringify(old.alarm);
   old.steps = steps;
   old.alarm = fresh.alarm;
-  old.has_masks = fresh.has_masks;
+  if ("has_masks" in fresh) old.has_masks = fresh.has_masks;
   return changed;
 }
 
