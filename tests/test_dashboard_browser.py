@@ -475,6 +475,28 @@ def test_rows_stay_aligned_across_six_runs(chromium, six_runs):
         chromium.page.set_viewport_size(chromium.viewport)
 
 
+def test_polling_pauses_while_hidden_and_resumes_when_shown(chromium, six_runs):
+    """Headless Chromium keeps every page visible, so the test sets the frame's document.hidden
+    itself and sends the visibilitychange event a hidden tab gets."""
+    frame = _open_ready(chromium, six_runs.url)
+    chromium.wait_ready()
+    polls = []
+    chromium.page.on("request", lambda r: polls.append(r.url) if "/saliency/run?" in r.url else 0)
+    visibility = """hidden => {
+        Object.defineProperty(document, "hidden", {configurable: true, get: () => hidden});
+        document.dispatchEvent(new Event("visibilitychange"));
+    }"""
+    frame.evaluate(visibility, True)
+    time.sleep(0.5)  # a poll already under way may finish
+    polls.clear()
+    write_epochs(str(six_runs.logdir_path / "b"), [5], seed=12)
+    time.sleep(10)  # more than 3 polling periods
+    assert polls == []
+    frame.evaluate(visibility, False)
+    frame.wait_for_selector(_drawn(5, "b"), timeout=LIVE_LIMIT_S * 1000)
+    assert polls
+
+
 # ------------------------------------------------------------------- TensorBoard's conventions
 
 
