@@ -4,7 +4,7 @@ Runs the demo into the log dir first when it holds no runs, starts TensorBoard o
 (through the package's launcher), opens the SALIENCY tab with the same browser code as the tests
 (``keras_saliency_monitor.dashboard.browser``), and writes:
 
-- ``dashboard_overview.png``: both runs side by side (charts, alarm, filmstrips);
+- ``dashboard_overview.png``: both runs side by side (charts folded, alarm, filmstrips);
 - ``dashboard_filmstrip.png``: the shortcut run's filmstrip at 1:1, captions as on screen;
 - ``dashboard_detail.png``: one probe's detail (image, overlay, its numbers over the epochs);
 - with ``--six-dir``: ``dashboard_six_runs.png``, six runs at 1440x900 (side by side, wrapping,
