@@ -166,7 +166,7 @@ def _tensorboard(args) -> int:
     except ValueError as err:
         return _error("tensorboard", err)
     except launcher.LaunchError as err:
-        hint = " Pass --port 0 for a free port." if "in use" in str(err) else ""
+        hint = ". Pass --port 0 for a free port." if "in use" in str(err) else ""
         print(f"keras-saliency-monitor tensorboard: error: {err}{hint}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:  # while TensorBoard starts; the launcher stops it at exit
@@ -175,8 +175,8 @@ def _tensorboard(args) -> int:
     try:
         board.echo_to(sys.stderr)  # TensorBoard's own warnings from now on
         print(
-            f"TensorBoard: {board.url}  (every logged image reachable: --samples_per_plugin "
-            f"images={args.max_images}). Press Ctrl-C to stop.",
+            f"TensorBoard: {board.url}#saliency  (every logged image reachable: "
+            f"--samples_per_plugin images={args.max_images}). Press Ctrl-C to stop.",
             flush=True,
         )
     except KeyboardInterrupt:  # TensorBoard is up: the user's stop, as in serve_forever

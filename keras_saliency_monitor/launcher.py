@@ -47,6 +47,8 @@ DEFAULT_MAX_IMAGES = 100_000
 
 # TensorBoard's own line once it listens: "TensorBoard 2.21.0 at http://127.0.0.1:6006/ (Press ..."
 _SERVING = re.compile(r"TensorBoard \S+ at (https?://\S+?)/? \(Press CTRL\+C")
+# Its line when the port is taken (tensorboard 2.21, program.py).
+_PORT_IN_USE = re.compile(r"could not bind to port (\d+), it was already in use")
 _LIVE = weakref.WeakSet()
 
 
@@ -137,6 +139,9 @@ class TensorBoardHandle:
         while True:
             if self.process.poll() is not None:
                 self._reader.join(2)
+                busy = _PORT_IN_USE.search(self.output())
+                if busy:  # one line: the tail would be TensorFlow's start-up noise around it
+                    raise LaunchError(f"port {busy.group(1)} is already in use")
                 raise LaunchError(
                     f"TensorBoard exited with code {self.process.returncode} before serving.\n"
                     + self._tail()

@@ -57,6 +57,7 @@ __all__ = [
     "read_masks",
     "read_probe_images",
     "read_run",
+    "read_run_since",
     "saliency_runs",
 ]
 
@@ -476,6 +477,36 @@ def group_epochs(probe_sets: dict, epochs: dict) -> dict:
     return dict(sorted(groups.items()))
 
 
+def _probe_sets(provider, ctx, experiment_id, run: str, errors=None) -> dict:
+    """``{step: JSON}`` of the run's ``saliency/probe_set`` events, each with a ``fingerprint``.
+
+    Probe sets written before fingerprints existed get one from their blobs when there are
+    several (identical blobs are one probe set). With ``errors`` (a list), a probe set whose
+    JSON cannot be read is left out and named there instead of raising.
+    """
+    data = _sequence(provider, ctx, experiment_id, run, PROBE_SET_TAG)
+    sets = {}
+    for d in data:
+        try:
+            info = _json(provider, ctx, d)
+            if not isinstance(info, dict):
+                raise ValueError(f"expected a JSON object, found {type(info).__name__}")
+        except (ValueError, UnicodeDecodeError) as err:
+            if errors is None:
+                raise
+            errors.append({"step": None, "what": f"the probe set's JSON is unreadable ({err})"})
+            continue
+        sets[int(d.step)] = info
+    legacy = [d for d in data if int(d.step) in sets and "fingerprint" not in sets[int(d.step)]]
+    if len(legacy) > 1:  # written before fingerprints: identical blobs are one probe set
+        for d in legacy:
+            digest = hashlib.blake2b(digest_size=12)
+            for k in range(len(d.values)):
+                digest.update(hashlib.blake2b(_blob(provider, ctx, d, k)).digest())
+            sets[int(d.step)]["fingerprint"] = "blobs-" + digest.hexdigest()
+    return sets
+
+
 def read_run(provider, ctx, experiment_id, run: str, probe_set: int | None = None) -> dict:
     """Everything but the pictures of one run, as JSON-able Python.
 
@@ -496,15 +527,7 @@ def read_run(provider, ctx, experiment_id, run: str, probe_set: int | None = Non
     Raises:
         KeyError: ``probe_set`` is not a group's key.
     """
-    data = _sequence(provider, ctx, experiment_id, run, PROBE_SET_TAG)
-    sets = {int(d.step): _json(provider, ctx, d) for d in data}
-    legacy = [d for d in data if "fingerprint" not in sets[int(d.step)]]
-    if len(legacy) > 1:  # written before fingerprints: identical blobs are one probe set
-        for d in legacy:
-            digest = hashlib.blake2b(digest_size=12)
-            for k in range(len(d.values)):
-                digest.update(hashlib.blake2b(_blob(provider, ctx, d, k)).digest())
-            sets[int(d.step)]["fingerprint"] = "blobs-" + digest.hexdigest()
+    sets = _probe_sets(provider, ctx, experiment_id, run)
     epochs = {}
     for datum in _sequence(provider, ctx, experiment_id, run, MAPS_TAG):
         epochs[int(datum.step)] = _json(provider, ctx, datum)
@@ -518,6 +541,28 @@ def read_run(provider, ctx, experiment_id, run: str, probe_set: int | None = Non
         epochs = {step: epochs[step] for step in groups.get(int(key), [])}
     epochs = {str(step): info for step, info in epochs.items()}
     steps = sorted(int(s) for s in epochs)
+    return {
+        "run": run,
+        "probe_set": probe_set,
+        "steps": steps,
+        "epochs": epochs,
+        "scalars": _read_scalars(provider, ctx, experiment_id, run),
+        "alarm": _read_alarm(provider, ctx, experiment_id, run),
+        "probe_sets": [
+            {
+                "key": k,
+                "fingerprint": sets[k].get("fingerprint"),
+                "num_probes": sets[k].get("num_probes"),
+                "steps": group_steps,
+            }
+            for k, group_steps in groups.items()
+        ],
+        "probe_set_key": key,
+    }
+
+
+def _read_scalars(provider, ctx, experiment_id, run: str, after: int = -1) -> dict:
+    """``{name: [[step, value or None], ...]}``: the ``saliency/<name>`` scalars past ``after``."""
     scalars = {}
     data = provider.read_scalars(
         ctx,
@@ -529,9 +574,15 @@ def read_run(provider, ctx, experiment_id, run: str, probe_set: int | None = Non
     for tag, series in sorted(data.get(run, {}).items()):
         if tag.startswith(_SCALAR_PREFIX):
             scalars[tag[len(_SCALAR_PREFIX) :]] = [
-                [int(d.step), d.value if math.isfinite(d.value) else None] for d in series
+                [int(d.step), d.value if math.isfinite(d.value) else None]
+                for d in series
+                if d.step > after
             ]
-    alarm = None
+    return scalars
+
+
+def _read_alarm(provider, ctx, experiment_id, run: str) -> dict | None:
+    """``{"step", "text"}`` of the run's latest alarm, or None."""
     texts = provider.read_tensors(
         ctx,
         experiment_id=experiment_id,
@@ -540,28 +591,79 @@ def read_run(provider, ctx, experiment_id, run: str, probe_set: int | None = Non
         run_tag_filter=_filter(run, ALARM_TAG),
     )
     alarms = texts.get(run, {}).get(ALARM_TAG, [])
-    if alarms:
-        last = max(alarms, key=lambda d: (d.step, d.wall_time))
-        value = last.numpy.reshape(-1)
-        text = b"\n".join(v if isinstance(v, bytes) else str(v).encode() for v in value)
-        alarm = {"step": int(last.step), "text": text.decode("utf-8", "replace")}
+    if not alarms:
+        return None
+    last = max(alarms, key=lambda d: (d.step, d.wall_time))
+    value = last.numpy.reshape(-1)
+    text = b"\n".join(v if isinstance(v, bytes) else str(v).encode() for v in value)
+    return {"step": int(last.step), "text": text.decode("utf-8", "replace")}
+
+
+def read_run_since(provider, ctx, experiment_id, run: str, after: int = -1) -> dict:
+    """:func:`read_run` for a live page: only what is past ``after``, the latest probe set's
+    epochs only, and never failing on one bad epoch.
+
+    A page that holds epochs up to step ``after`` asks for the rest: the JSON of each newer
+    epoch is read, older ones are not. An epoch whose JSON cannot be read or decoded is left
+    out and named in ``"errors"``, so one corrupt event costs one epoch, not the run. As in
+    :func:`read_run`, only epochs of the latest probe set are listed (a log dir reused with
+    other probes, see :func:`group_epochs`); an epoch not read again is placed by step (the
+    probe set logged at or before it), which is how a fit writes them.
+
+    Args:
+        after: the last step the caller holds; ``-1`` (the default) reads every epoch.
+
+    Returns:
+        :func:`read_run`'s dict without ``"probe_sets"``, with ``"epochs"`` and ``"scalars"``
+        limited to steps past ``after``, ``"steps"``: the latest probe set's steps up to
+        ``after`` (not read again: the caller learns what disappeared) and the readable ones
+        past it, ``"after"``, and ``"errors"``: ``[{"step": int or None, "what": str}]`` (step
+        None: a probe set).
+    """
+    errors = []
+    sets = _probe_sets(provider, ctx, experiment_id, run, errors)
+    key = max(sets) if sets else None
+    probe_set = None if key is None else sets[key]
+    fingerprint = None if probe_set is None else probe_set.get("fingerprint")
+    ordered = sorted(sets)
+
+    def ours(step, info=None):
+        """Whether the epoch at ``step`` was computed on the latest probe set."""
+        if fingerprint is None:
+            return True
+        named = info.get("probe_set") if info else None
+        if named is None:
+            earlier = [s for s in ordered if s <= step]
+            named = sets[earlier[-1]].get("fingerprint") if earlier else None
+        return named == fingerprint
+
+    steps, epochs = [], {}
+    for datum in _sequence(provider, ctx, experiment_id, run, MAPS_TAG):
+        step = int(datum.step)
+        if step <= after:
+            if ours(step):
+                steps.append(step)
+            continue
+        try:
+            info = _json(provider, ctx, datum)
+            if not isinstance(info, dict):
+                raise ValueError(f"expected a JSON object, found {type(info).__name__}")
+        except (ValueError, UnicodeDecodeError) as err:
+            errors.append({"step": step, "what": f"its maps' JSON is unreadable ({err})"})
+            continue
+        if ours(step, info):
+            steps.append(step)
+            epochs[str(step)] = info
     return {
         "run": run,
+        "after": int(after),
         "probe_set": probe_set,
-        "steps": steps,
-        "epochs": epochs,
-        "scalars": scalars,
-        "alarm": alarm,
-        "probe_sets": [
-            {
-                "key": k,
-                "fingerprint": sets[k].get("fingerprint"),
-                "num_probes": sets[k].get("num_probes"),
-                "steps": group_steps,
-            }
-            for k, group_steps in groups.items()
-        ],
         "probe_set_key": key,
+        "steps": sorted(set(steps)),
+        "epochs": epochs,
+        "scalars": _read_scalars(provider, ctx, experiment_id, run, after),
+        "alarm": _read_alarm(provider, ctx, experiment_id, run),
+        "errors": errors,
     }
 
 

@@ -71,6 +71,67 @@ def train_dashboard_runs(tmp_path_factory):
     return _TRAINED
 
 
+def write_epochs(
+    run_dir,
+    steps,
+    *,
+    num_probes=4,
+    side=16,
+    class_names=("a", "b"),
+    labels=None,
+    bad_json=(),
+    bad_png=(),
+    bad_images=False,
+    alarm=None,
+    seed=0,
+):
+    """Writes epochs ``steps`` of one run with the monitor's real writer and encoders (a probe
+    set with the first step), random maps; ``bad_json``/``bad_png`` steps get a corrupt JSON or
+    maps PNG blob, ``bad_images`` a corrupt probe-images PNG. Returns the flush time of each
+    step (``time.monotonic()``)."""
+    from keras_saliency_monitor.writer import EventWriter
+
+    rng = np.random.default_rng(seed)
+    writer = EventWriter(run_dir, fsync=False)
+    written = {}
+    fresh = not os.path.isdir(run_dir) or not os.listdir(run_dir)  # first call: the probe set
+    labels = [k % len(class_names) for k in range(num_probes)] if labels is None else labels
+    try:
+        for i, step in enumerate(steps):
+            if i == 0 and fresh:
+                images = rng.integers(0, 255, (num_probes, side, side, 3), dtype=np.uint8)
+                blobs = store.encode_probe_set(
+                    images,
+                    indices=list(range(num_probes)),
+                    labels=labels,
+                    class_names=list(class_names),
+                )
+                if bad_images:
+                    blobs[1] = b"\x89PNG not really"
+                writer.add_blob_sequence(store.PROBE_SET_TAG, blobs, step, store.PLUGIN_NAME)
+            maps = rng.random((num_probes, side, side)).astype(np.float32)
+            blobs = store.encode_maps(
+                maps,
+                step=step,
+                classes=labels,
+                confidences=[0.5] * num_probes,
+                per_probe={"focus": rng.random(num_probes)},
+            )
+            if step in bad_json:
+                blobs[0] = b"{not json"
+            if step in bad_png:
+                blobs[1] = b"\x89PNG\r\n\x1a\n broken"
+            writer.add_blob_sequence(store.MAPS_TAG, blobs, step, store.PLUGIN_NAME)
+            writer.add_scalar("saliency/focus", float(rng.random()), step)
+            if alarm is not None and step == alarm[0]:
+                writer.add_text(store.ALARM_TAG, alarm[1], step)
+            writer.flush()
+            written[step] = time.monotonic()
+    finally:
+        writer.close()
+    return written
+
+
 def start_tensorboard(logdir, *extra_flags):
     """A plain ``tensorboard --logdir`` on a free loopback port (no flag of ours)."""
     command = [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--port", "0",
@@ -142,7 +203,8 @@ def test_plugins_listing_enables_saliency(board, trained):
     entry = listing["saliency"]
     assert entry["enabled"] is True
     assert entry["tab_name"] == "Saliency"
-    assert entry["disable_reload"] is True  # the page polls for new epochs itself
+    # TensorBoard's reload reaches the page (experimental.DataReloaded): its button stays on.
+    assert entry["disable_reload"] is False
     assert entry["loading_mechanism"] == {
         "type": "IFRAME",
         "module_path": "/data/plugin/saliency/static/index.js",
@@ -311,3 +373,46 @@ def test_loader_adds_keep_all_default_and_keeps_the_users_value():
     flags = argparse.Namespace(samples_per_plugin={store.PLUGIN_NAME: 3})
     plugin.SaliencyLoader().fix_flags(flags)
     assert flags.samples_per_plugin == {store.PLUGIN_NAME: 3}
+
+
+def test_run_route_is_incremental_and_skips_a_corrupt_epoch(tmp_path):
+    """``run?after=S`` holds only the epochs past S; an epoch whose JSON is corrupt is named in
+    ``errors`` (200, not 500) and the others are served."""
+    logdir = tmp_path / "logs"
+    write_epochs(str(logdir / "bad"), range(4), bad_json={1})
+    handle = start_tensorboard(logdir)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            runs = json.loads(get(handle, "data/plugin/saliency/runs")[0])
+            if runs:
+                index = json.loads(get(handle, "data/plugin/saliency/run", run="bad")[0])
+                if index["steps"] == [0, 2, 3]:
+                    break
+            assert time.monotonic() < deadline, handle.output()
+            time.sleep(0.5)
+        assert sorted(index["epochs"]) == ["0", "2", "3"]
+        assert [e["step"] for e in index["errors"]] == [1]
+        assert "JSON" in index["errors"][0]["what"]
+        assert index["probe_set"]["num_probes"] == 4
+        later = json.loads(get(handle, "data/plugin/saliency/run", run="bad", after=2)[0])
+        assert sorted(later["epochs"]) == ["3"] and later["steps"] == [0, 1, 2, 3]
+        assert [p[0] for p in later["scalars"]["focus"]] == [3]
+        assert later["errors"] == []  # epoch 1 lies before `after`: not read again
+        assert "has_masks" not in later and index["has_masks"] is False  # not read on a poll
+        get(handle, "data/plugin/saliency/run", expect=400, run="bad", after="x")
+        # compact=1 (the page's index): per-probe numbers of the last epoch only, means for the
+        # others; one probe's numbers over every epoch come from the probe route.
+        compact = json.loads(get(handle, "data/plugin/saliency/run", run="bad", compact=1)[0])
+        assert compact["epochs"]["3"]["per_probe"] == index["epochs"]["3"]["per_probe"]
+        for step in ("0", "2"):
+            focus = index["epochs"][step]["per_probe"]["focus"]
+            assert "per_probe" not in compact["epochs"][step]
+            assert compact["epochs"][step]["means"]["focus"] == pytest.approx(np.mean(focus))
+        probe = json.loads(get(handle, "data/plugin/saliency/probe", run="bad", probe=2)[0])
+        assert probe["numbers"]["focus"] == [
+            [s, index["epochs"][str(s)]["per_probe"]["focus"][2]] for s in (0, 2, 3)
+        ]
+        get(handle, "data/plugin/saliency/probe", expect=400, run="bad", probe="-1")
+    finally:
+        handle.stop()

@@ -11,6 +11,8 @@ examples/dashboard_screenshots.py, which uses the same browser code on the demo'
 import io
 import os
 import re
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -28,6 +30,7 @@ from .test_dashboard import (
     start_tensorboard,
     train_dashboard_runs,
     wait_for_run,
+    write_epochs,
 )
 
 try:
@@ -96,7 +99,9 @@ def test_tab_appears_and_shows_the_runs_side_by_side(board, chromium, frame):
     runs = frame.locator("section.run").evaluate_all("s => s.map(x => x.dataset.run)")
     assert sorted(runs) == sorted(RUNS.values())
     boxes = [frame.locator(f"section.run[data-run='{r}']").bounding_box() for r in runs]
-    assert len({round(b["y"]) for b in boxes}) == 1  # side by side: one row
+    # Side by side, wrapping so that each run keeps 4 tiles (at 1400 px: two runs a row).
+    rows = [round(b["y"]) for b in boxes]
+    assert len(set(rows)) < len(rows) and max(rows.count(y) for y in rows) <= 3, rows
     assert frame.locator("canvas.tile").count() > 0
 
 
@@ -251,20 +256,36 @@ def test_order_and_filter(board, frame):
     assert order() and all(labels[k] == 1 for k in order())
 
 
-def test_charts_mark_the_alarm_and_chance(board, frame):
-    run = RUNS["clean"]
-    charts = frame.locator(f"section.run[data-run='{run}'] .charts figure.chart")
+def test_charts_fold_away_and_overlay_the_runs(board, frame):
+    numbers = frame.locator("details#numbers")
+    assert numbers.get_attribute("open") is None  # folded: the filmstrips come first
+    numbers.locator("summary").click()
+    charts = numbers.locator("figure.chart")
+    charts.first.wait_for()
     titles = charts.locator("figcaption").all_inner_texts()
-    assert "saliency/focus_lift" in titles
+    assert all(t.startswith("saliency/") for t in titles)  # every chart says what it shows
+    assert len(titles) == len(set(titles))  # one chart per number
     lift = charts.nth(titles.index("saliency/focus_lift"))
     assert lift.locator("line.hline.chance").count() == 1
     # The border ratio's chance and alarm threshold are both 1.0: one line, one label.
     border = charts.nth(titles.index("saliency/border_ratio"))
     assert border.locator("line.hline").count() == 1
     assert "chance = alarm threshold" in border.locator("svg").text_content()
-    alarm = board.indices["clean"]["alarm"]
-    assert lift.locator("line.vmark.alarm").count() == (1 if alarm else 0)
-    assert all(t.startswith("saliency/") for t in titles)  # every chart says what it shows
+    # Runs overlaid in their colours: one line per run holding the number.
+    runs = [  # the runs with a line to draw: two finite values or more
+        n
+        for n, i in board.indices.items()
+        if sum(v is not None for _, v in i["scalars"].get("border_ratio", [])) > 1
+    ]
+    colours = border.locator("polyline.series").evaluate_all("ls => ls.map(l => l.style.stroke)")
+    assert len(colours) == len(runs) and len(set(colours)) == len(runs)
+    alarms = sum(1 for i in board.indices.values() if i["alarm"])
+    assert lift.locator("line.vmark.alarm").count() == alarms
+    # Hovering shows the values at the nearest epoch.
+    box = border.locator("svg").bounding_box()
+    frame.page.mouse.move(box["x"] + box["width"] - 10, box["y"] + box["height"] / 2)
+    assert border.locator(".readout").inner_text().startswith("epoch ")
+    numbers.locator("summary").click()
 
 
 @pytest.mark.parametrize("sigma", [0.0, 1.0])
@@ -309,3 +330,252 @@ def test_recolouring_matches_the_callbacks_renderer(board, frame, sigma):
     neighbour = np.abs(lut[1:] - lut[:-1]).max()
     assert off.max() <= neighbour
     assert (off == 0).mean() > 0.99
+
+
+# ---------------------------------------------------------------------------------- live, faults
+
+# The issue's figure: a new epoch shows within 10 s of being written while the tab is visible
+# (TensorBoard re-reads the log dir every 5 s, the page polls every 3 s). Asserted with a 3x
+# margin, for a loaded machine; the measured delays are printed.
+LIVE_LIMIT_S = 30.0
+
+
+def _drawn(step, run=None):
+    where = f"[data-run='{run}']" if run else ""
+    return f"canvas.tile{where}[data-step='{step}'][data-drawn]:not([data-drawn='failed'])"
+
+
+def _open_ready(chromium, url):
+    chromium.new_page()
+    chromium.errors.clear()
+    chromium.external.clear()
+    chromium.navigate(url)
+    return chromium.wait_frame()
+
+
+def test_page_opened_before_training_shows_each_epoch_as_it_is_written(chromium, tmp_path):
+    logdir = tmp_path / "live"
+    logdir.mkdir()
+    handle = start_tensorboard(logdir)
+    try:
+        frame = _open_ready(chromium, handle.url)
+        assert "No run holds saliency maps yet" in frame.locator("#status").inner_text()
+        run_dir = str(logdir / "fit" / "saliency")
+        # Epochs written by the monitor's own writer in a background thread, while the page
+        # sits open: the first, then three more a little later.
+        times = {}
+        writer = threading.Thread(target=lambda: times.update(write_epochs(run_dir, [0])))
+        writer.start()
+        writer.join()
+        frame.wait_for_selector(_drawn(0), timeout=LIVE_LIMIT_S * 1000)
+        first = time.monotonic() - times[0]
+        writer = threading.Thread(target=lambda: times.update(write_epochs(run_dir, [1, 2, 3])))
+        writer.start()
+        writer.join()
+        frame.wait_for_selector(_drawn(3), timeout=LIVE_LIMIT_S * 1000)
+        last = time.monotonic() - times[3]
+        print(f"live: epoch 0 drawn {first:.1f} s after its write, epoch 3 {last:.1f} s after")
+        assert first < LIVE_LIMIT_S and last < LIVE_LIMIT_S
+        steps = _epochs_on_page(frame, "fit/saliency")
+        assert steps == [0, 1, 2, 3]
+        assert chromium.errors == [] and chromium.external == []
+    finally:
+        handle.stop()
+
+
+@pytest.fixture(scope="module")
+def six_runs(tmp_path_factory):
+    """Six runs of 4 probes (run c: epoch 1's JSON and epoch 2's maps PNG corrupt; run f: long
+    class names and an alarm) and a seventh whose probe images are corrupt."""
+    logdir = tmp_path_factory.mktemp("six")
+    long_names = ("a class name far too long to fit under one tile", "another long one")
+    for i, name in enumerate("abcdef"):
+        write_epochs(
+            str(logdir / name),
+            range(4 + i),
+            seed=i,
+            bad_json={1} if name == "c" else (),
+            bad_png={2} if name == "c" else (),
+            class_names=long_names if name == "f" else ("a", "b"),
+            alarm=(2, "Saliency alarm: border ratio 3.1 past 1.0") if name == "f" else None,
+        )
+    write_epochs(str(logdir / "g"), range(3), bad_images=True)
+    handle = start_tensorboard(logdir)
+    try:
+        for name in "abdef":
+            wait_for_run(handle, name, 4 + "abcdef".index(name))
+        wait_for_run(handle, "c", 5)  # epoch 1 of 6 is unreadable
+        handle.logdir_path = logdir
+        yield handle
+    finally:
+        handle.stop()
+
+
+def test_a_corrupt_epoch_gets_a_card_and_every_other_run_loads_and_updates(chromium, six_runs):
+    frame = _open_ready(chromium, six_runs.url)
+    chromium.wait_ready()
+    frame.select_option("#columns", "0")  # every epoch: the broken one is drawn, and fails
+    cards = frame.locator(".card.error")
+    frame.wait_for_selector(".card.error[data-run='c'][data-step='2']")
+    texts = {
+        (c.get_attribute("data-run"), c.get_attribute("data-step")): c.inner_text()
+        for c in cards.all()
+    }
+    assert "c · epoch 1" in texts[("c", "1")] and "JSON" in texts[("c", "1")]
+    assert "c · epoch 2" in texts[("c", "2")] and "maps" in texts[("c", "2")]
+    assert "g" in texts[("g", "")] and "probe images" in texts[("g", "")]
+    shown = _epochs_on_page(frame, "c")
+    assert shown[:2] == [0, 2] and shown[-1] == 5  # epoch 1 skipped, the rest shown
+    for name in "abdef":
+        assert _epochs_on_page(frame, name)[-1] == 3 + "abcdef".index(name)
+    assert frame.locator("section.run[data-run='g']").count() == 0
+    # Every run still updates, the damaged one included.
+    logdir = six_runs.logdir_path
+    write_epochs(str(logdir / "a"), [4], seed=10)
+    write_epochs(str(logdir / "c"), [6], seed=11)
+    frame.wait_for_selector(_drawn(4, "a"), timeout=LIVE_LIMIT_S * 1000)
+    frame.wait_for_selector(_drawn(6, "c"), timeout=LIVE_LIMIT_S * 1000)
+    assert chromium.errors == [] and chromium.external == []  # no 500, nothing uncaught
+
+
+def test_rows_stay_aligned_across_six_runs(chromium, six_runs):
+    chromium.page.set_viewport_size({"width": 1440, "height": 900})
+    try:
+        frame = _open_ready(chromium, six_runs.url)
+        chromium.wait_ready()
+        sections = frame.locator("#runs > section.run")
+        boxes = {s.get_attribute("data-run"): s.bounding_box() for s in sections.all()}
+        assert sorted(boxes) == list("abcdef")
+        rows = {}
+        for run, box in boxes.items():
+            rows.setdefault(round(box["y"]), []).append(run)
+        assert all(len(r) <= 3 for r in rows.values()), rows  # stacked past three a row
+        for runs in rows.values():
+            for k in range(4):
+                ys = [
+                    frame.locator(
+                        f"section.run[data-run='{r}'] tr[data-probe='{k}']"
+                    ).bounding_box()["y"]
+                    for r in runs
+                ]
+                assert max(ys) - min(ys) <= 1, (runs, k, ys)
+        # Long class names end in an ellipsis instead of widening the columns.
+        caption = frame.locator("section.run[data-run='f'] th.caption").first
+        assert caption.bounding_box()["width"] <= 130
+        truth = caption.locator(".truth")
+        assert truth.evaluate("e => e.scrollWidth > e.clientWidth")
+        # Key epochs by default: the first, the last and the alarm's are among those shown.
+        shown = _epochs_on_page(frame, "f")
+        assert len(shown) < 9 and {0, 2, 8} <= set(shown), shown
+        assert frame.locator("section.run[data-run='f'] th.epoch[data-step='2'] .alarmtag").count()
+        # The last epoch of the widest run is on screen without scrolling.
+        last = frame.locator("section.run[data-run='f'] th.epoch[data-step='8']").bounding_box()
+        assert last is not None and last["x"] + last["width"] <= 1440
+    finally:
+        chromium.page.set_viewport_size(chromium.viewport)
+
+
+def test_polling_pauses_while_hidden_and_resumes_when_shown(chromium, six_runs):
+    """Headless Chromium keeps every page visible, so the test sets the frame's document.hidden
+    itself and sends the visibilitychange event a hidden tab gets."""
+    frame = _open_ready(chromium, six_runs.url)
+    chromium.wait_ready()
+    polls = []
+    chromium.page.on("request", lambda r: polls.append(r.url) if "/saliency/run?" in r.url else 0)
+    visibility = """hidden => {
+        Object.defineProperty(document, "hidden", {configurable: true, get: () => hidden});
+        document.dispatchEvent(new Event("visibilitychange"));
+    }"""
+    frame.evaluate(visibility, True)
+    time.sleep(0.5)  # a poll already under way may finish
+    polls.clear()
+    write_epochs(str(six_runs.logdir_path / "b"), [5], seed=12)
+    time.sleep(10)  # more than 3 polling periods
+    assert polls == []
+    frame.evaluate(visibility, False)
+    frame.wait_for_selector(_drawn(5, "b"), timeout=LIVE_LIMIT_S * 1000)
+    assert polls
+
+
+# ------------------------------------------------------------------- TensorBoard's conventions
+
+
+def test_dark_mode_follows_tensorboards_theme(board, chromium, frame):
+    def background():
+        rgb = frame.evaluate("getComputedStyle(document.body).backgroundColor")
+        return [int(v) for v in re.findall(r"\d+", rgb)[:3]]
+
+    assert min(background()) > 200  # light by default
+    # TensorBoard's own theme menu, as a user sets it.
+    chromium.page.get_by_label("Menu for changing light or dark theme").click()
+    chromium.page.get_by_role("menuitem", name=re.compile("dark", re.I)).click()
+    frame.wait_for_function("() => document.documentElement.classList.contains('dark')")
+    assert max(background()) < 80
+    panel = frame.locator("section.run").first.evaluate("e => getComputedStyle(e).color")
+    assert min(int(v) for v in re.findall(r"\d+", panel)[:3]) > 180  # light text on dark
+    chromium.page.get_by_label("Menu for changing light or dark theme").click()
+    chromium.page.get_by_role("menuitem", name=re.compile("light", re.I)).click()
+    frame.wait_for_function("() => !document.documentElement.classList.contains('dark')")
+
+
+def test_url_state_round_trip(board, chromium, frame):
+    frame.select_option("#cmap", "viridis")
+    frame.select_option("#order", "class")
+    frame.select_option("#layout", "probe")
+    frame.select_option("#probe", "2")
+    chromium.wait_painted()
+    url = chromium.page.url
+    for key, value in [
+        ("cmap", "viridis"),
+        ("order", "class"),
+        ("layout", "probe"),
+        ("probe", "2"),
+    ]:
+        assert f"p.saliency.{key}={value}" in url, url
+    # A fresh page on that URL (a reload, a shared link) shows the same view.
+    chromium.new_page()
+    chromium.page.goto(url, wait_until="commit")
+    frame = chromium.wait_first_tile()
+    chromium.wait_ready()
+    assert frame.locator("#cmap").input_value() == "viridis"
+    assert frame.locator("#order").input_value() == "class"
+    assert frame.locator("#layout").input_value() == "probe"
+    assert frame.locator("#probe").input_value() == "2"
+    view = frame.locator("section.run.probe")
+    assert view.get_attribute("data-probe") == "2"
+    runs = view.locator("tr").evaluate_all("rs => rs.map(r => r.dataset.run)")
+    assert sorted(runs) == sorted(RUNS.values())  # one probe, every run
+
+
+def test_tensorboards_reload_button_reaches_the_page(board, chromium, frame):
+    """TensorBoard's reload (enabled on the tab) arrives as experimental.DataReloaded."""
+    button = chromium.page.locator("app-header-reload button.reload-button")
+    assert button.is_enabled()
+    before = int(frame.evaluate("() => document.body.dataset.reloads || '0'"))
+    button.click()
+    frame.wait_for_function(f"() => Number(document.body.dataset.reloads || 0) > {before}")
+
+
+def test_focus_stays_in_the_detail_dialog(board, chromium, frame):
+    run = RUNS["clean"]
+    tile = frame.locator(f"canvas.tile[data-run='{run}'][data-probe='1'][data-step='0']")
+    tile.focus()
+    chromium.page.keyboard.press("Enter")
+    frame.locator("#detail").wait_for(state="visible")
+    inside = "() => document.getElementById('detail').contains(document.activeElement)"
+    assert frame.evaluate(inside)
+    for _ in range(8):
+        chromium.page.keyboard.press("Tab")
+        assert frame.evaluate(inside)
+    for _ in range(3):
+        chromium.page.keyboard.press("Shift+Tab")
+        assert frame.evaluate(inside)
+    frame.locator("button.close").focus()
+    chromium.page.keyboard.press("ArrowRight")
+    assert frame.locator("#detailepoch").inner_text() == "epoch 1"
+    chromium.page.keyboard.press("ArrowRight")
+    chromium.page.keyboard.press("ArrowLeft")
+    assert frame.locator("#detailepoch").inner_text() == "epoch 1"
+    chromium.page.keyboard.press("Escape")
+    frame.locator("#detail").wait_for(state="hidden")
+    assert frame.evaluate("() => document.activeElement.dataset.probe") == "1"  # back on the tile

@@ -4,6 +4,7 @@ import io
 import json
 import os
 import signal
+import socket
 import threading
 import time
 import urllib.error
@@ -105,3 +106,20 @@ def test_cli_tensorboard_missing_log_dir(tmp_path, capsys):
     assert cli.main(["tensorboard", str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("keras-saliency-monitor tensorboard: error: ") and "Traceback" not in err
+
+
+def test_busy_port_gives_one_line(logdir, capsys):
+    """A taken port: one line naming it and the fix, none of TensorFlow's start-up noise."""
+    with socket.socket() as taken:  # another program listening on loopback
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(launcher.LaunchError) as caught:
+            launcher.launch(logdir, port=port, timeout=120)
+        assert str(caught.value) == f"port {port} is already in use"
+        assert cli.main(["tensorboard", str(logdir), "--port", str(port)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"keras-saliency-monitor tensorboard: error: port {port} is already in use. "
+        "Pass --port 0 for a free port."
+    ]

@@ -136,15 +136,20 @@ class DashboardBrowser:
         self._host = urllib.parse.urlsplit(url).hostname
         self.page.goto(url.rstrip("/") + "/#saliency", wait_until="commit")
 
-    def wait_first_tile(self, timeout=60.0):
-        """Waits until the dashboard's iframe exists and has drawn one tile; returns the frame."""
+    def wait_frame(self, timeout=60.0, selector="body[data-ready='1']"):
+        """Waits until the dashboard's iframe exists and ``selector`` is in it (by default: the
+        page has asked for every run once, even when there is none yet); returns the frame."""
         deadline = time.monotonic() + timeout
         iframe = self.page.locator("iframe[src*='plugin_entry.html?name=saliency']")
         iframe.wait_for(state="attached", timeout=timeout * 1000)
         self.frame = iframe.element_handle().content_frame()
         left = max(0.1, deadline - time.monotonic())
-        self.frame.wait_for_selector("canvas.tile[data-drawn]", timeout=left * 1000)
+        self.frame.wait_for_selector(selector, timeout=left * 1000)
         return self.frame
+
+    def wait_first_tile(self, timeout=60.0):
+        """Waits until the dashboard's iframe exists and has drawn one tile; returns the frame."""
+        return self.wait_frame(timeout, "canvas.tile[data-drawn]:not([data-drawn='failed'])")
 
     def wait_ready(self, timeout=60.0):
         """Waits until every run is loaded and every visible tile is drawn."""

@@ -16,20 +16,23 @@ function fmt(v) {
 }
 
 /**
- * A chart of `points` ([[step, value|null], ...]).
+ * A chart of one or more series over epochs: `series` is [{name, color, points: [[step,
+ * value|null], ...]}] (one series: `lineChart`).
  *
  * Options: title; lines: [{value, label, kind: "chance" | "threshold"}]; marks: [{step, label,
- * kind: "alarm" | "current"}]; width, height.
+ * kind: "alarm" | "current"}]; width, height. Lines, not dots, past `DOTS_UP_TO` points a series
+ * (200 epochs of dots are a wall); hovering shows every series' value at the nearest epoch.
  */
-export function lineChart(points, { title, lines = [], marks = [], width = 190, height = 96 } = {}) {
+export function seriesChart(series, { title, lines = [], marks = [], width = 190, height = 96 } = {}) {
   const figure = document.createElement("figure");
   figure.className = "chart";
   const caption = document.createElement("figcaption");
   caption.textContent = title;
   figure.appendChild(caption);
   const svg = el("svg", { width, height, viewBox: `0 0 ${width} ${height}`, role: "img" }, figure);
-  const finite = points.filter((p) => p[1] !== null && Number.isFinite(p[1]));
-  const steps = points.map((p) => p[0]).concat(marks.map((m) => m.step));
+  const all = series.flatMap((s) => s.points);
+  const finite = all.filter((p) => p[1] !== null && Number.isFinite(p[1]));
+  const steps = all.map((p) => p[0]).concat(marks.map((m) => m.step));
   const values = finite.map((p) => p[1]).concat(lines.map((l) => l.value));
   const left = 44, right = 8, top = 6, bottom = 18;
   if (!finite.length) {
@@ -67,20 +70,64 @@ export function lineChart(points, { title, lines = [], marks = [], width = 190, 
       el("text", { x: X(mark.step) + 3, y: top + 10, class: "vlabel " + mark.kind }, svg).textContent = mark.label;
     }
   }
-  // One polyline per stretch of finite values, so a NaN epoch shows as a gap.
-  let stretch = [];
-  const flush = () => {
-    if (stretch.length > 1) el("polyline", { points: stretch.join(" "), class: "series" }, svg);
-    stretch = [];
-  };
-  for (const [s, v] of points) {
-    if (v === null || !Number.isFinite(v)) { flush(); continue; }
-    stretch.push(`${X(s).toFixed(1)},${Y(v).toFixed(1)}`);
-    const dot = el("circle", { cx: X(s), cy: Y(v), r: 2.2, class: "dot" }, svg);
-    el("title", {}, dot).textContent = `epoch ${s}: ${fmt(v)}`;
+  for (const { name, color, points } of series) {
+    const style = color ? `stroke: ${color}; fill: ${color}` : null;
+    const dots = points.length <= DOTS_UP_TO;
+    // One polyline per stretch of finite values, so a NaN epoch shows as a gap.
+    let stretch = [];
+    const flush = () => {
+      if (stretch.length > 1) {
+        const line = el("polyline", { points: stretch.join(" "), class: "series" }, svg);
+        if (style) line.setAttribute("style", `stroke: ${color}`);
+      }
+      stretch = [];
+    };
+    for (const [s, v] of points) {
+      if (v === null || !Number.isFinite(v)) { flush(); continue; }
+      stretch.push(`${X(s).toFixed(1)},${Y(v).toFixed(1)}`);
+      if (dots) {
+        const dot = el("circle", { cx: X(s), cy: Y(v), r: 2.2, class: "dot" }, svg);
+        if (style) dot.setAttribute("style", style);
+        el("title", {}, dot).textContent = `${name ? name + ", " : ""}epoch ${s}: ${fmt(v)}`;
+      }
+    }
+    flush();
   }
-  flush();
+  hover(figure, svg, series, { X, left, right, top, bottom, width, height, x0, x1 });
   return figure;
+}
+
+/** Most points a series shows as dots as well as a line. */
+export const DOTS_UP_TO = 40;
+
+/** A vertical rule following the pointer and a line of text: each series' value there. */
+function hover(figure, svg, series, { X, left, right, top, bottom, width, height, x0, x1 }) {
+  const rule = el("line", { x1: 0, x2: 0, y1: top, y2: height - bottom, class: "hover", visibility: "hidden" }, svg);
+  const readout = document.createElement("div");
+  readout.className = "readout";
+  figure.appendChild(readout);
+  const stepsOf = [...new Set(series.flatMap((s) => s.points.map((p) => p[0])))].sort((a, b) => a - b);
+  const maps = series.map((s) => new Map(s.points));
+  svg.addEventListener("mousemove", (event) => {
+    const box = svg.getBoundingClientRect();
+    const x = ((event.clientX - box.left) / box.width) * width;
+    const target = x0 + ((x - left) / (width - left - right)) * (x1 - x0);
+    let best = stepsOf[0];
+    for (const s of stepsOf) if (Math.abs(s - target) < Math.abs(best - target)) best = s;
+    rule.setAttribute("x1", X(best));
+    rule.setAttribute("x2", X(best));
+    rule.setAttribute("visibility", "visible");
+    readout.textContent = `epoch ${best}: ` + series.map((s, i) => `${series.length > 1 ? s.name + " " : ""}${fmt(maps[i].get(best))}`).join(" · ");
+  });
+  svg.addEventListener("mouseleave", () => {
+    rule.setAttribute("visibility", "hidden");
+    readout.textContent = "";
+  });
+}
+
+/** A chart of one series: `points` is [[step, value|null], ...]; options as `seriesChart`. */
+export function lineChart(points, options = {}) {
+  return seriesChart([{ name: "", color: null, points }], options);
 }
 
 export { fmt };
