@@ -1315,6 +1315,12 @@ def _check_each_epoch_has_its_own_probes(run, first, second):
     assert n == len(second.probes.indices) and index["steps"] == [2, 3]
     assert all(len(info["scale"]) == n for info in index["epochs"].values())
     assert [g["steps"] for g in index["probe_sets"]] == [[0, 1], [2, 3]]
+    # The live page's reader (what the plugin's /run route serves): the same epochs on a full
+    # read, and a poll past step 2 keeps step 2 and never lists the first probe set's 0-1.
+    live = store.read_run_since(provider, ctx, eid, "saliency")
+    assert live["steps"] == [2, 3] and sorted(live["epochs"]) == ["2", "3"]
+    assert live["probe_set"]["num_probes"] == n and live["errors"] == []
+    assert store.read_run_since(provider, ctx, eid, "saliency", after=2)["steps"] == [2, 3]
     older = store.read_run(provider, ctx, eid, "saliency", probe_set=0)
     assert older["steps"] == [0, 1] and older["probe_set"]["num_probes"] == 4
     png = store.read_probe_images(provider, ctx, eid, "saliency", probe_set=0)
