@@ -160,6 +160,8 @@ class Explainer:
             layer_fn, layer, tap_shape = gradients.build_layer_fn(
                 model, self.options["layer"], self.output, logits_fn, sample
             )
+            if len(tap_shape) == 2:  # a transformer's tokens: they must form the patch grid
+                methods.token_grid(tap_shape[0], input_shape[:2], f"layer {layer.name!r}")
             grad = gradients.LayerGradient(layer_fn, head, input_shape, tap_shape, **compiled)
         else:
             grad = gradients.InputGradient(logits_fn, head, input_shape, **compiled)
