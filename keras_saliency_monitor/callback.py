@@ -33,6 +33,7 @@ from keras_saliency_monitor.epoch_log import GRID_TAG, INFO_TAG, EpochLog  # noq
 from keras_saliency_monitor.epoch_numbers import EpochNumbers, non_finite
 from keras_saliency_monitor.explain import Explainer
 from keras_saliency_monitor.faults import Faults
+from keras_saliency_monitor.sanity import CannotCopy, SanityCheck
 from keras_saliency_monitor.store import ALARM_TAG  # noqa: F401 - the tags, importable from here
 from keras_saliency_monitor.writing import Writing
 
@@ -139,6 +140,14 @@ class SaliencyMonitor(keras.callbacks.Callback):
             default a logged epoch's write overlaps the next epoch's training and is waited for
             at the next epoch end, so a hard kill loses at most the most recent logged epoch.
             Defaults to False.
+        sanity_blocks: the model-randomisation sanity check (Adebayo et al. 2018, see
+            ``keras_saliency_monitor.sanity_check``), run once per fit at the first logged epoch:
+            the top ``sanity_blocks`` layer blocks of a copy of the model are re-initialised one
+            after another and the probes' maps compared with the trained ones; logged as
+            ``saliency_sanity_rank_correlation`` and ``saliency_sanity_ssim`` (all blocks
+            random) and ``saliency_sanity_*_top{k}`` (the curve), with a warning when the maps
+            survive randomisation. Costs one saliency pass per block and keeps a copy of the
+            weights. 0 or None switches it off. Defaults to 4.
         strict: raise faults during training (non-finite maps, failing disk, any exception while
             computing, rendering or writing, including those of the background thread at the
             next hook) out of ``fit`` instead of warning once per kind and going on. Defaults to
@@ -206,6 +215,7 @@ class SaliencyMonitor(keras.callbacks.Callback):
         background=True,
         durable=False,
         strict=False,
+        sanity_blocks=4,
         **method_options,
     ):
         super().__init__()
@@ -217,6 +227,14 @@ class SaliencyMonitor(keras.callbacks.Callback):
             logdirs.check_log_dir(log_dir)  # raises the TypeError
         self.every_n_epochs = positive_int("every_n_epochs", every_n_epochs)
         self.explainer = Explainer(method, target, output, batch_size, **method_options)
+        self._sanity = None  # the once-per-fit model-randomisation check, when switched on
+        if sanity_blocks:
+            blocks = positive_int("sanity_blocks", sanity_blocks)
+            self._sanity = SanityCheck(
+                method, target=target, output=output, batch_size=batch_size,
+                max_blocks=blocks, **method_options,
+            )  # fmt: skip
+        self._sanity_due = False  # set at each fit's start, cleared once the check ran
         alpha = real_number("alpha", alpha, 0, 1, "an opacity in [0, 1]")
         smoothing = real_number("smoothing", smoothing, 0, None, "a Gaussian sigma >= 0 (0: none)")
         clip_percentile = real_number(
@@ -292,6 +310,7 @@ class SaliencyMonitor(keras.callbacks.Callback):
         self.faults = Faults(self.strict, self._release_before_raise)
         self._writing.open(self.faults, self.log_dir if self._chief else None, self.background)
         self._measure.reset()
+        self._sanity_due = self._sanity is not None
         self._log.reset()
         self.alarm.reset()
         self.alarm_message = None
@@ -310,6 +329,7 @@ class SaliencyMonitor(keras.callbacks.Callback):
         try:
             explanation = self.explainer.explain(self.probes.x, self.probes.labels)
             numbers, per_probe = self._measure(explanation)
+            numbers.update(self._check_sanity(epoch, explanation))
             self.history[step] = numbers
             if logs is not None:
                 logs.update(numbers)
@@ -361,6 +381,28 @@ class SaliencyMonitor(keras.callbacks.Callback):
         if self.stop_on_alarm and self.model is not None:
             self.model.stop_training = True
         return message
+
+    def _check_sanity(self, epoch, explanation):
+        """The sanity check's numbers at a fit's first logged epoch ({} otherwise, or when it
+        fails: a "sanity" fault, and the epoch goes on)."""
+        if not self._sanity_due:
+            return {}
+        self._sanity_due = False
+        p = self.probes
+        try:
+            result = self._sanity.run(
+                self.model, p.x, explanation.maps, explanation.classes, p.labels
+            )
+        except CannotCopy as err:  # not a fault of this run: the model's kind; said once
+            self._sanity = None
+            warnings.warn(f"SaliencyMonitor: sanity check switched off. {err}", stacklevel=3)
+            return {}
+        except Exception as err:  # noqa: BLE001 - a monitor never kills the training it watches
+            self.faults.record("sanity", f"epoch {epoch}", err)
+            return {}
+        if result.message is not None:
+            warnings.warn(result.message, UserWarning, stacklevel=3)
+        return result.numbers()
 
     def _write_timeout(self, end=False):
         """How long the training thread may wait for the writer now.
