@@ -208,8 +208,10 @@ def _reflect(index, n):
     return np.where(index >= n, 2 * n - index - 1, index)
 
 
-def test_monitor_logs_the_sanity_curve_once_per_fit_and_changes_nothing(tmp_path):
-    """A deterministic fit ends bit-identical with or without the monitor (and its check)."""
+def test_monitor_logs_the_sanity_curve_once_per_fit_and_changes_nothing(tmp_path, trained):
+    """A deterministic fit ends bit-identical with or without the monitor (and its check); the
+    check runs at the first logged epoch at which the model predicts the probes (here epoch 0: the
+    model starts from the trained weights)."""
     from keras_saliency_monitor import SaliencyMonitor
 
     x, y = shapes_data(64, seed=5)
@@ -217,6 +219,7 @@ def test_monitor_logs_the_sanity_curve_once_per_fit_and_changes_nothing(tmp_path
     def fit(callbacks):
         keras.utils.set_random_seed(1)
         model = small_cnn()
+        model.set_weights(trained.get_weights())  # the check waits for probe skill
         history = model.fit(
             x, y, epochs=2, batch_size=16, verbose=0, shuffle=True, callbacks=callbacks
         )

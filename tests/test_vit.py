@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from keras import layers, ops
 
-from keras_saliency_monitor import compute_saliency, methods
+from keras_saliency_monitor import compute_saliency, methods, sanity_check
 from keras_saliency_monitor.explain import Explainer, explain
 
 from .test_backends import reference_gradient, to_numpy
@@ -189,4 +189,7 @@ def test_vit_trains_with_the_monitor(tmp_path):
         history = model.fit(x, y, epochs=2, batch_size=8, verbose=0, callbacks=[monitor])
     assert monitor.faults == {}
     assert np.isfinite(history.history["saliency_concentration"]).all()
-    assert np.isfinite(history.history["saliency_sanity_rank_correlation"]).all()
+    # The sanity check waits for probe skill, which a ViT on noise never reaches; it is checked
+    # on the ViT directly: the copy (custom layers too) and the cascade work.
+    result = sanity_check(model, x[:4], "gradcam", layer="block1", blocks=3, warn=False)
+    assert result.blocks[0] == ("head",) and np.isfinite(result.rank_correlation).all()
