@@ -550,16 +550,20 @@ def _gradcam_plus_plus(grad, x, first, **_):
     sum to 1 per channel (the paper does not). Tokens of a transformer block are laid out on
     their patch grid first (:func:`layer_grid`).
     """
-    activations, grads, extras = layer_grid(first, x.shape[1:])
-    a = activations.astype(np.float64)
-    g = grads.astype(np.float64)
-    n, h, w, k = a.shape
-    g2 = g * g
-    denominator = 2.0 * g2 + a.sum(axis=(1, 2), keepdims=True) * g2 * g
-    safe = np.where(denominator != 0.0, denominator, 1.0)
-    alpha = np.where(denominator != 0.0, g2 / safe, 0.0)
-    weights = (alpha * np.maximum(g, 0.0)).sum(axis=(1, 2))  # (N, k)
-    cam = np.maximum(np.einsum("nhwk,nk->nhw", a, weights), 0.0).astype(np.float32)
+    activations, grads, extras = layer_grid(first, x.shape[1:])  # (N, h, w, k) each
+    n, h, w, k = activations.shape
+    # Only positions with g > 0 weigh in (ReLU(g)), and there alpha * g = g / (2 + S_k g) with
+    # S_k = sum_ab A_ab^k: the formula above with g**2 cancelled, in float32 and 3 passes over
+    # the activations instead of 10 in float64 (measured, 32 probes 64x64, last conv 16x16x64:
+    # 8.6x -> 1.3x Grad-CAM's time). For g <= 0 the term is 0 / 2 = 0.
+    totals = activations.sum(axis=(1, 2), keepdims=True, dtype=np.float64).astype(np.float32)
+    positive = np.maximum(grads, 0.0)
+    denominator = positive * totals
+    denominator += 2.0
+    terms = np.divide(positive, denominator, out=np.zeros_like(positive), where=denominator != 0)
+    weights = terms.sum(axis=(1, 2), dtype=np.float64).astype(np.float32)  # (N, k)
+    weighted = activations.reshape(n, h * w, k) @ weights[:, :, None]
+    cam = np.maximum(weighted.reshape(n, h, w), 0.0)
     return resize_bilinear(cam, x.shape[1:3])[..., None].astype(np.float32), extras
 
 

@@ -90,7 +90,7 @@ def test_gradient_methods_fail_the_check_on_a_trained_cnn(trained, method, optio
     probes, _ = shapes_data(16, seed=2)
     before = [w.copy() for w in trained.get_weights()]
     with warnings.catch_warnings():
-        warnings.simplefilter("error")  # no "maps survive" warning
+        warnings.simplefilter("error", UserWarning)  # no "maps survive" warning
         result = sanity_check(trained, probes, method, **options)
     assert result.blocks == (("head",), ("c3",), ("c2",), ("c1",))
     assert result.rank_correlation.shape == result.ssim.shape == (4,)
