@@ -231,7 +231,11 @@ def test_monitor_logs_the_sanity_curve_once_per_fit_and_changes_nothing(tmp_path
 
     bare, _ = fit([])
     monitor = SaliencyMonitor(tmp_path, (x, y), num_probes=6, background=False, sanity_blocks=3)
+    passes = []  # saliency passes of the check: one per block, the trained maps are the epoch's
+    maps_of = monitor._sanity._maps
+    monitor._sanity._maps = lambda *args: passes.append(1) or maps_of(*args)
     watched, history = fit([monitor])
+    assert len(passes) == 3
     for a, b in zip(watched.get_weights(), bare.get_weights()):
         np.testing.assert_array_equal(a, b)
     assert len(history.history["saliency_sanity_rank_correlation"]) == 1  # epoch 0 only
