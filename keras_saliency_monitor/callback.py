@@ -79,9 +79,10 @@ class SaliencyMonitor(keras.callbacks.Callback):
             Images are given exactly as the model sees them (any value range).
         num_probes: how many probes to draw, once, stratified by class when labels exist.
             Defaults to 16.
-        method: "vanilla" (default), "gradient_x_input", "smoothgrad" (options ``samples``,
-            ``noise``, ``seed``), "integrated_gradients" (``steps``, ``baseline``) or "gradcam"
-            (``layer``); options are passed as keyword arguments (see ``methods.METHODS``).
+        method: "vanilla" (default), "gradient_x_input", "smoothgrad", "smoothgrad_squared" or
+            "vargrad" (options ``samples``, ``noise``, ``seed``), "integrated_gradients"
+            (``steps``, ``baseline``), "gradcam" or "gradcam_plus_plus" (``layer``); options are
+            passed as keyword arguments (see ``methods.METHODS``).
         target: which class score to explain: "predicted" (default), "label", an int class, or a
             callable ``logits -> (N,)`` scores built with ``keras.ops``.
         masks: optional object masks aligned with ``probe_data``: (N, H, W) bool or float, (N, 4)
