@@ -10,6 +10,10 @@ SmoothGrad and IG the floor side of a pair is n back-to-back floor calls; for th
 each side is a few back-to-back calls); the table gives per-call medians over the repetitions and
 the median of the per-pair ratios. For SmoothGrad and IG,
 ``ratio / n`` is the cost per sample or step in units of one vanilla call (target: at most 1.25).
+
+A second table times the methods added beside a reference in alternating pairs against that
+reference directly: SmoothGrad-Squared and VarGrad against SmoothGrad with the same samples
+(target: at most 1.1x), Grad-CAM++ against Grad-CAM.
 """
 
 from __future__ import annotations
@@ -33,13 +37,22 @@ CASES = [  # (label, method, options, n for ratio / n)
     ("vanilla", "vanilla", {}, None),
     ("gradient_x_input", "gradient_x_input", {}, None),
     ("gradcam", "gradcam", {}, None),
+    ("gradcam_plus_plus", "gradcam_plus_plus", {}, None),
     ("smoothgrad n=25", "smoothgrad", {"samples": 25}, 25),
+    ("smoothgrad_squared n=25", "smoothgrad_squared", {"samples": 25}, 25),
+    ("vargrad n=25", "vargrad", {"samples": 25}, 25),
     ("smoothgrad n=50", "smoothgrad", {"samples": 50}, 50),
     ("integrated_gradients n=64", "integrated_gradients", {"steps": 64}, 64),
 ]
 
 
 SINGLE = 8  # calls per side of a pair for the single-call methods
+# (label, reference label): timed against each other in alternating pairs (second table).
+AGAINST = [
+    ("smoothgrad_squared n=25", "smoothgrad n=25"),
+    ("vargrad n=25", "smoothgrad n=25"),
+    ("gradcam_plus_plus", "gradcam"),
+]
 
 
 def small_cnn(size=64, classes=3):
@@ -121,12 +134,37 @@ def main(argv=None):
         cells.append(f"{wall:7.2f}" + (f"{wall / n:8.3f}" if n else " " * 8))
         cells.append(f"{cpu:10.2f}" + (f"{cpu / n:12.3f}" if n else ""))
         print("".join(cells))
+    against_reference(explainers, x, args.reps)
     traces = {label: e.trace_count for label, e in explainers.items()}
     print(f"trace counts at the end of the run: {traces}")
     print(
         "ratio: wall time over the floor; cpu ratio: this process's CPU time over the floor's "
         "(less sensitive to other processes on shared cores). Target: ratio/n <= 1.25."
     )
+
+
+def against_reference(explainers, x, reps):
+    """Second table: each added method against its reference, in alternating pairs of calls."""
+    print()
+    print(f"{'method':<27}{'against':<18}{'ratio':>7}{'cpu ratio':>10}")
+    for label, reference in AGAINST:
+        calls = 1 if "n=" in label else SINGLE
+        ratios = []
+        for rep in range(reps):
+            times = {}
+            # Which side runs first alternates pair by pair.
+            order = (reference, label) if rep % 2 == 0 else (label, reference)
+            for side in order:
+
+                def run(e=explainers[side], k=calls):
+                    for _ in range(k):
+                        e.explain(x)
+
+                times[side] = np.array(_timed(run))
+            ratios.append(times[label] / times[reference])
+        wall, cpu = np.median(np.array(ratios), axis=0)
+        print(f"{label:<27}{reference:<18}{wall:7.2f}{cpu:10.2f}")
+    print("Target for SmoothGrad-Squared and VarGrad: at most 1.1x SmoothGrad, same samples.")
 
 
 if __name__ == "__main__":

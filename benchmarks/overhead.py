@@ -23,12 +23,15 @@ Then:
   and when each epoch trains for about a second (realistic loop)?
 * the slope: block time vs probes (vanilla) and vs samples (smoothgrad), with a fitted line;
 * the monitor's share of a demo-like training epoch (``model.fit`` with and without it,
-  alternating).
+  alternating);
+* the sanity check (``sanity_cost``, its own section): what the once-per-fit model-randomisation
+  check costs, per randomised block, in saliency passes of the same method.
 
 Usage::
 
     python benchmarks/overhead.py            # full run, ~10 min on 2 cores
     python benchmarks/overhead.py --quick    # a subset, < 2 min
+    python benchmarks/overhead.py --sanity   # the sanity check's section only, < 1 min
 
 Timings on a shared machine are noisy: only ratios measured in this one process mean much.
 """
@@ -574,6 +577,58 @@ def demo_share(pairs, epochs, n_train) -> dict:
 # --------------------------------------------------------------------------------------------------
 
 
+# --------------------------------------------------------------------------------------------------
+# The sanity check: once per fit, at most one saliency pass per randomised block
+# --------------------------------------------------------------------------------------------------
+
+
+def sanity_cost(model, x, y, method, options, blocks, reps) -> dict:
+    """Time of the callback's sanity check against one saliency pass of the same method.
+
+    The check as the callback runs it (``SanityCheck.run`` with the epoch's maps and classes
+    given), in alternating pairs against ``Explainer.explain`` on the same probes (the order flips
+    every pair): ``per_block`` = median over pairs of check / (blocks x pass). ``first`` is the
+    first check of a monitor, which also copies the model and traces the copy's gradient (once per
+    monitor; a later fit re-copies the weights only).
+    """
+    from keras_saliency_monitor.explain import Explainer
+    from keras_saliency_monitor.sanity import SanityCheck
+
+    explainer = Explainer(method, **options).bind(model, x.shape[1:])
+    trained = explainer.explain(x, y)
+    check = SanityCheck(method, max_blocks=blocks, **options)
+    first = timed(check.run, model, x, trained.maps, trained.classes, y)
+    passes, checks = [], []
+    for rep in range(reps):
+        sides = [("pass", explainer.explain, (x, y)), ("check", check.run, (model, x))]
+        for name, fn, args in sides if rep % 2 == 0 else sides[::-1]:
+            extra = (trained.maps, trained.classes, y) if name == "check" else ()
+            (passes if name == "pass" else checks).append(timed(fn, *args, *extra))
+    ratios = [c / (blocks * p) for c, p in zip(checks, passes)]
+    return {
+        "pass": median(passes),
+        "check": median(checks),
+        "per_block": median(ratios),
+        "first": first,
+        "first_per_block": first / (blocks * median(passes)),
+    }
+
+
+def print_sanity_cost(model, data, reps) -> None:
+    print("\nSanity check (once per fit, 4 blocks, 32 probes 64x64; cost in saliency passes):")
+    x, y = data(32, 64)
+    for method, options in (("vanilla", {}), ("smoothgrad", {"samples": 8})):
+        r = sanity_cost(model, x, y, method, options, 4, reps)
+        ok = "met" if r["per_block"] <= 1.0 else "NOT met"
+        print(
+            f"  {method}{' n=8' if options else ''}: one pass {ms(r['pass'])} ms, check "
+            f"{ms(r['check'])} ms = {r['per_block']:.2f} passes per block (target <= 1: {ok}); "
+            f"a monitor's first check, with the copy and its trace: {ms(r['first'])} ms = "
+            f"{r['first_per_block']:.2f} passes per block",
+            flush=True,
+        )
+
+
 def machine() -> str:
     cpu = "unknown CPU"
     with contextlib.suppress(OSError):
@@ -593,7 +648,13 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a subset that runs in < 2 min")
     parser.add_argument("--reps", type=int, default=None, help="pairs per configuration (>= 7)")
+    parser.add_argument("--sanity", action="store_true", help="the sanity check's section only")
     args = parser.parse_args(argv)
+    if args.sanity:
+        keras.utils.set_random_seed(0)
+        print(f"machine: {machine()}")
+        print_sanity_cost(build_cnn(64), lambda p, size: make_images(p, size, seed=p), 9)
+        return 0
     quick = args.quick
     reps = max(7, args.reps or (7 if quick else 9))
     probe_counts = (8, 32) if quick else (8, 32, 128)
@@ -682,6 +743,8 @@ def main(argv=None) -> int:
     probe_slope = (8, 16, 32) if quick else (8, 16, 32, 64, 128)
     for line in slopes(models, 64, probe_slope, sample_counts, reps, data):
         print("  " + line, flush=True)
+
+    print_sanity_cost(models[64], data, reps)
 
     d = demo_share(pairs=2 if quick else 6, epochs=2, n_train=300 if quick else 1500)
     print(

@@ -3,6 +3,7 @@
 Public API (everything else is private by module)::
 
     from keras_saliency_monitor import SaliencyMonitor, compute_saliency, compute_attributions
+    from keras_saliency_monitor import sanity_check  # the model-randomisation check
 
 The names are resolved lazily so that the command line (``report``, ``tensorboard``, ``--help``)
 and the numpy-only modules do not pay for importing TensorFlow.
@@ -13,18 +14,20 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-__all__ = ["SaliencyMonitor", "compute_attributions", "compute_saliency"]
+__all__ = ["SaliencyMonitor", "compute_attributions", "compute_saliency", "sanity_check"]
 __version__ = "0.1.0"
 
 _WHERE = {
     "SaliencyMonitor": "keras_saliency_monitor.callback",
     "compute_attributions": "keras_saliency_monitor.explain",
     "compute_saliency": "keras_saliency_monitor.explain",
+    "sanity_check": "keras_saliency_monitor.sanity",
 }
 
 if TYPE_CHECKING:
     from keras_saliency_monitor.callback import SaliencyMonitor
     from keras_saliency_monitor.explain import compute_attributions, compute_saliency
+    from keras_saliency_monitor.sanity import sanity_check
 
 
 def __getattr__(name):

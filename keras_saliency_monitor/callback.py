@@ -34,6 +34,7 @@ from keras_saliency_monitor.epoch_log import GRID_TAG, INFO_TAG, EpochLog  # noq
 from keras_saliency_monitor.epoch_numbers import EpochNumbers, non_finite
 from keras_saliency_monitor.explain import Explainer
 from keras_saliency_monitor.faults import Faults
+from keras_saliency_monitor.sanity import CannotCopy, SanityCheck
 from keras_saliency_monitor.store import ALARM_TAG  # noqa: F401 - the tags, importable from here
 from keras_saliency_monitor.writing import Writing
 
@@ -81,9 +82,10 @@ class SaliencyMonitor(keras.callbacks.Callback):
             Images are given exactly as the model sees them (any value range).
         num_probes: how many probes to draw, once, stratified by class when labels exist.
             Defaults to 16.
-        method: "vanilla" (default), "gradient_x_input", "smoothgrad" (options ``samples``,
-            ``noise``, ``seed``), "integrated_gradients" (``steps``, ``baseline``) or "gradcam"
-            (``layer``); options are passed as keyword arguments (see ``methods.METHODS``).
+        method: "vanilla" (default), "gradient_x_input", "smoothgrad", "smoothgrad_squared" or
+            "vargrad" (options ``samples``, ``noise``, ``seed``), "integrated_gradients"
+            (``steps``, ``baseline``), "gradcam" or "gradcam_plus_plus" (``layer``); options are
+            passed as keyword arguments (see ``methods.METHODS``).
         target: which class score to explain: "predicted" (default), "label", an int class, or a
             callable ``logits -> (N,)`` scores built with ``keras.ops``.
         masks: optional object masks aligned with ``probe_data``: (N, H, W) bool or float, (N, 4)
@@ -147,6 +149,16 @@ class SaliencyMonitor(keras.callbacks.Callback):
             default a logged epoch's write overlaps the next epoch's training and is waited for
             at the next epoch end, so a hard kill loses at most the most recent logged epoch.
             Defaults to False.
+        sanity_blocks: the model-randomisation sanity check (Adebayo et al. 2018, see
+            ``keras_saliency_monitor.sanity_check``), run once per fit, at
+            the first logged epoch at which the model predicts the probes clearly better than
+            chance (``saliency_probe_skill`` >= 0.5, as for the alarm; at once for regression),
+            the top ``sanity_blocks`` layer blocks of a copy of the model are re-initialised one
+            after another and the probes' maps compared with the trained ones; logged as
+            ``saliency_sanity_rank_correlation`` and ``saliency_sanity_ssim`` (all blocks
+            random) and ``saliency_sanity_*_top{k}`` (the curve), with a warning when the maps
+            survive randomisation. Costs one saliency pass per block and keeps a copy of the
+            weights. 0 or None switches it off. Defaults to 4.
         strict: raise faults during training (non-finite maps, failing disk, any exception while
             computing, rendering or writing, including those of the background thread at the
             next hook) out of ``fit`` instead of warning once per kind and going on. Defaults to
@@ -214,6 +226,7 @@ class SaliencyMonitor(keras.callbacks.Callback):
         background=True,
         durable=False,
         strict=False,
+        sanity_blocks=4,
         **method_options,
     ):
         super().__init__()
@@ -227,6 +240,14 @@ class SaliencyMonitor(keras.callbacks.Callback):
             logdirs.check_log_dir(log_dir)  # raises the TypeError
         self.every_n_epochs = positive_int("every_n_epochs", every_n_epochs)
         self.explainer = Explainer(method, target, output, batch_size, **method_options)
+        self._sanity = None  # the once-per-fit model-randomisation check, when switched on
+        if sanity_blocks:
+            blocks = positive_int("sanity_blocks", sanity_blocks)
+            self._sanity = SanityCheck(
+                method, target=target, output=output, batch_size=batch_size,
+                max_blocks=blocks, **method_options,
+            )  # fmt: skip
+        self._sanity_due = False  # set at each fit's start, cleared once the check ran
         alpha = real_number("alpha", alpha, 0, 1, "an opacity in [0, 1]")
         smoothing = real_number("smoothing", smoothing, 0, None, "a Gaussian sigma >= 0 (0: none)")
         clip_percentile = real_number(
@@ -310,6 +331,7 @@ class SaliencyMonitor(keras.callbacks.Callback):
         )
         self._measure.reset()
         self._last_numbers = {}
+        self._sanity_due = self._sanity is not None
         self._log.reset()
         self.alarm.reset()
         self.alarm_message = None
@@ -330,6 +352,7 @@ class SaliencyMonitor(keras.callbacks.Callback):
         try:
             explanation = self.explainer.explain(self.probes.x, self.probes.labels)
             numbers, per_probe = self._measure(explanation)
+            numbers.update(self._check_sanity(epoch, explanation, numbers))
             self.history[step] = self._last_numbers = numbers
             if logs is not None:
                 logs.update(numbers)
@@ -392,6 +415,32 @@ class SaliencyMonitor(keras.callbacks.Callback):
         if self.stop_on_alarm and self.model is not None:
             self.model.stop_training = True
         return message
+
+    def _check_sanity(self, epoch, explanation, numbers):
+        """The sanity check's numbers at a fit's first logged epoch at which the model predicts
+        the probes clearly better than chance ({} otherwise, or when it fails: a "sanity" fault,
+        and the epoch goes on). An untrained model's maps are as weight-independent as a random
+        one's: checked at epoch 0 of the test suite's 1-epoch fits, vanilla maps "survived" at
+        rank correlation 0.57, a false warning."""
+        skill = numbers.get("saliency_probe_skill", float("nan"))  # NaN (regression): no wait
+        if not self._sanity_due or skill < self.alarm.min_skill:
+            return {}
+        self._sanity_due = False
+        p = self.probes
+        try:
+            result = self._sanity.run(
+                self.model, p.x, explanation.maps, explanation.classes, p.labels
+            )
+        except CannotCopy as err:  # not a fault of this run: the model's kind; said once
+            self._sanity = None
+            warnings.warn(f"SaliencyMonitor: sanity check switched off. {err}", stacklevel=3)
+            return {}
+        except Exception as err:  # noqa: BLE001 - a monitor never kills the training it watches
+            self.faults.record("sanity", f"epoch {epoch}", err)
+            return {}
+        if result.message is not None:
+            warnings.warn(result.message, UserWarning, stacklevel=3)
+        return result.numbers()
 
     def _write_timeout(self, end=False):
         """How long the training thread may wait for the writer now.

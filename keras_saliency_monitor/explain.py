@@ -193,6 +193,8 @@ class Explainer:
             layer_fn, layer, tap_shape = gradients.build_layer_fn(
                 model, self.options["layer"], self.output, logits_fn, sample
             )
+            if len(tap_shape) == 2:  # a transformer's tokens: they must form the patch grid
+                methods.token_grid(tap_shape[0], input_shape[:2], f"layer {layer.name!r}")
             grad = gradients.LayerGradient(layer_fn, head, input_shape, tap_shape, **compiled)
         else:
             grad = gradients.InputGradient(logits_fn, head, input_shape, **compiled)
@@ -359,6 +361,10 @@ def compute_attributions(
         min(x_i))``. Defaults to 0.15.
       - ``seed``: seed of the draws, ``np.random.default_rng(seed).standard_normal((samples, H,
         W, C), float32)``, shared by all images and identical on every call. Defaults to 0.
+    - ``"smoothgrad_squared"`` (Hooker et al. 2019) and ``"vargrad"`` (Adebayo et al. 2018): the
+      mean of gradient**2 and the variance of the gradient over SmoothGrad's noisy copies (same
+      options, same draws for the same ``seed``), per channel. Map: max over channels. One pass
+      gives both: :func:`explain`'s ``extras`` holds the other one.
     - ``"integrated_gradients"`` (Sundararajan et al. 2017): (x - x') times the average gradient
       on the straight path from the baseline x' to x, midpoint rule. Map: |sum over channels|.
 
@@ -379,13 +385,17 @@ def compute_attributions(
         ``"backbone/conv3"``. Defaults to None: the last layer with a 4-D (N, h, w, k) output,
         looking inside nested backbones and passing over a trailing pooling layer (the last
         conv block's output). ``explain(...).extras["layer"]`` names the layer used.
+        A named transformer block's (N, tokens, d) output is read on its patch grid, leading
+        class tokens dropped.
+    - ``"gradcam_plus_plus"`` (Chattopadhay et al. 2018): Grad-CAM with the paper's per-position
+      weights (eq. 19, without the per-image factor exp(logit)); option ``layer`` as Grad-CAM.
 
     Args:
         model: a Keras 3 model (any backend; Functional, Sequential or subclassed) taking
             (N, H, W, C) float images, channels last.
         images: array (N, H, W, C), in the value range the model was trained on.
-        method: "vanilla" (default), "gradient_x_input", "smoothgrad", "integrated_gradients"
-            or "gradcam".
+        method: "vanilla" (default), "gradient_x_input", "smoothgrad", "smoothgrad_squared",
+            "vargrad", "integrated_gradients", "gradcam" or "gradcam_plus_plus".
         target: "predicted" (default), "label" (needs ``labels``), an int class, or a callable
             ``logits -> (N,)`` scores.
         labels: (N,) int class ids, for target="label".

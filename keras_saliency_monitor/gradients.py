@@ -425,9 +425,19 @@ def _spatial_shape(shape) -> bool:
     return len(shape) == 4 and (shape[1] is None or shape[2] is None or shape[1] * shape[2] > 1)
 
 
-def _candidates(model, outputs=None, prefix=()) -> list[LayerChoice]:
-    """Layers with a 4-D spatial output that ``outputs`` depend on, in graph order, recursing
-    into nested models (listed after their own layers)."""
+def _token_shape(shape) -> bool:
+    """A 3-D (N, tokens, d) shape of more than one token: a transformer block's output."""
+    return len(shape) == 3 and (shape[1] is None or shape[1] > 1)
+
+
+def _readable_shape(shape) -> bool:
+    """What a named layer may output: a 4-D map, or tokens (laid out on the patch grid)."""
+    return _spatial_shape(shape) or _token_shape(shape)
+
+
+def _candidates(model, outputs=None, prefix=(), accept=_spatial_shape) -> list[LayerChoice]:
+    """Layers whose output shape ``accept``s (default: 4-D spatial) that ``outputs`` depend on,
+    in graph order, recursing into nested models (listed after their own layers)."""
     nodes = _nodes_by_layer(model, outputs)
     out = []
     for layer in model.layers:
@@ -435,10 +445,8 @@ def _candidates(model, outputs=None, prefix=()) -> list[LayerChoice]:
             continue
         path = (*prefix, layer)
         if _is_graph_model(layer):
-            out.extend(_candidates(layer, None, path))
-        if any(
-            _spatial_shape(tuple(t.shape)) for n in nodes[id(layer)] for t in n.output_tensors[:1]
-        ):
+            out.extend(_candidates(layer, None, path, accept))
+        if any(accept(tuple(t.shape)) for n in nodes[id(layer)] for t in n.output_tensors[:1]):
             out.append(LayerChoice(path, "/".join(p.name for p in path)))
     return out
 
@@ -487,7 +495,8 @@ def find_layer(model, layer=None, output=None) -> LayerChoice:
     _, out = targets._select_output(model, output)
     candidates = _candidates(model, [out])
     where = "that the explained output depends on"
-    return _pick(candidates, layer, _all_layers(model), where)
+    tokens = _candidates(model, [out], accept=_readable_shape) if layer is not None else None
+    return _pick(candidates, layer, _all_layers(model), where, tokens)
 
 
 def _depends_on(tensor, sources, stop) -> bool:
@@ -576,8 +585,13 @@ class _InferencePass(keras.layers.Layer):
         return self._fn(x)
 
 
-def _pick(candidates, layer, everything, where):
-    """The :class:`LayerChoice` Grad-CAM reads among ``candidates`` (see :func:`find_layer`)."""
+def _pick(candidates, layer, everything, where, named=None):
+    """The :class:`LayerChoice` Grad-CAM reads among ``candidates`` (see :func:`find_layer`).
+
+    A layer named by the user may also be one of ``named`` (those with a transformer's
+    (N, tokens, d) output, which Grad-CAM lays out on the patch grid); the automatic choice
+    reads 4-D outputs only.
+    """
     names = [c.name for c in candidates]
     if layer is None:
         # A nested model is passed over for the layers inside it that are candidates too.
@@ -613,10 +627,11 @@ def _pick(candidates, layer, everything, where):
             f"names {[m.name for m in matches]}; pass the full path."
         )
     choice = matches[0]
-    if choice.name not in names:
+    if choice.name not in names and choice.name not in [c.name for c in named or ()]:
         raise ValueError(
             f"Invalid value for option `layer` of method='gradcam': layer {choice.name!r} has "
-            f"no 4-D (N, h, w, k) output (with more than one position) {where}. "
+            f"no 4-D (N, h, w, k) output (with more than one position) nor (N, tokens, d) "
+            f"transformer output {where}. "
             f"Candidates: {names}."
         )
     return choice
@@ -651,6 +666,11 @@ def find_layer_by_pass(model, layer, sample) -> LayerChoice:
         if runs.get(id(c.path[-1])) == 1 and _spatial_shape(shapes[id(c.path[-1])])
     ]
     four_d.sort(key=lambda c: position[id(c.path[-1])])
+    tokens = [
+        c
+        for c in everything
+        if runs.get(id(c.path[-1])) == 1 and _token_shape(shapes[id(c.path[-1])])
+    ]
     if layer is not None:
         for c in everything:
             if layer in (c.name, c.path[-1].name) and runs.get(id(c.path[-1]), 0) != 1:
@@ -662,7 +682,7 @@ def find_layer_by_pass(model, layer, sample) -> LayerChoice:
                     f"{[x.name for x in four_d]}), assign each use its own layer in __init__, "
                     "or build the model with the Functional API."
                 )
-    return _pick(four_d, layer, everything, "in a forward pass")
+    return _pick(four_d, layer, everything, "in a forward pass", tokens)
 
 
 def _call_tap(layer, logits_fn) -> Callable:

@@ -141,6 +141,70 @@ def _assert_global_rng_untouched(before):
     np.testing.assert_array_equal(before[1], after[1])
 
 
+# ------------------------------------------------------------------ SmoothGrad-Squared, VarGrad
+
+
+def test_noise_moment_methods_on_analytic_function_use_smoothgrads_draws_in_one_pass():
+    """SmoothGrad-Squared (Hooker et al. 2019) and VarGrad (Adebayo et al. 2018), by hand: the
+    mean of g**2 and the 1/n variance of g over the noisy copies x + sigma * eps_k."""
+    x = _images(3)
+    samples, noise, seed = 7, 0.2, 5
+    eps = np.random.default_rng(seed).standard_normal((samples, *SHAPE), dtype=np.float32)
+    sigma = noise * (x.max(axis=(1, 2, 3)) - x.min(axis=(1, 2, 3)))
+    opts = dict(samples=samples, noise=noise, seed=seed)
+    sent = {}
+    for name in ("smoothgrad", "smoothgrad_squared", "vargrad"):
+        fake = QuadraticGrad()
+        sent[name] = (fake, methods.METHODS[name].attribute(fake, x, fake(x, None), **opts))
+    fake = sent["vargrad"][0]
+    g = np.stack([[2 * fake.a * (x[i] + sigma[i] * e) + fake.b for e in eps] for i in range(3)])
+    g = g.astype(np.float64)  # (N, samples, H, W, C)
+    squared, squared_extras = sent["smoothgrad_squared"][1]
+    variance, variance_extras = sent["vargrad"][1]
+    _assert_close(squared, (g**2).mean(axis=1), rtol=1e-5)
+    _assert_close(variance, ((g - g.mean(axis=1, keepdims=True)) ** 2).mean(axis=1), rtol=1e-5)
+    # One pass gives both, and the draws are SmoothGrad's: the same images, in the same calls.
+    np.testing.assert_array_equal(squared_extras["vargrad"], variance)
+    np.testing.assert_array_equal(variance_extras["smoothgrad_squared"], squared)
+    for name in ("smoothgrad_squared", "vargrad"):
+        batches = sent[name][0].batches
+        assert len(batches) == len(sent["smoothgrad"][0].batches)
+        for a, b in zip(batches, sent["smoothgrad"][0].batches):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_noise_moment_methods_without_noise():
+    x, fake = _images(3), QuadraticGrad()
+    first = fake(x, None)
+    opts = dict(samples=4, noise=0.0, seed=0)
+    squared, _ = methods.METHODS["smoothgrad_squared"].attribute(fake, x, first, **opts)
+    variance, _ = methods.METHODS["vargrad"].attribute(fake, x, first, **opts)
+    np.testing.assert_array_equal(variance, 0.0)
+    np.testing.assert_allclose(squared, first.grads.astype(np.float64) ** 2, rtol=1e-6)
+
+
+@pytest.mark.parametrize("method", ["smoothgrad_squared", "vargrad"])
+def test_noise_moment_methods_equal_a_per_sample_autodiff_reference(conv_net, method):
+    x = _images(3)
+    samples, noise, seed = 5, 0.2, 3
+    result = explain(conv_net, x, method=method, samples=samples, noise=noise, seed=seed)
+    head = conv_net.get_layer("head")
+    trunk = keras.Model(conv_net.inputs[0], head.input)
+    eps = np.random.default_rng(seed).standard_normal((samples, *SHAPE), dtype=np.float32)
+    sigma = noise * (x.max(axis=(1, 2, 3)) - x.min(axis=(1, 2, 3)))
+    expected = []
+    for i, cls in enumerate(result.classes):
+
+        def score(t, cls=int(cls)):
+            return (trunk(t, training=False) @ head.kernel + head.bias)[0, cls]
+
+        noisy = x[i] + sigma[i] * eps  # (samples, H, W, C)
+        g = reference_gradient(score, noisy).astype(np.float64)
+        expected.append((g**2).mean(0) if method == "smoothgrad_squared" else g.var(axis=0))
+    _assert_close(result.attributions, np.stack(expected), rtol=1e-5)
+    _assert_close(result.maps, np.stack(expected).max(axis=-1), rtol=1e-5)
+
+
 # ------------------------------------------------------------------ integrated gradients
 
 
@@ -388,6 +452,84 @@ def test_gradcam_equals_reference_and_picks_the_last_4d_layer(build):
         np.testing.assert_array_equal(a, b)
 
 
+def _reference_gradcam_plus_plus(split, x):
+    """Grad-CAM++ from the paper's general weights (Chattopadhay et al. 2018, eqs. 7 and 9):
+    alpha = Y2 / (2 Y2 + sum_ab A_ab Y3), w_k = sum_ij alpha ReLU(Y1), with Y = exp(S) and Yn its
+    n-th derivative with respect to each A_ij^k, taken by three nested GradientTapes (diagonals
+    of full Jacobians); then divided by exp(S), the one positive factor per image that the
+    implementation leaves out."""
+    import tensorflow as tf
+
+    cams = []
+    for i in range(len(x)):
+        a, rest = split(x[i : i + 1])
+        a = tf.constant(to_numpy(a), tf.float64)
+        cls = int(to_numpy(rest(tf.cast(a, tf.float32))).argmax(1)[0])
+
+        def diagonal(jac, shape=a.shape):  # d f_m / d a_m of a Jacobian (*shape, *shape)
+            size = int(np.prod(shape))
+            return tf.reshape(tf.linalg.diag_part(tf.reshape(jac, (size, size))), shape)
+
+        with tf.GradientTape(persistent=True) as t3:
+            t3.watch(a)
+            with tf.GradientTape(persistent=True) as t2:
+                t2.watch(a)
+                with tf.GradientTape() as t1:
+                    t1.watch(a)
+                    s = tf.cast(rest(tf.cast(a, tf.float32))[0, cls], tf.float64)
+                    y = tf.exp(s)
+                d1 = t1.gradient(y, a)
+            d2 = diagonal(t2.jacobian(d1, a))
+        d3 = diagonal(t3.jacobian(d2, a))
+        a, d1, d2, d3 = (np.asarray(t) for t in (a, d1, d2, d3))
+        denominator = 2 * d2 + a.sum(axis=(1, 2), keepdims=True) * d3
+        alpha = np.divide(d2, denominator, out=np.zeros_like(d2), where=denominator != 0)
+        w = (alpha * np.maximum(d1, 0)).sum(axis=(1, 2), keepdims=True)
+        cams.append(np.maximum((w * a).sum(axis=-1, keepdims=True), 0) / np.exp(float(s)))
+    cam = np.concatenate(cams).astype(np.float32)
+    return tf.image.resize(cam, x.shape[1:3], method="bilinear").numpy()[..., 0]
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="nested GradientTapes")
+@pytest.mark.parametrize("build", [_flat_model, _nested_model])
+def test_gradcam_plus_plus_equals_the_papers_formula_with_nested_tapes(build):
+    keras.utils.set_random_seed(7)
+    model, layer, split = build()
+    x = _images(3)
+    result = explain(model, x, method="gradcam_plus_plus", batch_size=2)
+    assert result.extras["layer"] == layer
+    reference = _reference_gradcam_plus_plus(split, x)
+    assert reference.max() > 0
+    _assert_close(result.maps, reference, rtol=1e-5)
+    # Not Grad-CAM under another name: the maps differ.
+    gradcam = compute_saliency(model, x, method="gradcam")
+    assert not np.allclose(gradcam / gradcam.max(), result.maps / result.maps.max(), atol=1e-2)
+
+
+def test_gradcam_plus_plus_equals_a_numpy_reference_under_every_backend():
+    """The paper's eq. 19 (Y = exp(S), so the n-th derivative of Y is exp(S) g**n), in numpy on
+    the gradients of the hand-split model taken with the backend's own autodiff."""
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(8)
+    model, _, split = _sequential_model()
+    x = _images(3)
+    cams = []
+    for i in range(len(x)):
+        a, rest = split(x[i : i + 1])
+        cls = int(to_numpy(rest(a)).argmax(1)[0])
+        g = reference_gradient(lambda t, rest=rest, cls=cls: rest(t)[0, cls], to_numpy(a))
+        a = to_numpy(a).astype(np.float64)
+        g = g.astype(np.float64)
+        denominator = 2 * g**2 + a.sum(axis=(1, 2), keepdims=True) * g**3
+        alpha = np.divide(g**2, denominator, out=np.zeros_like(g), where=denominator != 0)
+        w = (alpha * np.maximum(g, 0)).sum(axis=(1, 2), keepdims=True)
+        cams.append(np.maximum((w * a).sum(axis=-1, keepdims=True), 0))
+    reference = tf.image.resize(np.concatenate(cams).astype(np.float32), SHAPE[:2]).numpy()
+    maps = compute_saliency(model, x, method="gradcam_plus_plus")
+    _assert_close(maps, reference[..., 0], rtol=1e-5)
+
+
 def test_gradcam_bad_layer_lists_candidates():
     model, _, _ = _nested_model()
     with pytest.raises(ValueError, match=r"`layer`.*'nope'.*backbone/c2"):
@@ -433,6 +575,9 @@ def test_gradcam_on_a_subclassed_model_finds_its_last_conv_layer():
         ("integrated_gradients", {"baseline": {}}, TypeError, "option `baseline`"),
         ("integrated_gradients", {"baseline": float("nan")}, ValueError, "option `baseline`"),
         ("gradcam", {"layer": 3}, TypeError, "option `layer`"),
+        ("vargrad", {"noise": -1.0}, ValueError, r"option `noise` of method='vargrad'"),
+        ("smoothgrad_squared", {"seed": 1.5}, TypeError, "option `seed` of method='smoothg"),
+        ("gradcam_plus_plus", {"layer": ""}, ValueError, "option `layer` of method='gradcam_p"),
         ("gradcam", {"samples": 3}, TypeError, r"Unknown option.*'samples'.*layer"),
         ("vanilla", {"noise": 0.1}, TypeError, "Unknown option.*'noise'"),
     ],
@@ -453,7 +598,8 @@ def test_baseline_of_the_wrong_shape_fails_at_bind(conv_net):
 
 @pytest.mark.parametrize("method", sorted(methods.METHODS))
 def test_every_method_contract(conv_net, method):
-    fast = {"smoothgrad": {"samples": 3}, "integrated_gradients": {"steps": 4}}
+    fast = {"integrated_gradients": {"steps": 4}}
+    fast.update({m: {"samples": 3} for m in ("smoothgrad", "smoothgrad_squared", "vargrad")})
     x = _images(3)
     explainer = Explainer(method, batch_size=2, **fast.get(method, {})).bind(conv_net, SHAPE)
     first, second = explainer.explain(x), explainer.explain(x)
