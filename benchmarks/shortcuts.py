@@ -1,7 +1,7 @@
 """Does the alarm catch shortcuts, and stay silent on clean runs? A suite generated in code.
 
     python benchmarks/shortcuts.py            # 8 kinds x 3 seeds, 5 methods: ~5 min, 2 busy cores
-    python benchmarks/shortcuts.py --seeds 5  # the README's table: ~8 min
+    python benchmarks/shortcuts.py --seeds 5  # the alarm guide's table: ~8 min
     python benchmarks/shortcuts.py --quick    # 8 kinds x 1 seed, 6 epochs: ~2 min
 
 Every (kind, seed) trains one tiny CNN once, on 32x32 images of three shapes (circle, square,

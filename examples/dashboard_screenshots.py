@@ -1,4 +1,4 @@
-"""Screenshots of the SALIENCY dashboard for the README, taken in headless Chromium.
+"""Screenshots of the SALIENCY dashboard for the docs' dashboard guide, in headless Chromium.
 
 Runs the demo into the log dir first when it holds no runs, starts TensorBoard on loopback
 (through the package's launcher), opens the SALIENCY tab with the same browser code as the tests

@@ -19,7 +19,7 @@ __all__ = ["CHANCE", "GRID_TAG", "INFO_TAG", "EpochLog"]
 
 GRID_TAG = "saliency/overlays"  # one labelled grid per logged epoch (Images dashboard)
 INFO_TAG = "saliency/probes_info"  # text: which probes, their labels (first logged step)
-# Chance level of the logged numbers (README table "Numbers: catching a shortcut").
+# Chance level of the logged numbers (docs/guides/alarm.md, "The numbers").
 CHANCE = {
     "focus_lift": 1.0,
     "border_ratio": 1.0,

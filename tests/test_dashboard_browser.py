@@ -4,7 +4,7 @@
 Every test also checks that no request left 127.0.0.1 (the page's requests go through a guard
 that aborts and records any other host) and that the console showed no error.
 
-Set KSM_DASHBOARD_SHOTS=<dir> to also save screenshots there (the README's come from
+Set KSM_DASHBOARD_SHOTS=<dir> to also save screenshots there (the docs' come from
 examples/dashboard_screenshots.py, which uses the same browser code on the demo's log dir).
 """
 

@@ -84,19 +84,16 @@ def test_api_page_documents_every_public_name():
     assert {f"{PACKAGE}.{n}" for n in keras_saliency_monitor.__all__} <= directives
 
 
-@pytest.mark.parametrize("name", ["README.md", "docs/README_FRONT_DOOR.md"])
-def test_readme_links_resolve_from_the_repository_root(name):
-    # mkdocs checks the site's links; the README (and the front door proposed for it, excluded
-    # from the site) are read on the repository page, from its root.
-    path = ROOT / name
-    if not path.exists():
-        pytest.skip(f"no {name}")
-    text = path.read_text(encoding="utf-8")
+def test_readme_is_the_front_door_and_its_links_resolve_from_the_repository_root():
+    # mkdocs checks the site's links; the README is not part of the site: it is read on the
+    # repository page, from its root.
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
     targets = re.findall(r"\]\(([^)#\s]+)", text)
     assert targets
     assert [t for t in targets if "://" not in t and not (ROOT / t).exists()] == []
-    if name.endswith("FRONT_DOOR.md"):
-        assert len(text.splitlines()) <= 150  # issue 21: the front door is at most 150 lines
+    assert len(text.splitlines()) <= 150  # issue 21: the front door is at most 150 lines
+    # .ci/run runs the README's test line verbatim.
+    assert '```bash\npip install ".[test]" && pytest\n```' in text
 
 
 def test_entry_points_resolve():

@@ -4,7 +4,7 @@ The CNN is trained here on images whose class is the shape (square, cross, ring)
 random place on a smooth random background. The model's design (no pooling) and the threshold
 were chosen on probe seed 1; the tests use probe seed 2. With max-pooling layers SmoothGrad's
 maps keep a rank correlation near 0.6 after full randomisation (the pooling grid survives):
-README, "Sanity check".
+docs/guides/sanity.md.
 """
 
 import random
