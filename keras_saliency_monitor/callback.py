@@ -199,6 +199,7 @@ class SaliencyMonitor(keras.callbacks.Callback):
         alarm_threshold=1.25,
         alarm_border_threshold=1.0,
         alarm_reliance_threshold=0.25,
+        alarm_intervention_threshold=0.5,
         alarm_patience=2,
         alarm_warmup=1,
         stop_on_alarm=False,
@@ -245,6 +246,7 @@ class SaliencyMonitor(keras.callbacks.Callback):
             alarm_patience,
             alarm_warmup,
             reliance_threshold=alarm_reliance_threshold,
+            intervention_threshold=alarm_intervention_threshold,
         )
         self.stop_on_alarm = bool(stop_on_alarm)
         self.alarm_message = None  # the alarm's text once it fired in the current run
@@ -309,11 +311,11 @@ class SaliencyMonitor(keras.callbacks.Callback):
         self._writing.last_step = step  # consumed even if writing fails: a step is never reused
         try:
             explanation = self.explainer.explain(self.probes.x, self.probes.labels)
-            numbers, per_probe = self._measure(explanation)
+            numbers, per_probe = self._measure(explanation, logs)
+            message = self._check_alarm(epoch, numbers, per_probe)
             self.history[step] = numbers
             if logs is not None:
                 logs.update(numbers)
-            message = self._check_alarm(epoch, numbers, per_probe)
         except Exception as err:  # noqa: BLE001 - a monitor never kills the training it watches
             self.faults.record("compute", f"epoch {epoch}", err)
             return
@@ -353,7 +355,15 @@ class SaliencyMonitor(keras.callbacks.Callback):
 
     def _check_alarm(self, epoch, numbers, per_probe):
         """Feed the shortcut signals to the alarm; warn (and stop, if asked) when it fires."""
-        message = self.alarm.update(epoch, numbers, per_probe, self._log.label_names())
+        message = self.alarm.update(
+            epoch,
+            numbers,
+            per_probe,
+            self._log.label_names(),
+            self.probes.indices,
+            self._measure.place,
+        )
+        numbers["saliency_shortcut"] = self.alarm.state(epoch)  # 1.0 from the alarm's epoch on
         if message is None:
             return None
         self.alarm_message = message
