@@ -343,7 +343,6 @@ class _Words:
         for key, text in (
             ("border_ratio", "border_ratio {:.2f}"),
             ("place_agreement", "place_agreement {:.2f}"),
-            ("focus_lift", "focus_lift {:.2f}"),
         ):
             value = self.get(key)
             if np.isfinite(value):
