@@ -306,15 +306,16 @@ class ShortcutAlarm:
         shown = ", ".join(
             f"{name} {v:.2f}" for name, v in sorted(self.last_scores.items(), key=_by_order)
         )
-        short = (
-            f"; only {self.counted} counted, fewer than warm-up plus patience would ideally see"
-            if self.counted < self.patience + 1
-            else ""
-        )
+        scores = f"Last epoch's scores (1.0 = threshold): {shown or 'none measured'}."
+        if self.counted < self.patience:
+            return (
+                f"no verdict yet: only {self.counted} of {self.seen} logged epochs counted, and "
+                f"the alarm needs {self.patience} in a row past a threshold. Train longer. "
+                + scores
+            )
         return (
             f"no alarm: no signal stayed past its threshold for {self.patience} counted epochs "
-            f"({self.counted} of {self.seen} logged epochs counted{short}). Last epoch's scores "
-            f"(1.0 = threshold): {shown or 'none measured'}."
+            f"in a row ({self.counted} of {self.seen} logged epochs counted). " + scores
         )
 
 
