@@ -60,7 +60,9 @@ from keras import layers  # noqa: E402
 from keras_saliency_monitor import SaliencyMonitor, methods  # noqa: E402
 
 GRID_TAG = "saliency/overlays"
-FAKE_LOGS = {"loss": 0.9, "accuracy": 0.5}
+# A model that has learned its training data (training skill 0.93): the alarm's forward passes
+# (interventions, issue 22) run only from then on, so this is the cost a training run pays.
+FAKE_LOGS = {"loss": 0.2, "accuracy": 0.95}
 NUM_CLASSES = 3
 # The methods of the issue, in table order; any other registered method is appended.
 KNOWN_METHODS = ("vanilla", "gradient_x_input", "smoothgrad", "integrated_gradients", "gradcam")

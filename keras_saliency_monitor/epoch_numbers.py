@@ -72,8 +72,9 @@ class EpochNumbers:
             predicted = (logits[:, 0] > 0) if logits.shape[1] == 1 else np.argmax(logits, 1)
             per_probe["probe_accuracy"] = (predicted == labels).astype(np.float64)
         # Forward passes on painted probes, all in one batched call: the interventions (5 sets
-        # of N, once the model has learned something: before, the alarm counts nothing) and,
-        # with masks, object reliance (2 sets of N, fixed, so built once per monitor).
+        # of the first interventions.MAX_PROBES probes, once the model has learned something:
+        # before, the alarm counts nothing) and, with masks, object reliance (2 sets of N,
+        # fixed, so built once per monitor).
         sets = []
         if masks is not None and len(masks) >= 2:
             if self._reliance_inputs is None:
@@ -87,10 +88,11 @@ class EpochNumbers:
             and np.isfinite(maps).all()
         )
         self.place = None
+        asked = slice(0, min(len(maps), interventions.MAX_PROBES))  # the first probes, fixed
         if ask:
             if self._offsets is None:
-                self._offsets = interventions.control_offsets(len(maps), *maps.shape[1:])
-            painted = interventions.painted_probes(self.probes.x, maps, self._offsets)
+                self._offsets = interventions.control_offsets(asked.stop, *maps.shape[1:])
+            painted = interventions.painted_probes(self.probes.x[asked], maps[asked], self._offsets)
             self.place = painted.hot
             sets.append(painted.images)
         if sets:
@@ -102,9 +104,13 @@ class EpochNumbers:
                     logits, *without, kind=head.kind, labels=labels
                 )
             if ask:
-                asked, by_probe = interventions.intervention_numbers(logits, out, head.kind, labels)
-                run.update(asked)
-                per_probe.update(by_probe)
+                numbers, by_probe = interventions.intervention_numbers(
+                    logits[asked], out, head.kind, None if labels is None else labels[asked]
+                )
+                run.update(numbers)
+                for key, values in by_probe.items():  # NaN for the probes not asked
+                    per_probe[key] = np.full(len(maps), np.nan)
+                    per_probe[key][asked] = values
         if head.num_classes is not None and self.alarm.intervention_threshold is not None:
             # Every epoch has the keys (NaN until the model has learned), so History's lists
             # stay aligned with the epochs.
