@@ -119,9 +119,16 @@ class Case:
 
 
 class Images(NamedTuple):
-    """x float32 (n, S, S, 3) in [0, 1]; y int32 (n,); masks bool (n, S, S): the object;
-    cue bool (n, S, S): the pixels the cue was painted on (all False without a cue or for
-    background cues, whose cue is everywhere outside the object)."""
+    """Images of one case.
+
+    Attributes:
+        x: float32 (n, S, S, 3) in [0, 1].
+        y: int32 (n,) classes.
+        masks: bool (n, S, S), the object (with the mark, for ``centre_on``: it is painted on
+            the object).
+        cue: bool (n, S, S), the pixels the cue was painted on; all False without a cue and for
+            background cues (whose cue is everywhere outside the object).
+    """
 
     x: np.ndarray
     y: np.ndarray
@@ -321,7 +328,7 @@ def _glyph(cls, m):
     return glyph & valid[None, :]
 
 
-def _draw_cue(case: Case, image, cue, cls, rng):
+def _draw_cue(case: Case, image, cue, cls, corner):
     """Paint the case's mark, stamp or frame on one image in place; mark ``cue`` where."""
     s = case.size
     kind = case.kind
@@ -334,7 +341,7 @@ def _draw_cue(case: Case, image, cue, cls, rng):
         image[y0:y1, x0:x1] = np.where(_checker(case.mark), colour, ground)
         cue[y0:y1, x0:x1] = True
     elif kind == "stamp":
-        y0, x0, y1, x1 = mark_box(case, int(rng.integers(0, 4)))
+        y0, x0, y1, x1 = mark_box(case, corner)
         image[y0:y1, x0:x1] = 0.0
         inner = image[y0 + 1 : y1 - 1, x0 + 1 : x1 - 1]
         inner[_glyph(cls, case.mark)] = COLOURS[cls]
@@ -398,7 +405,9 @@ def make_images(case: Case, n: int, seed: int, cue: bool = True) -> Images:
     cues = np.zeros((n, s, s), bool)
     with_cue = cue and case.kind in CUES + ("logo", "white_frame")
     # The class a background cue names: the image's own class, or a random one without the cue.
-    named = y if cue else rng.integers(0, NUM_CLASSES, n)
+    # Drawn in both splits, so that a seed's two splits differ only where the cue is.
+    random_class = rng.integers(0, NUM_CLASSES, n)
+    named = y if cue else random_class
     if case.source == "shapes":
         x = _shapes_background(rng, n, s)
     else:
@@ -444,11 +453,15 @@ def make_images(case: Case, n: int, seed: int, cue: bool = True) -> Images:
         masks[i, ty0:ty1, tx0:tx1] = sub
     x += rng.standard_normal(x.shape, dtype=np.float32) * np.float32(0.03)
     np.clip(x, 0.0, 1.0, out=x)
+    corners = rng.integers(0, 4, n)  # the stamps' corners, drawn in both splits
     if with_cue:
         for i in range(n):
-            _draw_cue(case, x[i], cues[i], y[i], rng)
+            _draw_cue(case, x[i], cues[i], y[i], int(corners[i]))
     if case.kind in ("frame", "white_frame"):
         masks &= ~_frame_band(case)  # the object keeps clear anyway; exact in both splits
+    if case.kind == "centre_on":  # the mark is painted on the object: part of its mask
+        y0, x0, y1, x1 = mark_box(case)
+        masks[:, y0:y1, x0:x1] = True
     return Images(x.astype(np.float32), y, masks, cues)
 
 
