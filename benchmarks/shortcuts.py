@@ -2,7 +2,7 @@
 
     python benchmarks/shortcuts.py --split tune              # TUNE seeds: tune thresholds here
     python benchmarks/shortcuts.py --split held_out          # HELD_OUT seeds: report these
-    python benchmarks/shortcuts.py --quick                   # 5 cases, 4 epochs: a few minutes
+    python benchmarks/shortcuts.py --quick                   # 5 cases, 6 epochs: about 2 minutes
     python benchmarks/shortcuts.py --tables runs.jsonl       # re-make the tables, no training
 
 Each run trains one case of ``shortcut_data`` (a source, a size, a cue or control with its
@@ -14,9 +14,21 @@ epoch it records each monitor's ``saliency_*`` numbers (``monitor.history``), Ke
 and the model's accuracy on fresh images with and without the cue; at the end each monitor's
 ``alarm.fired_at`` and ``alarm_message``.
 
-A cue counts only where the model LEARNED it (the issue's test): at the last epoch, accuracy
-with the cue >= 0.8 and at least 0.25 above the accuracy without it. It is "full" when the
-accuracy without the cue is also below 0.6. Controls count every run.
+Each run gets a status from its last epoch (accuracies in inference mode, on 150 fresh images
+with the cue and 150 without):
+
+* ``gap``: training accuracy (Keras's ``logs``) >= 0.9 while accuracy with the cue <= 0.5: the
+  model fits its training data and predicts fresh images about as well as chance in inference
+  mode (BatchNorm at Keras's default momentum after a few hundred steps: MobileNetV2's 0.999
+  always, the ResNet's 0.99 often). The alarm should name the gap; these runs are counted
+  apart, neither as missed shortcuts nor as false alarms.
+* ``learned``: a cue the model LEARNED (the issue's test): accuracy with the cue >= 0.8 and at
+  least 0.25 above the accuracy without it; ``full`` when the accuracy without it is also
+  below 0.6. Only these count as shortcut cases.
+* ``unlearned``: a cue the model did not learn (not counted).
+* ``control``: a control that is not a gap run; any alarm on it is a false alarm.
+
+``texture`` controls run without masks only (their object is the whole image).
 
 Raw results go to a JSON-lines file (one run a line, appended as runs finish, so an interrupted
 suite resumes where it stopped); the tables (one per factor: kind, size, inset, mark size,
@@ -45,6 +57,8 @@ import shortcut_data as data  # noqa: E402 - the benchmark folder is not a packa
 LEARNED_WITH = 0.8  # accuracy with the cue, at least
 LEARNED_GAP = 0.25  # accuracy with the cue minus without it, at least
 FULL_WITHOUT = 0.6  # "full": accuracy without the cue below this
+GAP_TRAIN = 0.9  # a gap run: training accuracy at least this ...
+GAP_FRESH = 0.5  # ... and accuracy on fresh images with the cue at most this
 N_TRAIN = 480
 N_PROBE_POOL = 48  # the monitor draws its 16 probes (stratified) from this pool
 N_TEST = 150
@@ -74,7 +88,7 @@ def run_case(case: data.Case, epochs: int, n_train: int = N_TRAIN) -> dict:
     monitors = {}
     for split in MONITORS:
         p = probes[split]
-        for masked in (False, True):
+        for masked in (False, True) if case.kind != "texture" else (False,):
             key = monitor_key(split, masked)
             monitors[key] = SaliencyMonitor(
                 os.path.join(root, key.replace("/", "_")),
@@ -110,13 +124,20 @@ def run_case(case: data.Case, epochs: int, n_train: int = N_TRAIN) -> dict:
     learned = (
         last["acc_with"] >= LEARNED_WITH and last["acc_with"] - last["acc_without"] >= LEARNED_GAP
     )
+    if last.get("accuracy", 0.0) >= GAP_TRAIN and last["acc_with"] <= GAP_FRESH:
+        status = "gap"
+    elif case.kind in data.CONTROLS:
+        status = "control"
+    else:
+        status = "learned" if learned else "unlearned"
     record = {
         "case": case.as_dict(),
         "name": case.name(),
         "group": "tune" if case.seed in data.TUNE_SEEDS else "held_out",
         "epochs": epochs_log,
-        "learned": bool(learned),
-        "full": bool(learned and last["acc_without"] < FULL_WITHOUT),
+        "status": status,
+        "learned": status == "learned",
+        "full": status == "learned" and last["acc_without"] < FULL_WITHOUT,
         "seconds": seconds,
         "monitors": {},
     }
@@ -179,66 +200,85 @@ FACTORS = {
 }
 
 
+COLUMNS = (
+    ("cue0", "learned cue, no masks"),
+    ("cue1", "learned cue, masks"),
+    ("full0", "full, no masks"),
+    ("full1", "full, masks"),
+    ("c0", "controls alarmed, no masks"),
+    ("c1", "controls alarmed, masks"),
+    ("gap0", "gap runs alarmed, no masks"),
+    ("gap1", "gap runs alarmed, masks"),
+)
+
+
 def factor_table(records, factor):
-    """Rows of one factor: learned cues alarmed (no masks / masks), controls alarmed."""
+    """Rows of one factor: alarms on learned cues, on controls and on gap runs."""
     get = FACTORS[factor]
-    cells = defaultdict(lambda: {k: [] for k in ("cue0", "cue1", "full0", "full1", "c0", "c1")})
+    cells = defaultdict(lambda: {k: [] for k, _ in COLUMNS})
     for r, split, masked, hit in _units(records):
         value = get(r, split)
         if value is None:
             continue
-        if r["case"]["kind"] in data.CONTROLS:
-            cells[value][f"c{int(masked)}"].append(hit)
-        elif r["learned"]:
-            cells[value][f"cue{int(masked)}"].append(hit)
+        m = int(masked)
+        if r["status"] == "control":
+            cells[value][f"c{m}"].append(hit)
+        elif r["status"] == "gap":
+            cells[value][f"gap{m}"].append(hit)
+        elif r["status"] == "learned":
+            cells[value][f"cue{m}"].append(hit)
             if r["full"]:
-                cells[value][f"full{int(masked)}"].append(hit)
+                cells[value][f"full{m}"].append(hit)
     lines = [
-        f"| {factor} | learned cue, no masks | learned cue, masks | full, no masks | "
-        "full, masks | controls alarmed, no masks | controls alarmed, masks |",
-        "|" + " --- |" * 7,
+        f"| {factor} | " + " | ".join(title for _, title in COLUMNS) + " |",
+        "|" + " --- |" * (1 + len(COLUMNS)),
     ]
-    for value in sorted(cells, key=str):
+    for value in sorted(cells, key=lambda v: (isinstance(v, str), v)):
         c = cells[value]
-        lines.append(
-            f"| {value} | "
-            + " | ".join(_cell(c[k]) for k in ("cue0", "cue1", "full0", "full1", "c0", "c1"))
-            + " |"
-        )
+        lines.append(f"| {value} | " + " | ".join(_cell(c[k]) for k, _ in COLUMNS) + " |")
     return "\n".join(lines)
 
 
 def summary(records):
-    """The issue's "Done when" figures for these records."""
+    """The issue's "Done when" figures for these records (units: run x probe split)."""
 
     def rate(select, masked):
         return _cell(
             [hit for r, split, m, hit in _units(records) if m == masked and select(r, split)]
         )
 
-    def kind_in(kinds, full=True):
-        return lambda r, split: r["case"]["kind"] in kinds and (r["full"] if full else r["learned"])
+    def kind_in(kinds, full=True, split=None):
+        return lambda r, s: (
+            r["case"]["kind"] in kinds
+            and (r["full"] if full else r["learned"])
+            and split in (None, s)
+        )
 
-    controls = lambda r, split: r["case"]["kind"] in data.CONTROLS  # noqa: E731
-    learned_runs = sum(r["learned"] for r in records if r["case"]["kind"] in data.CUES)
-    cue_runs = sum(r["case"]["kind"] in data.CUES for r in records)
+    def status(name):
+        return lambda r, s: r["status"] == name
+
+    count = defaultdict(int)
+    for r in records:
+        count[r["status"]] += 1
     lines = [
-        f"- runs: {len(records)} ({cue_runs} with a cue, {learned_runs} of them learned it, "
-        f"{sum(r['full'] for r in records)} fully; "
-        f"{sum(r['case']['kind'] in data.CONTROLS for r in records)} controls); each run is "
-        "counted once per probe split",
-        f"- without masks, full fixed-place shortcuts (corner, edge, stamp, frame) alarmed: "
+        f"- runs: {len(records)}: {count['learned']} learned their cue "
+        f"({sum(r['full'] for r in records)} fully), {count['unlearned']} did not (not "
+        f"counted), {count['control']} controls, {count['gap']} gap runs; each run counts once "
+        "per probe split (carry, artefact-free)",
+        "- without masks, full fixed-place shortcuts (corner, edge, stamp, frame) alarmed: "
         f"{rate(kind_in(data.FIXED_PLACE), False)} (goal >= 90%)",
-        f"- without masks, learned centred marks alarmed: "
+        "- without masks, learned centred marks alarmed: "
         f"{rate(kind_in(data.CENTRED, False), False)} (goal 70%)",
-        f"- with masks, learned centred mark over the object (centre_on) alarmed: "
+        "- with masks, learned centred mark over the object (centre_on) alarmed: "
         f"{rate(kind_in(('centre_on',), False), True)} (goal >= 90%)",
-        f"- with masks, full shortcuts of every kind alarmed: "
+        "- with masks, full shortcuts of every kind alarmed: "
         f"{rate(kind_in(data.CUES), True)} (goal >= 95%); carry probes "
-        f"{rate(lambda r, s: kind_in(data.CUES)(r, s) and s == 'carry', True)}, artefact-free "
-        f"probes {rate(lambda r, s: kind_in(data.CUES)(r, s) and s == 'free', True)}",
-        f"- controls alarmed: without masks {rate(controls, False)}, with masks "
-        f"{rate(controls, True)} (goal 0)",
+        f"{rate(kind_in(data.CUES, split='carry'), True)}, artefact-free probes "
+        f"{rate(kind_in(data.CUES, split='free'), True)}",
+        f"- controls alarmed: without masks {rate(status('control'), False)}, with masks "
+        f"{rate(status('control'), True)} (goal 0)",
+        f"- gap runs alarmed: without masks {rate(status('gap'), False)}, with masks "
+        f"{rate(status('gap'), True)} (goal: all, naming the gap)",
     ]
     return "\n".join(lines)
 
@@ -279,7 +319,7 @@ def main(argv=None):
     parser.add_argument("--archs", default=",".join(data.ARCHS), help="skip cases of others")
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--n-train", type=int, default=N_TRAIN)
-    parser.add_argument("--quick", action="store_true", help="5 fixed cases, 4 epochs")
+    parser.add_argument("--quick", action="store_true", help="5 fixed cases, 6 epochs")
     parser.add_argument("--out", default="shortcut_runs.jsonl", help="JSON-lines results")
     parser.add_argument("--tables", metavar="JSONL", help="only print the tables of a file")
     args = parser.parse_args(argv)
@@ -289,7 +329,7 @@ def main(argv=None):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if args.quick:
         cases = list(QUICK)
-        epochs = 4
+        epochs = 6
     else:
         if args.seeds:
             seeds = [int(s) for s in args.seeds.split(",")]
