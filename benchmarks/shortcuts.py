@@ -283,6 +283,27 @@ def summary(records):
     return "\n".join(lines)
 
 
+def status_table(records):
+    """Per kind: how many runs learned their cue, fully, not at all, or ended in a gap."""
+    names = ("learned", "unlearned", "control", "gap")
+    rows = defaultdict(lambda: defaultdict(int))
+    for r in records:
+        row = rows[r["case"]["kind"]]
+        row["runs"] += 1
+        row[r["status"]] += 1
+        row["full"] += r["full"]
+    lines = [
+        "| kind | runs | learned (full) | unlearned | control | gap |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for kind in data.KINDS:
+        if kind in rows:
+            c = rows[kind]
+            cells = [f"{c['learned']} ({c['full']})", *(str(c[n]) for n in names[1:])]
+            lines.append(f"| {kind} | {c['runs']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def tables(records):
     out = []
     for group in ("tune", "held_out"):
@@ -292,6 +313,7 @@ def tables(records):
         seeds = sorted({r["case"]["seed"] for r in chosen})
         out.append(f"## {group} seeds {seeds}\n")
         out.append(summary(chosen) + "\n")
+        out.append(status_table(chosen) + "\n")
         for factor in FACTORS:
             out.append(factor_table(chosen, factor) + "\n")
     return "\n".join(out)
@@ -317,7 +339,7 @@ def main(argv=None):
     parser.add_argument("--seeds", help="comma-separated seeds instead of the split's")
     parser.add_argument("--kinds", default=",".join(data.KINDS))
     parser.add_argument("--archs", default=",".join(data.ARCHS), help="skip cases of others")
-    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--n-train", type=int, default=N_TRAIN)
     parser.add_argument("--quick", action="store_true", help="5 fixed cases, 6 epochs")
     parser.add_argument("--out", default="shortcut_runs.jsonl", help="JSON-lines results")
