@@ -41,6 +41,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -145,9 +146,11 @@ def run_case(case: data.Case, epochs: int, n_train: int = N_TRAIN) -> dict:
         history = [
             {k: _json_number(v) for k, v in m.history[step].items()} for step in sorted(m.history)
         ]
+        verdict = getattr(m.alarm, "verdict", None)  # the alarm's own words, where it has them
         record["monitors"][key] = {
             "fired_at": m.alarm.fired_at,
             "message": m.alarm_message,
+            "verdict": verdict() if callable(verdict) else None,
             "history": history,
         }
     return record
@@ -304,6 +307,22 @@ def status_table(records):
     return "\n".join(lines)
 
 
+def signal_table(records):
+    """Which signals the alarm's text names, by run status and masks (counts of alarms)."""
+    counts = defaultdict(lambda: defaultdict(int))
+    for r in records:
+        for key, m in r["monitors"].items():
+            if m["message"]:
+                row = counts[(r["status"], key.split("/")[1])]
+                for name in set(re.findall(r"Signal (\w+)", m["message"])) or {"?"}:
+                    row[name] += 1
+    lines = ["| status, masks | signals named in the alarm's text (alarms) |", "| --- | --- |"]
+    for (status, masks), row in sorted(counts.items()):
+        named = ", ".join(f"{k} {v}" for k, v in sorted(row.items(), key=lambda kv: -kv[1]))
+        lines.append(f"| {status}, {masks} | {named} |")
+    return "\n".join(lines)
+
+
 def tables(records):
     out = []
     for group in ("tune", "held_out"):
@@ -314,9 +333,33 @@ def tables(records):
         out.append(f"## {group} seeds {seeds}\n")
         out.append(summary(chosen) + "\n")
         out.append(status_table(chosen) + "\n")
+        out.append(signal_table(chosen) + "\n")
         for factor in FACTORS:
             out.append(factor_table(chosen, factor) + "\n")
     return "\n".join(out)
+
+
+def replay(records):
+    """Feed each monitor's recorded numbers through today's ``ShortcutAlarm`` at its defaults.
+
+    Valid only while the alarm is a function of the logged numbers (a change of thresholds or of
+    how signals combine, not of how a number is measured); the alarm's text needs per-probe
+    values that are not recorded, so only ``fired_at`` is replayed.
+    """
+    from keras_saliency_monitor.alarm import ShortcutAlarm
+
+    for r in records:
+        for m in r["monitors"].values():
+            alarm = ShortcutAlarm()
+            for epoch, numbers in enumerate(m["history"]):
+                numbers = {k: np.nan if v is None else v for k, v in numbers.items()}
+                try:
+                    alarm.update(epoch, numbers, {})
+                except (KeyError, TypeError, ValueError):
+                    pass  # the words need per-probe values; fired_at is set before them
+            m["fired_at"] = alarm.fired_at
+            m["message"] = "(replayed)" if alarm.fired_at is not None else None
+    return records
 
 
 def load(path):
@@ -344,9 +387,13 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="5 fixed cases, 6 epochs")
     parser.add_argument("--out", default="shortcut_runs.jsonl", help="JSON-lines results")
     parser.add_argument("--tables", metavar="JSONL", help="only print the tables of a file")
+    parser.add_argument(
+        "--replay", action="store_true", help="with --tables: re-run today's alarm on the numbers"
+    )
     args = parser.parse_args(argv)
     if args.tables:
-        print(tables(load(args.tables)))
+        records = load(args.tables)
+        print(tables(replay(records) if args.replay else records))
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if args.quick:
