@@ -13,9 +13,10 @@ threshold against a chance level measured on the same run:
   (``saliency_band_chance``). Fires above ``intervention_threshold``. Corner and edge marks,
   stamps and frames sit in the band; objects mostly in the middle.
 * ``hot`` (no masks): the same for the place where the probes' saliency agrees (the hottest 5%
-  of their mean map, ``saliency_hot_lost``) against each probe's own hottest 5% moved to a fixed
-  random place (``saliency_hot_chance``). A mark at a fixed place, the middle included, is where
-  every map agrees and what the decision goes with.
+  of their mean map, ``saliency_hot_lost``) against as many pixels right around it
+  (``saliency_hot_chance``). A mark at a fixed place, the middle included, is where every map
+  agrees and what the decision goes with, not its surroundings; centred objects lose about as
+  much either way.
 * ``gap`` (labels): the model fits its training data (training skill from Keras's ``logs`` at
   least ``gap_skill``) while the probes are predicted about as right as chance (a one-sided
   binomial test at the run's probe count cannot tell them from guessing: p >= ``gap_p``). With
@@ -380,7 +381,7 @@ class _Words:
             "hot",
             "the place where the probes' maps agree (the hottest 5% of their mean map"
             f"{_where(self.place)})",
-            "each probe's own hottest 5% moved to a fixed random place",
+            "as many pixels right around that place",
             "The decision goes with one fixed place, whatever the image: look there for a "
             "mark, logo or stamp, also one painted over the object.",
             "paint that place on held-out images and compare model.evaluate with and without "

@@ -127,9 +127,9 @@ class SaliencyMonitor(keras.callbacks.Callback):
             their maps agree on (``saliency_hot_lost``), must take beyond a same-area control
             painted elsewhere (``saliency_band_chance``, ``saliency_hot_chance``: the chance
             level, measured on the run) for the alarm to count an epoch. These forward passes
-            (5 per probe) run once the model has learned its training data. None switches both
-            off. Defaults to 0.5 (see ``alarm``: set between issue 22's clean runs and learned
-            marks).
+            (6 for each of the first 8 probes) run once the model has learned its training
+            data. None switches both off. Defaults to 0.5 (see ``alarm``: set between issue
+            22's clean runs and learned marks).
         alarm_patience: the alarm warns once when some signal has been past its threshold for
             this many consecutive counted epochs after ``alarm_warmup`` logged ones. An epoch
             counts once the model has learned its training data: training skill from Keras's

@@ -71,7 +71,7 @@ class EpochNumbers:
             run["probe_chance_p"], run["probe_chance"] = p, chance
             predicted = (logits[:, 0] > 0) if logits.shape[1] == 1 else np.argmax(logits, 1)
             per_probe["probe_accuracy"] = (predicted == labels).astype(np.float64)
-        # Forward passes on painted probes, all in one batched call: the interventions (5 sets
+        # Forward passes on painted probes, all in one batched call: the interventions (6 sets
         # of the first interventions.MAX_PROBES probes, once the model has learned something:
         # before, the alarm counts nothing) and, with masks, object reliance (2 sets of N,
         # fixed, so built once per monitor).

@@ -211,3 +211,16 @@ def test_watching_leaves_the_global_rng_and_weights_alone(tmp_path):
     for a, b in zip(w0, w1):
         np.testing.assert_array_equal(a, b)
     keras.utils.set_random_seed(0)  # leave the process as the other tests expect
+
+
+def test_ring_around_is_as_large_next_to_the_place_and_outside_it():
+    place = np.zeros((20, 20), bool)
+    place[8:12, 8:12] = True  # 16 pixels in the middle
+    ring = interventions.ring_around(place)
+    assert ring.sum() == 16 and not (ring & place).any()
+    rows, cols = np.nonzero(ring)
+    assert rows.min() >= 6 and rows.max() <= 13 and cols.min() >= 6 and cols.max() <= 13
+    corner = np.zeros((20, 20), bool)
+    corner[:3, :3] = True  # at the corner: the ring bends inside the image
+    ring = interventions.ring_around(corner)
+    assert ring.sum() == 9 and not (ring & corner).any() and np.nonzero(ring)[0].max() <= 5
