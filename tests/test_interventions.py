@@ -172,6 +172,10 @@ def test_frame_shortcut_with_artefact_free_probes_names_the_gap(tmp_path):
     assert "Signal band" not in text  # the probes carry no frame to paint over
 
 
+@pytest.mark.skipif(
+    keras.backend.backend() == "torch",
+    reason="this toy's BatchNorm mismatch needs TF/JAX's initial weights (0.67 under torch)",
+)
 def test_batchnorm_at_default_momentum_gets_a_verdict_naming_the_gap(tmp_path):
     """Unscaled inputs and a BatchNorm at momentum 0.99: fitted in training mode, at chance in
     inference mode, where the probes are read. Not silence."""
