@@ -275,10 +275,16 @@ class ShortcutAlarm:
         self.fired_at = epoch
         words = _Words(self, _getter(numbers), per_probe, probe_names, probe_rows, place)
         reasons = [getattr(words, name)() for name in _ORDER if name in over]
+        suspicion = (
+            "the model fits its training data but not the probes, a shortcut or a model that "
+            "does not generalise"
+            if set(over) == {"gap"}
+            else "the model may be learning a shortcut instead of the object"
+        )
         self.message = " ".join(
             [
-                f"Saliency alarm at epoch {epoch}: the model may be learning a shortcut instead "
-                f"of the object (past the threshold for {self.streak} counted epochs in a row).",
+                f"Saliency alarm at epoch {epoch}: {suspicion} (past the threshold for "
+                f"{self.streak} counted epochs in a row).",
                 *reasons,
                 words.maps(),
             ]
