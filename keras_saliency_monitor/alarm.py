@@ -25,7 +25,8 @@ threshold against a chance level measured on the same run:
 * ``focus_lift`` (masks): focus on each probe's own mask over its focus on the other probes'
   masks (a permutation baseline, 1.0 = chance, ``metrics.focus_lift``). Fires below
   ``lift_threshold`` (1.25), when the masks differ enough to tell (``mask_contrast`` at least
-  ``min_mask_contrast``, 2.0).
+  ``min_mask_contrast``, 2.0) and the model, asked, does not clearly rely on the object
+  (``object_reliance`` below twice its threshold, or not measured).
 * ``object_reliance`` (masks): the share of the confidence above chance that goes when each
   probe's object is painted over, beyond a same-shape patch elsewhere (0 = chance;
   ``metrics.object_reliance``). Fires below ``reliance_threshold`` (0.25).
@@ -60,12 +61,13 @@ DEFAULT_MIN_MASK_CONTRAST = 2.0
 DEFAULT_MIN_SKILL = 0.5
 DEFAULT_RELIANCE_THRESHOLD = 0.25
 # The band and hot signals: the share of the confidence above chance lost beyond the same-area
-# control. Set between issue 22's measurements of the uncontrolled share (134 runs, six
-# architectures, real photographs at 64x64): clean runs lost at most 0.40 (band) and 0.42 (hot);
-# learned corners and frames at least 0.63 (band), learned centre marks 0.79-1.00 (hot, except
-# MobileNetV2). Subtracting the control only lowers the clean runs' numbers (their middle, the
-# object, matters more than the band). Checked on tests/test_interventions.py's tiny runs.
-DEFAULT_INTERVENTION_THRESHOLD = 0.5
+# control. Set on benchmarks/shortcuts.py's TUNE seeds 0 and 1 (26 runs, 4 monitors each; real
+# photographs and shapes at 32/64/128 px, 6 architectures): the clean, close-up, texture, logo
+# and white-frame controls reached at most 0.16 (2 counted epochs in a row), learned shortcuts
+# the alarm needs these for 0.30-1.24 (edge marks under valid padding and a flatten head 0.31 and
+# 0.33, a stamp in a random corner 0.41, a mark on a centred object 0.36). 0.25 and 0.3 caught
+# the same 7 of 9 learned cues with probes that carry them, with no false alarm; 0.5 caught 2.
+DEFAULT_INTERVENTION_THRESHOLD = 0.3
 # The gap: training skill (0 = chance, 1 = all right) at least this, probes not better than
 # chance at this one-sided binomial level.
 DEFAULT_GAP_SKILL = 0.8
@@ -122,7 +124,7 @@ class ShortcutAlarm:
             model deciding on something else. None switches the signal off. Defaults to 0.25.
         intervention_threshold: share of the confidence above chance that painting the outer
             band (or the place where the maps agree) must take beyond its same-area control.
-            None switches both off. Defaults to 0.5.
+            None switches both off. Defaults to 0.3.
         gap_skill: training skill from which a model counts as fitting its training data for
             the gap signal. None switches the gap off. Defaults to 0.8.
 
@@ -215,15 +217,24 @@ class ShortcutAlarm:
         if self.border_threshold is not None and np.isfinite(border) and not asked:
             out["border_ratio"] = min(border / self.border_threshold, MAX_SCORE)
         lift, contrast = get("focus_lift"), get("mask_contrast")
+        reliance = get("object_reliance")
+        # The model asked about the object answers first: where it clearly relies on it
+        # (reliance at least twice its threshold), the maps' lift is evidence, not an alarm (TUNE
+        # seed 1: a clean flatten model at 128 px, lift 1.23 while reliance was 0.97).
+        relies = (
+            self.reliance_threshold is not None
+            and np.isfinite(reliance)
+            and reliance >= 2 * self.reliance_threshold
+        )
         if (
             self.lift_threshold is not None
             and np.isfinite(lift)
             and np.isfinite(contrast)
             and contrast >= self.min_mask_contrast
+            and not relies
         ):
             # Capped at MAX_SCORE: a lift of 0 (no saliency on any object) must not log 1e12.
             out["focus_lift"] = min(self.lift_threshold / max(lift, 1e-12), MAX_SCORE)
-        reliance = get("object_reliance")
         if self.reliance_threshold is not None and np.isfinite(reliance):
             # Chance is 0, so the score is the shortfall from full reliance relative to the
             # threshold's, (1 - r) / (1 - t): 1.0 at the threshold, 1/(1 - t) at chance.

@@ -128,8 +128,8 @@ class SaliencyMonitor(keras.callbacks.Callback):
             painted elsewhere (``saliency_band_chance``, ``saliency_hot_chance``: the chance
             level, measured on the run) for the alarm to count an epoch. These forward passes
             (6 for each of the first 8 probes) run once the model has learned its training
-            data. None switches both off. Defaults to 0.5 (see ``alarm``: set between issue
-            22's clean runs and learned marks).
+            data. None switches both off. Defaults to 0.3 (set on the TUNE seeds of
+            ``benchmarks/shortcuts.py``; see ``alarm``).
         alarm_patience: the alarm warns once when some signal has been past its threshold for
             this many consecutive counted epochs after ``alarm_warmup`` logged ones. An epoch
             counts once the model has learned its training data: training skill from Keras's
@@ -218,7 +218,7 @@ class SaliencyMonitor(keras.callbacks.Callback):
         alarm_threshold=1.25,
         alarm_border_threshold=1.0,
         alarm_reliance_threshold=0.25,
-        alarm_intervention_threshold=0.5,
+        alarm_intervention_threshold=0.3,
         alarm_patience=2,
         alarm_warmup=1,
         stop_on_alarm=False,

@@ -332,3 +332,12 @@ def test_probe_chance_p_is_the_binomial_tail():
     tail = sum(comb(12, k) * (1 / 3) ** k * (2 / 3) ** (12 - k) for k in range(5, 13))
     assert p == pytest.approx(tail) and accuracy == pytest.approx(5 / 12) and chance == 1 / 3
     assert np.isnan(probe_chance_p(logits, None)[0])
+
+
+def test_lift_is_evidence_where_the_model_says_it_relies_on_the_object():
+    alarm = ShortcutAlarm()
+    low_lift = {"focus_lift": 1.2, "mask_contrast": 3.0}
+    assert "focus_lift" in alarm.scores(low_lift)  # nothing asked: the maps decide
+    assert "focus_lift" in alarm.scores({**low_lift, "object_reliance": 0.3})
+    assert "focus_lift" not in alarm.scores({**low_lift, "object_reliance": 0.97})
+    assert alarm.intervention_threshold == 0.3  # the default, set on the TUNE seeds
