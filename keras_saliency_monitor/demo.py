@@ -127,7 +127,7 @@ def summary(results) -> str:
     """Per run: a table of the alarm's numbers by epoch, then the alarm's verdict.
 
     ``band`` and ``hot`` are the share of the confidence lost when the outer band, or the place
-    the maps agree on, is painted over, beyond a same-area control (the alarm fires above 0.3 by default);
+    the maps agree on, is painted over, beyond a same-area control (the alarm fires above 0.3);
     ``-`` before the model has learned its training data (the alarm counts no such epoch).
     """
     lines = []
