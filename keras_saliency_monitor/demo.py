@@ -57,9 +57,10 @@ def run_demo(log_dir="runs/demo", epochs=None, seed=0, verbose="auto", out=sys.s
         out: where the summary is printed.
 
     Returns:
-        ``{run: {"history": dict, "alarm": str | None, "verdict": str, "val_accuracy": float,
-        "focus_lift": float, "border_ratio": float}}`` (the last epoch's numbers; ``verdict``
-        is the alarm's own, ``ShortcutAlarm.verdict``: its text, or why there was none).
+        ``{run: {"history": dict, "alarm": str | None, "verdict": str, "numbers": dict,
+        "val_accuracy": float, "focus_lift": float, "border_ratio": float}}`` (the last
+        epoch's numbers; ``verdict`` is the alarm's own, ``ShortcutAlarm.verdict``: its text,
+        or why there was none; ``numbers`` the monitor's ``{epoch: numbers}``).
     """
     import keras
 
@@ -108,6 +109,7 @@ def run_demo(log_dir="runs/demo", epochs=None, seed=0, verbose="auto", out=sys.s
             "history": history.history,
             "alarm": monitor.alarm_message,
             "verdict": monitor.alarm.verdict(),
+            "numbers": monitor.history,  # {epoch: numbers}: keys absent where not measured
             "val_accuracy": history.history["val_accuracy"][-1],
             "focus_lift": history.history["saliency_focus_lift"][-1],
             "border_ratio": history.history["saliency_border_ratio"][-1],
@@ -136,13 +138,15 @@ def summary(results) -> str:
         lines.append(
             f"\n{run}: epoch  val_acc  train_skill   band    hot  focus_lift  border_ratio  alarm"
         )
+        numbers = r.get("numbers", {})
         for e in range(len(h["loss"])):
+            at = numbers.get(e, {})
             cells = [
-                _cell(h, "saliency_train_skill", e, 11),
-                _cell(h, "saliency_band_excess", e, 6),
-                _cell(h, "saliency_hot_excess", e, 6),
-                _cell(h, "saliency_focus_lift", e, 10),
-                _cell(h, "saliency_border_ratio", e, 12),
+                _cell(at, "saliency_train_skill", 11),
+                _cell(at, "saliency_band_excess", 6),
+                _cell(at, "saliency_hot_excess", 6),
+                _cell(at, "saliency_focus_lift", 10),
+                _cell(at, "saliency_border_ratio", 12),
             ]
             lines.append(
                 f"{'':{len(run)}}  {e:5d}  {h['val_accuracy'][e]:7.3f}  {'  '.join(cells)}  "
@@ -155,8 +159,7 @@ def summary(results) -> str:
     return "\n".join(lines)
 
 
-def _cell(history, key, epoch, width):
-    """One number of the table, ``-`` where it is missing or NaN."""
-    values = history.get(key, [])
-    value = values[epoch] if epoch < len(values) else float("nan")
+def _cell(numbers, key, width):
+    """One number of an epoch's row, ``-`` where it is missing (not measured) or NaN."""
+    value = float(numbers.get(key, float("nan")))
     return f"{value:{width}.2f}" if math.isfinite(value) else f"{'-':>{width}}"

@@ -119,16 +119,15 @@ class EpochNumbers:
                     logits[asked], out, head.kind, None if labels is None else labels[asked]
                 )
                 run.update(numbers)
+                run["band_excess"] = run["band_lost"] - run["band_chance"]
+                run["hot_excess"] = run["hot_lost"] - run["hot_chance"]
                 for key, values in by_probe.items():  # NaN for the probes not asked
                     per_probe[key] = np.full(len(maps), np.nan)
                     per_probe[key][asked] = values
-        if head.num_classes is not None and self.alarm.intervention_threshold is not None:
-            # Every epoch has the keys (NaN until the model has learned), so History's lists
-            # stay aligned with the epochs.
-            for key in interventions.RUN_NUMBERS:
-                run.setdefault(key, float("nan"))
-            run["band_excess"] = run["band_lost"] - run["band_chance"]
-            run["hot_excess"] = run["hot_lost"] - run["hot_chance"]
+        # Not measured (before the model has learned; no accuracy or cross-entropy in logs):
+        # absent from logs, as saliency_stability on the first epoch, rather than NaN.
+        if not np.isfinite(run["train_skill"]):
+            del run["train_skill"]
         extras = explanation.extras
         if "completeness_gap" in extras:
             # Integrated gradients: |sum of attributions - (f(x) - f(baseline))| relative to

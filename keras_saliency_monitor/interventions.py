@@ -38,7 +38,6 @@ from keras_saliency_monitor.metrics import border_band
 __all__ = [
     "INTERVENTIONS",
     "MAX_PROBES",
-    "RUN_NUMBERS",
     "Painted",
     "centre_region",
     "confidence_lost",
@@ -61,8 +60,6 @@ MAX_PROBES = 8
 # The sets of painted probes, in the order of `Painted.images`: each intervention, then the
 # control it is compared with.
 INTERVENTIONS = ("band", "centre", "hot", "hot_ring", "own", "own_moved")
-# The run-level numbers of `intervention_numbers`.
-RUN_NUMBERS = ("band_lost", "band_chance", "hot_lost", "hot_chance", "faithfulness")
 
 
 class Painted(NamedTuple):
