@@ -32,8 +32,11 @@ OPTIONS = {
     "vanilla": {},
     "gradient_x_input": {},
     "smoothgrad": {"samples": 25, "noise": 0.15, "seed": 0},
+    "smoothgrad_squared": {"samples": 25, "noise": 0.15, "seed": 0},
+    "vargrad": {"samples": 25, "noise": 0.15, "seed": 0},
     "integrated_gradients": {"steps": 64, "baseline": None},
     "gradcam": {"layer": None},
+    "gradcam_plus_plus": {"layer": None},
 }
 
 

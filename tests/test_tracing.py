@@ -103,8 +103,14 @@ def test_no_retracing_across_epochs_with_uneven_last_chunk(tmp_path, method):
         assert not first  # eager: nothing compiled, nothing to retrace
     else:
         assert first, "found no compiled function on the explainer to count traces of"
-    assert all(functions == first for _, functions in watch.seen), watch.seen
-    counts = {path: count for path, (_, count) in first.items()}
+    # A compiled function may first appear at a later epoch (the forward pass the alarm's
+    # interventions use starts once the model has learned), but once there it stays the same
+    # object with the same trace count: never rebuilt, never retraced.
+    last = watch.seen[-1][1]
+    assert all(first.items() <= functions.items() for _, functions in watch.seen), watch.seen
+    for epoch, (_, functions) in enumerate(watch.seen):
+        assert functions.items() <= last.items(), (epoch, functions, last)
+    counts = {path: count for path, (_, count) in last.items()}
     assert all(c <= 1 for c in counts.values()), counts
     assert BACKEND == "torch" or sum(counts.values()) >= 1, counts
 
