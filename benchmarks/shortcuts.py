@@ -215,8 +215,7 @@ COLUMNS = (
 )
 
 
-def factor_table(records, factor):
-    """Rows of one factor: alarms on learned cues, on controls and on gap runs."""
+def _factor_cells(records, factor):
     get = FACTORS[factor]
     cells = defaultdict(lambda: {k: [] for k, _ in COLUMNS})
     for r, split, masked, hit in _units(records):
@@ -232,13 +231,31 @@ def factor_table(records, factor):
             cells[value][f"cue{m}"].append(hit)
             if r["full"]:
                 cells[value][f"full{m}"].append(hit)
+    return cells
+
+
+def factor_table(records, factor, before=None):
+    """Rows of one factor: alarms on learned cues, on controls and on gap runs.
+
+    With ``before`` (records of the same runs under another alarm), each cell reads
+    "before -> records".
+    """
+    cells = _factor_cells(records, factor)
+    old = _factor_cells(before, factor) if before is not None else None
     lines = [
         f"| {factor} | " + " | ".join(title for _, title in COLUMNS) + " |",
         "|" + " --- |" * (1 + len(COLUMNS)),
     ]
-    for value in sorted(cells, key=lambda v: (isinstance(v, str), v)):
-        c = cells[value]
-        lines.append(f"| {value} | " + " | ".join(_cell(c[k]) for k, _ in COLUMNS) + " |")
+    values = set(cells) | set(old or ())
+    for value in sorted(values, key=lambda v: (isinstance(v, str), v)):
+        row = []
+        for k, _ in COLUMNS:
+            text = _cell(cells[value][k]) if value in cells else "-"
+            if old is not None:
+                was = _cell(old[value][k]) if value in old else "-"
+                text = text if was == text == "-" else f"{was} -> {text}"
+            row.append(text)
+        lines.append(f"| {value} | " + " | ".join(row) + " |")
     return "\n".join(lines)
 
 
@@ -323,19 +340,27 @@ def signal_table(records):
     return "\n".join(lines)
 
 
-def tables(records):
+def tables(records, before=None):
+    """Every table, per seed group; with ``before``, the factor tables compare the same runs."""
     out = []
     for group in ("tune", "held_out"):
         chosen = [r for r in records if r["group"] == group]
+        old = None
+        if before is not None:  # the runs both files hold
+            names = {r["name"] for r in before} & {r["name"] for r in chosen}
+            chosen = [r for r in chosen if r["name"] in names]
+            old = [r for r in before if r["name"] in names]
         if not chosen:
             continue
         seeds = sorted({r["case"]["seed"] for r in chosen})
         out.append(f"## {group} seeds {seeds}\n")
+        if old is not None:
+            out.append("Before:\n\n" + summary(old) + "\n\nAfter:\n")
         out.append(summary(chosen) + "\n")
         out.append(status_table(chosen) + "\n")
         out.append(signal_table(chosen) + "\n")
         for factor in FACTORS:
-            out.append(factor_table(chosen, factor) + "\n")
+            out.append(factor_table(chosen, factor, old) + "\n")
     return "\n".join(out)
 
 
@@ -390,10 +415,14 @@ def main(argv=None):
     parser.add_argument(
         "--replay", action="store_true", help="with --tables: re-run today's alarm on the numbers"
     )
+    parser.add_argument(
+        "--before", metavar="JSONL", help="with --tables: compare with these runs (before -> after)"
+    )
     args = parser.parse_args(argv)
     if args.tables:
         records = load(args.tables)
-        print(tables(replay(records) if args.replay else records))
+        before = load(args.before) if args.before else None
+        print(tables(replay(records) if args.replay else records, before))
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if args.quick:
