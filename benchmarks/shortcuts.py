@@ -39,6 +39,7 @@ TUNE and HELD_OUT seeds apart.
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import os
 import re
@@ -388,7 +389,9 @@ def replay(records):
 
 
 def load(path):
-    with open(path, encoding="utf-8") as f:
+    """The records of a JSON-lines file (gzip-compressed when the name ends in .gz)."""
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
 
 
