@@ -192,10 +192,11 @@ def test_callback_fires_without_masks_on_a_corner_shortcut_and_stops(tmp_path):
     # It stopped training at the epoch it fired, and said which signal and which probes.
     assert len(history.history["loss"]) == monitor.alarm.fired_at + 1
     assert "border_ratio" in monitor.alarm_message and "probe " in monitor.alarm_message
-    # The per-epoch number behind the alarm is in logs, past 1.0 at the alarm.
-    assert history.history["saliency_shortcut"][-1] > 1.0
+    # The alarm's state is in logs: 0.0 before it fired, 1.0 at its epoch (issue 22: a score
+    # above 1.0 for one epoch was not the alarm).
+    assert history.history["saliency_shortcut"] == [0.0] * monitor.alarm.fired_at + [1.0]
     assert history.history["saliency_border_ratio"][-1] > 1.0
-    assert history.history["saliency_probe_skill"][-1] >= 0.5  # it had learned the mark
+    assert history.history["saliency_train_skill"][-1] >= 0.5  # it had learned the mark
     for key in ("saliency_place_agreement", "saliency_border_share", "saliency_concentration"):
         assert key in history.history
     acc = accumulator(os.path.join(tmp_path, "saliency"))
@@ -209,15 +210,17 @@ def test_callback_fires_without_masks_on_a_corner_shortcut_and_stops(tmp_path):
     assert "saliency/shortcut" in tags and "saliency/border_ratio" in tags
 
 
-def test_early_stopping_recipe_reads_the_alarm_number(tmp_path):
+def test_saliency_shortcut_moves_only_with_the_alarm(tmp_path):
+    """Issue 22: EarlyStopping(mode="min") on a per-epoch score stopped a clean run at epoch 4
+    of 15. The logged number is now the alarm's state; a clean run keeps it at 0.0."""
     x, y = _corner_data()
+    rng = np.random.default_rng(1)
+    y_clean = rng.permutation(y)  # the mark no longer tells the class: nothing to learn there
     model = _pooling_cnn()
-    monitor = SaliencyMonitor(tmp_path, (x, y), num_probes=6)
-    stop = keras.callbacks.EarlyStopping(monitor="saliency_shortcut", mode="min", patience=2)
-    with pytest.warns(UserWarning, match="Saliency alarm"):
-        history = model.fit(x, y, epochs=30, batch_size=16, verbose=0, callbacks=[monitor, stop])
-    assert len(history.history["loss"]) < 30  # EarlyStopping saw the number and stopped
-    assert "saliency_shortcut" in history.history
+    monitor = SaliencyMonitor(tmp_path, (x, y_clean), num_probes=6)
+    history = model.fit(x, y_clean, epochs=4, batch_size=16, verbose=0, callbacks=[monitor])
+    assert monitor.alarm.fired_at is None
+    assert history.history["saliency_shortcut"] == [0.0] * 4
 
 
 def test_callback_with_masks_logs_the_calibrated_lift(tmp_path):
@@ -234,3 +237,107 @@ def test_callback_with_masks_logs_the_calibrated_lift(tmp_path):
     assert numbers["saliency_mask_contrast"] > 1.0
     for key in ("saliency_focus", "saliency_focus_lift", "saliency_pointing_game"):
         assert np.isfinite(numbers[key])
+
+
+# ---------------------------------------------------------------- issue 22: gate, gap, verdict
+def test_the_gate_reads_the_training_logs_not_the_probes():
+    alarm = ShortcutAlarm(patience=2, warmup=0)
+    # A shortcut model shown artefact-free probes: probes at chance, training data fitted.
+    shortcut = {"band_lost": 0.9, "band_chance": 0.1, "probe_skill": 0.0, "train_skill": 0.95}
+    assert alarm.learned(shortcut)
+    assert not alarm.learned({**shortcut, "train_skill": 0.3})
+    # Without a training skill in logs, the probes' skill stands in (NaN passes).
+    assert alarm.learned({"probe_skill": 0.6}) and not alarm.learned({"probe_skill": 0.2})
+    assert alarm.learned({})
+    fired = _run(alarm, [{**shortcut, "train_skill": 0.3}, shortcut, shortcut])
+    assert [m is not None for m in fired] == [False, False, True]
+    assert alarm.counted == 2
+
+
+def test_band_and_hot_scores_are_the_excess_over_their_measured_chance():
+    alarm = ShortcutAlarm(intervention_threshold=0.5)
+    numbers = {"band_lost": 0.9, "band_chance": 0.2, "hot_lost": 0.3, "hot_chance": 0.1}
+    scores = alarm.scores({**numbers, "border_ratio": 5.0})
+    assert scores["band"] == pytest.approx(1.4) and scores["hot"] == pytest.approx(0.4)
+    # The maps' border ratio is evidence once the model was asked; alone it still fires
+    # (a regression output has no confidence to ask about).
+    assert "border_ratio" not in scores
+    assert alarm.scores({"border_ratio": 5.0}) == {"border_ratio": 5.0}
+    # A control that costs as much as the band: no excess, whatever the band costs.
+    assert alarm.scores({"band_lost": 0.9, "band_chance": 0.9})["band"] == 0.0
+    off = ShortcutAlarm(intervention_threshold=None)
+    assert "band" not in off.scores(numbers)
+
+
+def test_gap_needs_a_fitted_training_set_and_probes_like_guesses():
+    alarm = ShortcutAlarm(patience=1, warmup=0)
+    gap = {"train_skill": 1.0, "probe_skill": 0.05, "probe_chance_p": 0.4, "probe_chance": 1 / 3}
+    assert alarm.scores(gap)["gap"] == pytest.approx(8.0)
+    assert "gap" not in alarm.scores({**gap, "train_skill": 0.7})  # not fitted yet
+    assert alarm.scores({**gap, "probe_chance_p": 0.01})["gap"] < 1.0  # better than guessing
+    assert "gap" not in alarm.scores({**gap, "probe_skill": 0.5})  # few probes, half right
+    per_probe = {"probe_accuracy": np.array([1.0, 0.0, 0.0])}
+    text = alarm.update(3, {**gap, "probe_accuracy": 0.33}, per_probe, ["a", "b", "c"], [7, 8, 9])
+    assert "Signal gap" in text and "training skill 1.00" in text and "p = 0.40" in text
+    assert "probe 1 (b, row 8 of probe_data), probe 2 (c, row 9 of probe_data)" in text
+    assert "BatchNorm" in text and "To confirm" in text
+
+
+def test_state_and_verdict_say_what_happened():
+    alarm = ShortcutAlarm(patience=2, warmup=1)
+    assert alarm.verdict().startswith("no verdict: no epoch")
+    fresh = {"band_lost": 0.0, "band_chance": 0.0, "train_skill": 0.1}
+    _run(alarm, [fresh, fresh])
+    assert alarm.verdict().startswith("no verdict: the alarm counted none of the 2")
+    assert "training skill 0.10" in alarm.verdict() and "Train longer" in alarm.verdict()
+    learned = {**fresh, "train_skill": 0.9}
+    alarm.update(2, learned, {})
+    assert alarm.verdict().startswith("no verdict yet: only 1 of 3 logged epochs counted")
+    for e in (3, 4):
+        alarm.update(e, learned, {})
+    assert alarm.verdict().startswith("no alarm") and "band 0.00" in alarm.verdict()
+    assert alarm.state(4) == 0.0
+    high = {**learned, "band_lost": 1.0}
+    alarm.update(5, high, {})
+    assert alarm.update(6, high, {}) == alarm.message == alarm.verdict()
+    assert alarm.state(5) == 0.0 and alarm.state(6) == alarm.state(9) == 1.0
+
+
+def test_training_skill_from_logs():
+    from keras_saliency_monitor.learning import accuracy_key, training_skill
+
+    assert training_skill({"loss": 0.1, "accuracy": 1.0}, 3) == pytest.approx(1.0)
+    assert training_skill({"accuracy": 1 / 3, "val_accuracy": 1.0}, 3) == pytest.approx(0.0)
+    assert accuracy_key({"val_accuracy": 1, "head_accuracy": 0.5}) == "head_accuracy"
+    assert accuracy_key({"saliency_probe_accuracy": 1.0}) is None
+    # One sigmoid unit: chance 1/2.
+    assert training_skill({"binary_accuracy": 0.75}, 2, "sigmoid") == pytest.approx(0.5)
+    # No accuracy: a cross-entropy loss against log K, only when it is one.
+    assert np.isnan(training_skill({"loss": 0.5}, 3))
+    skill = training_skill({"loss": np.log(3) / 4}, 3, loss_is_crossentropy=True)
+    assert skill == pytest.approx(0.75)
+    assert np.isnan(training_skill({"accuracy": 0.9}, None))  # regression
+
+
+def test_probe_chance_p_is_the_binomial_tail():
+    from math import comb
+
+    from keras_saliency_monitor.learning import probe_chance_p
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(12, 3))
+    labels = np.argmax(logits, axis=1)
+    labels[:7] = (labels[:7] + 1) % 3  # 5 of 12 right
+    p, accuracy, chance = probe_chance_p(logits, labels)
+    tail = sum(comb(12, k) * (1 / 3) ** k * (2 / 3) ** (12 - k) for k in range(5, 13))
+    assert p == pytest.approx(tail) and accuracy == pytest.approx(5 / 12) and chance == 1 / 3
+    assert np.isnan(probe_chance_p(logits, None)[0])
+
+
+def test_lift_is_evidence_where_the_model_says_it_relies_on_the_object():
+    alarm = ShortcutAlarm()
+    low_lift = {"focus_lift": 1.2, "mask_contrast": 3.0}
+    assert "focus_lift" in alarm.scores(low_lift)  # nothing asked: the maps decide
+    assert "focus_lift" in alarm.scores({**low_lift, "object_reliance": 0.3})
+    assert "focus_lift" not in alarm.scores({**low_lift, "object_reliance": 0.97})
+    assert alarm.intervention_threshold == 0.3  # the default, set on the TUNE seeds

@@ -174,3 +174,18 @@ def test_callback_logs_object_reliance_with_masks(tmp_path):
     monitor_without = SaliencyMonitor(tmp_path / "b", (x, y), num_probes=6, background=False)
     tiny_cnn().fit(x, y, epochs=1, verbose=0, callbacks=[monitor_without])
     assert "saliency_object_reliance" not in monitor_without.history[0]
+
+
+def test_reliance_asks_at_most_the_first_16_probes(tmp_path):
+    from keras_saliency_monitor.epoch_numbers import RELIANCE_PROBES
+
+    x, y = tiny_data(n=48)
+    masks = np.zeros(x.shape[:3], bool)
+    masks[:, 2:6, 2:6] = True
+    monitor = SaliencyMonitor(tmp_path, (x, y), num_probes=20, masks=masks, background=False)
+    tiny_cnn().fit(x, y, epochs=1, verbose=0, callbacks=[monitor])
+    assert RELIANCE_PROBES == 16 and len(monitor._measure._reliance_inputs) == 2 * 16
+    np.testing.assert_array_equal(
+        monitor._measure._reliance_inputs[:16],
+        metrics.reliance_inputs(monitor.probes.x[:16], monitor.probes.masks[:16])[0],
+    )

@@ -1,0 +1,325 @@
+"""Asking the model, without masks: forward passes on painted probes, each against a control.
+
+Saliency maps alone cannot tell reliance from visibility: attribution lands on a mark in
+proportion to how visible it is, not to whether the model decides on it (Clark et al. 2026,
+arXiv 2602.09238; Adebayo et al., ICLR 2022). So the model is asked: a region of each probe is
+painted with the mean colour of the rest of the image, and the share of the model's confidence
+above chance that goes with it is compared with the share that goes when a region of the same
+area elsewhere is painted the same way (the chance of that intervention, measured on the run):
+
+* ``band``: the outer band (1/8 of the side on every edge, ``metrics.border_band``), against the
+  same number of pixels in the middle of the image. A mark in a corner, on an edge or a frame
+  sits in the band; objects mostly sit in the middle.
+* ``hot``: the place where the probes' saliency agrees (the hottest 5% of the probes' mean
+  normalised map; ``metrics.place_agreement`` names the same place), against as many pixels
+  right around it (``ring_around``). A mark at a fixed place, even in the middle and painted
+  over the object, is where every map agrees, and the decision goes with it but not with its
+  surroundings; a clean model whose objects sit there loses about as much either way.
+* ``own`` (the deletion test of RISE, Petsiuk et al., BMVC 2018, at one area): each probe's own
+  hottest 5%, against the same region moved by its offset. ``own - control`` is a per-epoch
+  faithfulness number: 0 = the map ranks the pixels no better than a random place, 1 = painting
+  what the map points at takes all of the model's confidence above chance.
+
+Everything here is numpy: the regions and painted images (:func:`painted_probes`) and the share
+lost (:func:`confidence_lost`); the one batched forward pass is the caller's (``Explainer.logits``).
+The offsets are drawn once per run from a local ``numpy.random.Generator`` (no global RNG is
+touched), so the controls sit at the same places every epoch.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+from scipy import special
+
+from keras_saliency_monitor.metrics import border_band
+
+__all__ = [
+    "INTERVENTIONS",
+    "MAX_PROBES",
+    "Painted",
+    "centre_region",
+    "confidence_lost",
+    "control_offsets",
+    "fill",
+    "hot_place",
+    "intervention_numbers",
+    "ring_around",
+    "painted_probes",
+    "top_regions",
+]
+
+TOP = 0.05  # share of the pixels in the "hot" and "own" regions
+# The interventions ask the first (at most) this many probes: 6 forward passes each. A forward
+# pass of 32 probes of 64x64 costs 0.38x the gradient floor of benchmarks/overhead.py, so 5 sets
+# of all 32 took on_epoch_end from 1.14x to 4.3x the floor; 8 probes (the probe draw
+# interleaves the classes) keep the effects measured on the toy suites (excess 0.8-1.0 against
+# at most 0.3 on clean runs) well apart.
+MAX_PROBES = 8
+# The sets of painted probes, in the order of `Painted.images`: each intervention, then the
+# control it is compared with.
+INTERVENTIONS = ("band", "centre", "hot", "hot_ring", "own", "own_moved")
+
+
+class Painted(NamedTuple):
+    """The painted probes of one epoch, for one batched forward pass."""
+
+    images: np.ndarray  # (len(INTERVENTIONS) * N, H, W, C) float32, sets in INTERVENTIONS order
+    hot: np.ndarray  # (H, W) bool: the place where the probes' saliency agrees
+
+
+def fill(images, regions) -> np.ndarray:
+    """Each image with its region painted in the mean colour of the rest of that image.
+
+    Args:
+        images: ``(N, H, W, C)`` float images.
+        regions: ``(N, H, W)`` or ``(H, W)`` bool; an empty region leaves its image as it is,
+            a region covering the whole image too (no rest to take a colour from).
+
+    Returns:
+        float32 ``(N, H, W, C)``, a new array.
+    """
+    x = np.asarray(images, np.float32)
+    out = x.copy()
+    _paint(x, _sums(x), np.asarray(regions, bool), out)
+    return out
+
+
+def _sums(x):
+    """(N, C) float64 sums of each image's pixels (over one flattened axis: faster)."""
+    n, h, w, c = x.shape
+    return x.reshape(n, h * w, c).sum(axis=1, dtype=np.float64)
+
+
+def _paint(x, total, regions, out):
+    """Paint ``regions`` of ``x`` into ``out`` (shaped like ``x``) with the rest's mean colour.
+
+    ``total``: ``(N, C)`` float64 sums of each image, computed once for all sets. The rest's
+    sum is the image's minus the region's, so only the regions are read and written (vectorised
+    over the probes: 37 ms for the five sets of 32 probes of 64x64 with one image sum and a
+    Python loop per probe, 6 ms this way).
+    """
+    n, h, w, _ = x.shape
+    if regions.ndim == 2:
+        k = int(regions.sum())
+        if 0 < k < h * w:
+            inside = x[:, regions].sum(axis=1, dtype=np.float64)  # (N, C)
+            out[:, regions] = ((total - inside) / (h * w - k))[:, None, :]
+        return
+    count = regions.sum(axis=(1, 2))  # (N,)
+    inside = np.einsum("nhwc,nhw->nc", x, regions.astype(x.dtype), dtype=np.float64)
+    mean = (total - inside) / np.maximum(h * w - count, 1)[:, None]
+    paint = regions & ((count > 0) & (count < h * w))[:, None, None]
+    out[paint] = np.repeat(mean, np.where(paint.any(axis=(1, 2)), count, 0), axis=0)
+
+
+def centre_region(height: int, width: int, area: int) -> np.ndarray:
+    """``(H, W)`` bool: the ``area`` pixels nearest the image's centre (the band's control).
+
+    Nearest by the larger of the row and column distance relative to the side (a centred
+    rectangle of the image's shape), ties broken in row-major order, so the region has exactly
+    ``area`` pixels.
+    """
+    rows = np.abs(np.arange(height) - (height - 1) / 2) / height
+    cols = np.abs(np.arange(width) - (width - 1) / 2) / width
+    distance = np.maximum(rows[:, None], cols[None, :]).ravel()
+    order = np.argsort(distance, kind="stable")[: int(area)]
+    region = np.zeros(height * width, bool)
+    region[order] = True
+    return region.reshape(height, width)
+
+
+def _normalised(maps) -> np.ndarray:
+    """Each map over its sum, (N, H * W) float64; a zero or non-finite map becomes uniform."""
+    m = np.asarray(maps, np.float64)
+    flat = m.reshape(len(m), -1)
+    total = flat.sum(axis=1, keepdims=True)
+    ok = np.isfinite(total) & (total > 0)
+    uniform = np.full_like(flat, 1.0 / flat.shape[1])
+    return np.where(ok, flat / np.where(ok, total, 1.0), uniform)
+
+
+def _top(scores, k) -> np.ndarray:
+    """(..., P) bool: k of the largest of each row of scores (ties at the k-th: any of them).
+
+    A partition, not a sort: 15 ms for 32 maps of 64x64 sorted, under 3 ms partitioned.
+    """
+    p = scores.shape[-1]
+    order = np.argpartition(scores, p - k, axis=-1)[..., p - k :]
+    out = np.zeros(scores.shape, bool)
+    np.put_along_axis(out, order, True, axis=-1)
+    return out
+
+
+def hot_place(maps, top: float = TOP) -> np.ndarray:
+    """``(H, W)`` bool: the hottest ``top`` share of the probes' mean normalised map."""
+    n, h, w = np.shape(maps)
+    k = max(1, int(round(top * h * w)))
+    return _top(_normalised(maps).mean(axis=0), k).reshape(h, w)
+
+
+def top_regions(maps, top: float = TOP) -> np.ndarray:
+    """``(N, H, W)`` bool: each map's own hottest ``top`` share of pixels."""
+    n, h, w = np.shape(maps)
+    k = max(1, int(round(top * h * w)))
+    return _top(_normalised(maps), k).reshape(n, h, w)
+
+
+def ring_around(place) -> np.ndarray:
+    """``(H, W)`` bool: as many pixels as ``place`` has, the nearest to it outside it.
+
+    The control of the agreed place: right next to it, so that it falls on the same object
+    when objects fill that part of the image (a clean model with centred objects loses about
+    as much either way), and on the background or the rest of the object when the decision
+    rests on one compact mark there (measured on issue 22's TUNE seeds: with each probe's own
+    region moved to a random place as the control instead, a clean flatten model on centred
+    photographs lost 0.8 of its confidence beyond it).
+    """
+    from scipy import ndimage
+
+    place = np.asarray(place, bool)
+    k = int(place.sum())
+    if k == 0 or k == place.size:
+        return np.zeros_like(place)
+    distance = ndimage.distance_transform_edt(~place).ravel()
+    distance[place.ravel()] = np.inf
+    k = min(k, place.size - k)
+    nearest = np.argpartition(distance, k - 1)[:k]
+    ring = np.zeros(place.size, bool)
+    ring[nearest] = True
+    return ring.reshape(place.shape)
+
+
+def control_offsets(n: int, height: int, width: int, seed: int = 0) -> np.ndarray:
+    """``(N, 2)`` int: the (rows, columns) each probe's control region is moved by.
+
+    Drawn once per run from a local generator: each offset is between a quarter and three
+    quarters of the side, so the moved region (wrapped around the image's edges) lands away
+    from where it was.
+    """
+    rng = np.random.default_rng(seed)
+    low = np.array([max(1, height // 4), max(1, width // 4)])
+    high = np.array([max(low[0] + 1, 3 * height // 4 + 1), max(low[1] + 1, 3 * width // 4 + 1)])
+    return rng.integers(low, high, size=(n, 2))
+
+
+def _moved(regions, offsets) -> np.ndarray:
+    return np.stack([np.roll(r, tuple(o), axis=(0, 1)) for r, o in zip(regions, offsets)])
+
+
+def painted_probes(images, maps, offsets) -> Painted:
+    """The probes painted for every intervention of one epoch, stacked for one forward pass.
+
+    Args:
+        images: ``(N, H, W, C)`` probe images.
+        maps: ``(N, H, W)`` this epoch's saliency maps (``>= 0``).
+        offsets: ``(N, 2)`` from :func:`control_offsets`, the same every epoch.
+
+    Returns:
+        A :class:`Painted`: ``images`` holds ``len(INTERVENTIONS)`` sets of N, in that order.
+    """
+    x = np.asarray(images, np.float32)
+    n, h, w = x.shape[:3]
+    band = border_band(h, w)
+    own = top_regions(maps)
+    hot = hot_place(maps)
+    centre = centre_region(h, w, int(band.sum()))
+    regions = (band, centre, hot, ring_around(hot), own, _moved(own, offsets))
+    out = np.empty((len(regions),) + x.shape, np.float32)
+    out[:] = x  # one copy per set, then only the regions are written
+    total = _sums(x)
+    for k, r in enumerate(regions):
+        _paint(x, total, r, out[k])
+    return Painted(out.reshape((-1,) + x.shape[1:]), hot)
+
+
+def _probabilities(logits, kind):
+    """(N, K) logits -> (p of the predicted class, chance, predicted class) for the head."""
+    z = np.asarray(logits, np.float64)
+    n, k = z.shape
+    if k == 1:
+        return special.expit(np.abs(z[:, 0])), 0.5, (z[:, 0] > 0).astype(np.int64)
+    cls = np.argmax(z, axis=1)
+    rows = np.arange(n)
+    if kind == "sigmoid":
+        return special.expit(z[rows, cls]), 0.5, cls
+    return special.softmax(z, axis=1)[rows, cls], 1.0 / k, cls
+
+
+def confidence_lost(logits, painted_logits, kind="softmax", labels=None):
+    """The share of the model's confidence above chance that a painted region takes away.
+
+        lost_n = (p_n - q_n) / (p_n - chance)
+
+    ``p`` is the probability of the class predicted for the intact probe, ``q`` that same
+    class's probability on the painted probe, ``chance`` ``1 / K`` (1/2 for sigmoid units).
+    0 = nothing lost, 1 = the prediction falls to chance. The run-level value is the ratio of
+    the sums over the probes (over the probes predicted right when ``labels`` are class ids,
+    as ``metrics.object_reliance``), so a probe the model is unsure of counts for little.
+
+    Args:
+        logits: ``(N, K)`` logits of the intact probes.
+        painted_logits: ``(N, K)`` logits of the painted probes.
+        kind: the head's activation (``"softmax"``, ``"linear"`` or ``"sigmoid"``).
+        labels: optional ``(N,)`` class ids.
+
+    Returns:
+        ``(run, per_probe)``; NaN for a regression output (``K = 1``, not sigmoid), where the
+        intact probe sits at chance, and for the run when no probe counts.
+    """
+    z = np.asarray(logits, np.float64)
+    n, k = z.shape
+    if n == 0 or (k == 1 and kind != "sigmoid"):
+        return float("nan"), np.full(n, np.nan)
+    p, chance, cls = _probabilities(z, kind)
+    painted = np.asarray(painted_logits, np.float64)
+    if k == 1:
+        side = np.where(z[:, 0] > 0, 1.0, -1.0)
+        q = special.expit(side * painted[:, 0])
+    elif kind == "sigmoid":
+        q = special.expit(painted[np.arange(n), cls])
+    else:
+        q = special.softmax(painted, axis=1)[np.arange(n), cls]
+    above = p - chance
+    per_probe = np.full(n, np.nan)
+    np.divide(p - q, above, out=per_probe, where=above > 1e-6)
+    counted = np.ones(n, bool)
+    labels = None if labels is None else np.asarray(labels)
+    if labels is not None and labels.shape == (n,):
+        counted = cls == labels
+    total = above[counted].sum()
+    run = (p - q)[counted].sum() / total if total > 1e-6 else float("nan")
+    return float(run), per_probe
+
+
+def intervention_numbers(logits, painted_logits, kind="softmax", labels=None):
+    """The logged numbers of one epoch's interventions, each with its chance.
+
+    Args:
+        logits: ``(N, K)`` logits of the intact probes.
+        painted_logits: ``(len(INTERVENTIONS) * N, K)`` logits of ``Painted.images``.
+        kind, labels: as :func:`confidence_lost`.
+
+    Returns:
+        ``(run, per_probe)``. ``run``: ``band_lost`` and ``band_chance`` (the same number of
+        pixels painted in the middle), ``hot_lost`` and ``hot_chance`` (each probe's own hottest
+        5% moved elsewhere), ``faithfulness`` (own hottest 5% lost minus the moved copy's: 0 =
+        no better than a random place). ``per_probe``: ``band_excess``, ``hot_excess`` and
+        ``faithfulness``, ``(N,)`` each (lost minus its control's).
+    """
+    sets = np.split(np.asarray(painted_logits), len(INTERVENTIONS))
+    lost = {name: confidence_lost(logits, z, kind, labels) for name, z in zip(INTERVENTIONS, sets)}
+    run = {
+        "band_lost": lost["band"][0],
+        "band_chance": lost["centre"][0],
+        "hot_lost": lost["hot"][0],
+        "hot_chance": lost["hot_ring"][0],
+        "faithfulness": lost["own"][0] - lost["own_moved"][0],
+    }
+    per_probe = {
+        "band_excess": lost["band"][1] - lost["centre"][1],
+        "hot_excess": lost["hot"][1] - lost["hot_ring"][1],
+        "faithfulness": lost["own"][1] - lost["own_moved"][1],
+    }
+    return run, per_probe

@@ -1,0 +1,118 @@
+"""Has the model learned its training data, and does that carry over to the probes?
+
+The alarm waits until the model has learned something before it counts an epoch. It reads that
+from Keras's ``logs`` of the epoch (the training accuracy, or the loss against its chance
+level), not from the probes: a model that learned a shortcut from its training data, shown
+probes without the shortcut, predicts them at chance and would look as if it had learned
+nothing. That gap (training data fitted, probes at chance) is itself the first sign of a
+shortcut when the probes are artefact-free, so it is measured here too (:func:`probe_chance_p`).
+Pure numpy and scipy.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy import stats
+
+__all__ = ["accuracy_key", "probe_chance_p", "training_skill"]
+
+# Keras's names for an accuracy metric, in the order they are looked for; any other key ending
+# in "accuracy" or "_acc" (a multi-output model's "head_accuracy") comes after them.
+_ACCURACY_KEYS = (
+    "accuracy",
+    "acc",
+    "sparse_categorical_accuracy",
+    "categorical_accuracy",
+    "binary_accuracy",
+)
+
+
+def accuracy_key(logs):
+    """The key of the training accuracy in an epoch's ``logs``, or None (``val_*`` excluded)."""
+    if not logs:
+        return None
+    for key in _ACCURACY_KEYS:
+        if key in logs:
+            return key
+    for key in logs:
+        k = str(key)
+        if not k.startswith(("val_", "saliency_")) and k.endswith(("accuracy", "_acc")):
+            return k
+    return None
+
+
+def _finite(value):
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def training_skill(logs, num_classes, kind="softmax", loss_is_crossentropy=False):
+    """How far the epoch's training predictions are from chance towards perfect.
+
+        skill = (accuracy - chance) / (1 - chance)            with an accuracy in logs, else
+        skill = 1 - loss / log(K)                             for a cross-entropy loss
+
+    ``chance`` is ``1 / K`` (1/2 for one sigmoid unit); ``log(K)`` is the cross-entropy of a
+    model that predicts every class alike (``log 2`` per unit for sigmoid units). 0 = chance,
+    1 = every training example right (or a loss of 0).
+
+    Args:
+        logs: the epoch's ``logs`` from Keras (training keys; ``val_*`` are not read).
+        num_classes: K, the number of classes of the head (1 for one sigmoid unit), or None.
+        kind: the head's activation, ``"softmax"``, ``"linear"`` or ``"sigmoid"``.
+        loss_is_crossentropy: whether ``logs["loss"]`` is a cross-entropy, so that ``log(K)``
+            is its chance level.
+
+    Returns:
+        A float ``<= 1``, or NaN when neither an accuracy nor a cross-entropy loss is logged,
+        or the output is not a classification.
+    """
+    if not logs or num_classes is None or (num_classes == 1 and kind != "sigmoid"):
+        return float("nan")
+    k = 2 if num_classes == 1 else int(num_classes)
+    chance = 0.5 if kind == "sigmoid" else 1.0 / k
+    key = accuracy_key(logs)
+    accuracy = None if key is None else _finite(logs[key])
+    if accuracy is not None:
+        return (accuracy - chance) / (1.0 - chance)
+    loss = _finite(logs.get("loss")) if loss_is_crossentropy else None
+    if loss is None:
+        return float("nan")
+    level = math.log(2.0) if kind == "sigmoid" else math.log(k)
+    return 1.0 - loss / level
+
+
+def probe_chance_p(logits, labels, kind="softmax"):
+    """One-sided binomial p-value of the probes' accuracy under guessing.
+
+    The probability that a model guessing among K classes gets at least as many of the N
+    probes right as this one did: small = clearly better than chance; at least 0.05 = about as
+    right as chance for this many probes (the chance level is measured against the run's own
+    probe count, not fixed).
+
+    Args:
+        logits: ``(N, K)`` logits of the probes.
+        labels: ``(N,)`` int class ids, or None.
+        kind: the head's activation.
+
+    Returns:
+        ``(p_value, accuracy, chance)``; NaNs without labels, for a regression or a
+        multi-label head.
+    """
+    nan = (float("nan"),) * 3
+    z = np.asarray(logits, np.float64)
+    if labels is None or z.ndim != 2 or len(z) == 0:
+        return nan
+    labels = np.asarray(labels)
+    n, k = z.shape
+    if labels.shape != (n,) or (k == 1 and kind != "sigmoid") or (k > 1 and kind == "sigmoid"):
+        return nan
+    predicted = (z[:, 0] > 0).astype(np.int64) if k == 1 else np.argmax(z, axis=1)
+    right = int(np.sum(predicted == labels))
+    chance = 0.5 if k == 1 else 1.0 / k
+    return float(stats.binom.sf(right - 1, n, chance)), right / n, chance
