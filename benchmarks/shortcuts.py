@@ -287,9 +287,12 @@ def summary(records):
         f"counted), {count['control']} controls, {count['gap']} gap runs; each run counts once "
         "per probe split (carry, artefact-free)",
         "- without masks, full fixed-place shortcuts (corner, edge, stamp, frame) alarmed: "
-        f"{rate(kind_in(data.FIXED_PLACE), False)} (goal >= 90%)",
+        f"{rate(kind_in(data.FIXED_PLACE), False)} (goal >= 90%); carry probes "
+        f"{rate(kind_in(data.FIXED_PLACE, split='carry'), False)}, artefact-free probes "
+        f"{rate(kind_in(data.FIXED_PLACE, split='free'), False)}",
         "- without masks, learned centred marks alarmed: "
-        f"{rate(kind_in(data.CENTRED, False), False)} (goal 70%)",
+        f"{rate(kind_in(data.CENTRED, False), False)} (goal 70%); carry probes "
+        f"{rate(kind_in(data.CENTRED, False, 'carry'), False)}",
         "- with masks, learned centred mark over the object (centre_on) alarmed: "
         f"{rate(kind_in(('centre_on',), False), True)} (goal >= 90%)",
         "- with masks, full shortcuts of every kind alarmed: "
@@ -377,14 +380,19 @@ def replay(records):
     for r in records:
         for m in r["monitors"].values():
             alarm = ShortcutAlarm()
+            over = []
             for epoch, numbers in enumerate(m["history"]):
                 numbers = {k: np.nan if v is None else v for k, v in numbers.items()}
                 try:
                     alarm.update(epoch, numbers, {})
                 except (KeyError, TypeError, ValueError):
                     pass  # the words need per-probe values; fired_at is set before them
+                if alarm.fired_at == epoch:  # the signals past their thresholds then
+                    over = [k for k, v in alarm.scores(numbers).items() if v > 1.0]
             m["fired_at"] = alarm.fired_at
-            m["message"] = "(replayed)" if alarm.fired_at is not None else None
+            m["message"] = None
+            if alarm.fired_at is not None:
+                m["message"] = "(replayed) " + " ".join(f"Signal {k}:" for k in over)
     return records
 
 
