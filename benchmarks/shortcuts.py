@@ -39,6 +39,7 @@ TUNE and HELD_OUT seeds apart.
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import os
 import re
@@ -215,8 +216,7 @@ COLUMNS = (
 )
 
 
-def factor_table(records, factor):
-    """Rows of one factor: alarms on learned cues, on controls and on gap runs."""
+def _factor_cells(records, factor):
     get = FACTORS[factor]
     cells = defaultdict(lambda: {k: [] for k, _ in COLUMNS})
     for r, split, masked, hit in _units(records):
@@ -232,13 +232,31 @@ def factor_table(records, factor):
             cells[value][f"cue{m}"].append(hit)
             if r["full"]:
                 cells[value][f"full{m}"].append(hit)
+    return cells
+
+
+def factor_table(records, factor, before=None):
+    """Rows of one factor: alarms on learned cues, on controls and on gap runs.
+
+    With ``before`` (records of the same runs under another alarm), each cell reads
+    "before -> records".
+    """
+    cells = _factor_cells(records, factor)
+    old = _factor_cells(before, factor) if before is not None else None
     lines = [
         f"| {factor} | " + " | ".join(title for _, title in COLUMNS) + " |",
         "|" + " --- |" * (1 + len(COLUMNS)),
     ]
-    for value in sorted(cells, key=lambda v: (isinstance(v, str), v)):
-        c = cells[value]
-        lines.append(f"| {value} | " + " | ".join(_cell(c[k]) for k, _ in COLUMNS) + " |")
+    values = set(cells) | set(old or ())
+    for value in sorted(values, key=lambda v: (isinstance(v, str), v)):
+        row = []
+        for k, _ in COLUMNS:
+            text = _cell(cells[value][k]) if value in cells else "-"
+            if old is not None:
+                was = _cell(old[value][k]) if value in old else "-"
+                text = text if was == text == "-" else f"{was} -> {text}"
+            row.append(text)
+        lines.append(f"| {value} | " + " | ".join(row) + " |")
     return "\n".join(lines)
 
 
@@ -269,9 +287,12 @@ def summary(records):
         f"counted), {count['control']} controls, {count['gap']} gap runs; each run counts once "
         "per probe split (carry, artefact-free)",
         "- without masks, full fixed-place shortcuts (corner, edge, stamp, frame) alarmed: "
-        f"{rate(kind_in(data.FIXED_PLACE), False)} (goal >= 90%)",
+        f"{rate(kind_in(data.FIXED_PLACE), False)} (goal >= 90%); carry probes "
+        f"{rate(kind_in(data.FIXED_PLACE, split='carry'), False)}, artefact-free probes "
+        f"{rate(kind_in(data.FIXED_PLACE, split='free'), False)}",
         "- without masks, learned centred marks alarmed: "
-        f"{rate(kind_in(data.CENTRED, False), False)} (goal 70%)",
+        f"{rate(kind_in(data.CENTRED, False), False)} (goal 70%); carry probes "
+        f"{rate(kind_in(data.CENTRED, False, 'carry'), False)}",
         "- with masks, learned centred mark over the object (centre_on) alarmed: "
         f"{rate(kind_in(('centre_on',), False), True)} (goal >= 90%)",
         "- with masks, full shortcuts of every kind alarmed: "
@@ -323,19 +344,27 @@ def signal_table(records):
     return "\n".join(lines)
 
 
-def tables(records):
+def tables(records, before=None):
+    """Every table, per seed group; with ``before``, the factor tables compare the same runs."""
     out = []
     for group in ("tune", "held_out"):
         chosen = [r for r in records if r["group"] == group]
+        old = None
+        if before is not None:  # the runs both files hold
+            names = {r["name"] for r in before} & {r["name"] for r in chosen}
+            chosen = [r for r in chosen if r["name"] in names]
+            old = [r for r in before if r["name"] in names]
         if not chosen:
             continue
         seeds = sorted({r["case"]["seed"] for r in chosen})
         out.append(f"## {group} seeds {seeds}\n")
+        if old is not None:
+            out.append("Before:\n\n" + summary(old) + "\n\nAfter:\n")
         out.append(summary(chosen) + "\n")
         out.append(status_table(chosen) + "\n")
         out.append(signal_table(chosen) + "\n")
         for factor in FACTORS:
-            out.append(factor_table(chosen, factor) + "\n")
+            out.append(factor_table(chosen, factor, old) + "\n")
     return "\n".join(out)
 
 
@@ -351,19 +380,26 @@ def replay(records):
     for r in records:
         for m in r["monitors"].values():
             alarm = ShortcutAlarm()
+            over = []
             for epoch, numbers in enumerate(m["history"]):
                 numbers = {k: np.nan if v is None else v for k, v in numbers.items()}
                 try:
                     alarm.update(epoch, numbers, {})
                 except (KeyError, TypeError, ValueError):
                     pass  # the words need per-probe values; fired_at is set before them
+                if alarm.fired_at == epoch:  # the signals past their thresholds then
+                    over = [k for k, v in alarm.scores(numbers).items() if v > 1.0]
             m["fired_at"] = alarm.fired_at
-            m["message"] = "(replayed)" if alarm.fired_at is not None else None
+            m["message"] = None
+            if alarm.fired_at is not None:
+                m["message"] = "(replayed) " + " ".join(f"Signal {k}:" for k in over)
     return records
 
 
 def load(path):
-    with open(path, encoding="utf-8") as f:
+    """The records of a JSON-lines file (gzip-compressed when the name ends in .gz)."""
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
 
 
@@ -390,10 +426,14 @@ def main(argv=None):
     parser.add_argument(
         "--replay", action="store_true", help="with --tables: re-run today's alarm on the numbers"
     )
+    parser.add_argument(
+        "--before", metavar="JSONL", help="with --tables: compare with these runs (before -> after)"
+    )
     args = parser.parse_args(argv)
     if args.tables:
         records = load(args.tables)
-        print(tables(replay(records) if args.replay else records))
+        before = load(args.before) if args.before else None
+        print(tables(replay(records) if args.replay else records, before))
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if args.quick:
