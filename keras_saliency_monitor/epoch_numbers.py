@@ -125,9 +125,10 @@ class EpochNumbers:
                     per_probe[key] = np.full(len(maps), np.nan)
                     per_probe[key][asked] = values
         # Not measured (before the model has learned; no accuracy or cross-entropy in logs):
-        # absent from logs, as saliency_stability on the first epoch, rather than NaN.
-        if not np.isfinite(run["train_skill"]):
-            del run["train_skill"]
+        # NaN, so that every logged epoch carries the same keys (CSVLogger takes its columns from
+        # the first epoch; History's lists line up by index), as saliency_stability does.
+        for key in _INTERVENTION_KEYS:
+            run.setdefault(key, float("nan"))
         extras = explanation.extras
         if "completeness_gap" in extras:
             # Integrated gradients: |sum of attributions - (f(x) - f(baseline))| relative to
@@ -147,6 +148,18 @@ class EpochNumbers:
         # then line up by index), as Keras's own callbacks do.
         numbers.setdefault("saliency_stability", float("nan"))
         return numbers, per_probe
+
+
+# The intervention numbers, measured only once the model has learned (NaN before).
+_INTERVENTION_KEYS = (
+    "band_lost",
+    "band_chance",
+    "band_excess",
+    "hot_lost",
+    "hot_chance",
+    "hot_excess",
+    "faithfulness",
+)
 
 
 def _crossentropy(model) -> bool:
