@@ -74,8 +74,8 @@ class EpochNumbers:
         p, _, chance = learning.probe_chance_p(logits, labels, head.kind)
         if np.isfinite(p):  # classes and labels: the gap between training data and probes
             run["probe_chance_p"], run["probe_chance"] = p, chance
-            predicted = (logits[:, 0] > 0) if logits.shape[1] == 1 else np.argmax(logits, 1)
-            per_probe["probe_accuracy"] = (predicted == labels).astype(np.float64)
+            right = learning.predicted_classes(logits) == labels
+            per_probe["probe_accuracy"] = right.astype(np.float64)
         # Forward passes on painted probes, all in one batched call: the interventions (6 sets
         # of the first interventions.MAX_PROBES probes, once the model has learned something:
         # before, the alarm counts nothing) and, with masks, object reliance (2 sets of N,

@@ -16,7 +16,7 @@ import math
 import numpy as np
 from scipy import stats
 
-__all__ = ["accuracy_key", "probe_chance_p", "training_skill"]
+__all__ = ["accuracy_key", "predicted_classes", "probe_chance_p", "training_skill"]
 
 # Keras's names for an accuracy metric, in the order they are looked for; any other key ending
 # in "accuracy" or "_acc" (a multi-output model's "head_accuracy") comes after them.
@@ -87,6 +87,13 @@ def training_skill(logs, num_classes, kind="softmax", loss_is_crossentropy=False
     return 1.0 - loss / level
 
 
+def predicted_classes(logits) -> np.ndarray:
+    """``(N,)`` int: the predicted class of each row of ``(N, K)`` logits (for one sigmoid unit,
+    ``K = 1``: class 1 where the logit is > 0)."""
+    z = np.asarray(logits)
+    return (z[:, 0] > 0).astype(np.int64) if z.shape[1] == 1 else np.argmax(z, axis=1)
+
+
 def probe_chance_p(logits, labels, kind="softmax"):
     """One-sided binomial p-value of the probes' accuracy under guessing.
 
@@ -112,7 +119,6 @@ def probe_chance_p(logits, labels, kind="softmax"):
     n, k = z.shape
     if labels.shape != (n,) or (k == 1 and kind != "sigmoid") or (k > 1 and kind == "sigmoid"):
         return nan
-    predicted = (z[:, 0] > 0).astype(np.int64) if k == 1 else np.argmax(z, axis=1)
-    right = int(np.sum(predicted == labels))
+    right = int(np.sum(predicted_classes(z) == labels))
     chance = 0.5 if k == 1 else 1.0 / k
     return float(stats.binom.sf(right - 1, n, chance)), right / n, chance
