@@ -624,25 +624,11 @@ def read_run_since(provider, ctx, experiment_id, run: str, after: int = -1) -> d
     sets = _probe_sets(provider, ctx, experiment_id, run, errors)
     key = max(sets) if sets else None
     probe_set = None if key is None else sets[key]
-    fingerprint = None if probe_set is None else probe_set.get("fingerprint")
-    ordered = sorted(sets)
-
-    def ours(step, info=None):
-        """Whether the epoch at ``step`` was computed on the latest probe set."""
-        if fingerprint is None:
-            return True
-        named = info.get("probe_set") if info else None
-        if named is None:
-            earlier = [s for s in ordered if s <= step]
-            named = sets[earlier[-1]].get("fingerprint") if earlier else None
-        return named == fingerprint
-
-    steps, epochs = [], {}
+    steps, epochs = [], {}  # epochs: {step: JSON} read past `after`; steps up to it unread
     for datum in _sequence(provider, ctx, experiment_id, run, MAPS_TAG):
         step = int(datum.step)
         if step <= after:
-            if ours(step):
-                steps.append(step)
+            steps.append(step)
             continue
         try:
             info = _json(provider, ctx, datum)
@@ -651,9 +637,13 @@ def read_run_since(provider, ctx, experiment_id, run: str, after: int = -1) -> d
         except (ValueError, UnicodeDecodeError) as err:
             errors.append({"step": step, "what": f"its maps' JSON is unreadable ({err})"})
             continue
-        if ours(step, info):
-            steps.append(step)
-            epochs[str(step)] = info
+        epochs[step] = info
+    if sets:  # the latest probe set's epochs only; an unread one is placed by its step
+        ours = set(group_epochs(sets, {**dict.fromkeys(steps, {}), **epochs}).get(key, []))
+        steps = [s for s in steps if s in ours]
+        epochs = {s: info for s, info in epochs.items() if s in ours}
+    steps += list(epochs)
+    epochs = {str(s): info for s, info in epochs.items()}
     return {
         "run": run,
         "after": int(after),
