@@ -30,6 +30,17 @@ def is_event_file(name: str) -> bool:
     return "tfevents" in name and not name.endswith((".tmp", ".lock"))
 
 
+def irregular_event_files(directory) -> list[str]:
+    """Paths in ``directory`` named like event files that are not regular files (a FIFO, a
+    device, a socket), found without opening them: TensorBoard's reader would wait on a FIFO for
+    good. ``[]`` when ``directory`` cannot be listed."""
+    try:
+        with os.scandir(os.fspath(directory)) as entries:
+            return sorted(e.path for e in entries if is_event_file(e.name) and not e.is_file())
+    except OSError:
+        return []
+
+
 def has_saliency_events(logdir) -> bool:
     """Whether an event file lies in a directory named ``saliency`` under ``logdir`` (included).
 

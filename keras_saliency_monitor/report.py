@@ -239,17 +239,21 @@ def _run_name(logdir: str, path: str) -> str:
     return "/".join(parts)
 
 
-def _metric_dirs(run_path: str) -> list[tuple[str, str]]:
+def _metric_dirs(run_path: str, include_irregular=False) -> list[tuple[str, str]]:
     """The sibling train/validation directories of Keras's TensorBoard callback, if any (with a
     non-empty event file)."""
     root = os.path.dirname(run_path) if os.path.basename(run_path) == "saliency" else run_path
     splits = [(split, os.path.join(root, split)) for split in ("train", "validation")]
-    return [(split, path) for split, path in splits if _has_events(path)]
+    return [(split, path) for split, path in splits if _has_events(path, include_irregular)]
 
 
-def _has_events(path: str) -> bool:
+def _has_events(path: str, include_irregular=False) -> bool:
     with contextlib.suppress(OSError), os.scandir(path) as entries:  # OSError: no such directory
-        return any(logdirs.is_event_file(e.name) and e.stat().st_size > 0 for e in entries)
+        return any(
+            logdirs.is_event_file(e.name)
+            and ((e.is_file() and e.stat().st_size > 0) or (include_irregular and not e.is_file()))
+            for e in entries
+        )
     return False
 
 
@@ -393,6 +397,15 @@ def _files_of(path: str) -> str:
     return shown + (f" and {len(names) - 3} more event files" if len(names) > 3 else "")
 
 
+def _irregular(paths) -> str:
+    one = len(paths) == 1
+    return (
+        f"{', '.join(paths)} {'is not a regular file' if one else 'are not regular files'} (a "
+        f"FIFO or a device, which a reader would wait on for good); move {'it' if one else 'them'}"
+        " out of the log dir"
+    )
+
+
 def _metric_run(name: str, split: str) -> str:
     # A provider run id that no saliency run can have (run names never hold a NUL).
     return f"{name}\0{split}"
@@ -418,15 +431,29 @@ def load_runs(logdir, runs=None, progress=None) -> list[Run]:
 
 
 def _load(chosen, logdir, progress) -> list[Run]:
-    directories = {}
+    directories, loaded, skipped = {}, [], []
+    readable = []
     for name, path in chosen:
+        # A FIFO is never handed to TensorBoard's reader, which would wait on it for good: its
+        # run (or its train/validation curves) is left out, named.
+        irregular = logdirs.irregular_event_files(path)
+        if irregular:
+            skipped.append(f"skipped run {name}: {_irregular(irregular)}")
+            continue
+        readable.append((name, path))
         directories[name] = path
-        for split, split_path in _metric_dirs(path):
-            directories[_metric_run(name, split)] = split_path
+        for split, split_path in _metric_dirs(path, include_irregular=True):
+            irregular = logdirs.irregular_event_files(split_path)
+            if irregular:
+                skipped.append(f"run {name}: skipped its {split} curves: {_irregular(irregular)}")
+            elif _has_events(split_path):
+                directories[_metric_run(name, split)] = split_path
+    chosen = readable
+    if not chosen:
+        raise ReportError("; ".join(skipped))
     progress.stage("reading events", 1 + len(chosen))
     source = store.open_logdir(logdir, runs=directories)
     progress.advance()
-    loaded, skipped = [], []
     for name, path in chosen:
         # One bad run (a corrupt image, a missing probe set) is skipped, named, and the others
         # are written.

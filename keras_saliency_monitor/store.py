@@ -735,6 +735,8 @@ def peek_probe_set(run_dir) -> dict | None:
     except OSError:
         return None
     for name in names:
+        if not os.path.isfile(os.path.join(run_dir, name)):  # a FIFO would block the reader
+            continue
         loader = event_file_loader.EventFileLoader(os.path.join(run_dir, name))
         for event in loader.Load():
             for value in event.summary.value:

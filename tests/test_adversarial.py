@@ -9,6 +9,7 @@ Each row of the table is a bad input or a fault:
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import io
 import os
@@ -1377,6 +1378,40 @@ def test_19_report_writes_the_good_runs_and_names_the_bad_file(tmp_path, capsys)
     assert os.path.getsize(tmp_path / "r.html") > 0
     assert cli.main(["report", str(tmp_path), "--out", str(tmp_path / "r.gif")]) == 0
     assert bad_file in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="FIFOs")
+def test_19_5_report_skips_a_run_holding_a_fifo_naming_it_and_writes_the_others(tmp_path, capsys):
+    from keras_saliency_monitor import cli, report
+
+    from .helpers import write_stored_run
+
+    write_stored_run(str(tmp_path / "good" / "saliency"), [0, 1])
+    write_stored_run(str(tmp_path / "held" / "saliency"), [0, 1])
+    fifo = tmp_path / "held" / "saliency" / "events.out.tfevents.0000000000.fifo"
+    os.mkfifo(fifo)
+    train_fifo = tmp_path / "good" / "train" / "events.out.tfevents.0000000001.fifo"
+    train_fifo.parent.mkdir()
+    os.mkfifo(train_fifo)  # a metrics split with only a FIFO: left out, the run is drawn
+
+    def unblock():  # main: the report waits in open() on the FIFO, for good
+        for path in (fifo, train_fifo):
+            with contextlib.suppress(OSError):
+                os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+
+    out = tmp_path / "r.html"
+    # Alone this takes 1-2 s; 120 s is a bound a loaded machine keeps.
+    finished, summary = _in_thread(lambda: report.write_report(tmp_path, out), 120, unblock)
+    assert finished, "the report hung on a FIFO named like an event file"
+    assert not isinstance(summary, BaseException), summary
+    assert summary.runs == ["good"]
+    curves, held = sorted(summary.skipped)
+    assert held.startswith("skipped run held") and str(fifo) in held
+    assert "not a regular file" in held and "move it out of the log dir" in held
+    assert curves.startswith("run good: skipped its train curves") and str(train_fifo) in curves
+    assert os.path.getsize(out) > 0
+    assert cli.main(["report", str(tmp_path / "held"), "--out", str(tmp_path / "h.html")]) != 0
+    assert str(fifo) in capsys.readouterr().err
 
 
 def test_19_load_arrays_skips_a_corrupt_npz_naming_it(tmp_path):
