@@ -35,6 +35,14 @@ threshold against a chance level measured on the same run:
   model cannot be asked (a regression output, or no probe predicted right), above
   ``border_threshold`` (1.0).
 
+When the probes are predicted about as right as chance (``probes_at_chance``: the gap's binomial
+test), every signal but ``gap`` is withheld: each asks the probes (the confidence lost on the
+probes predicted right, which are then right by luck; the maps of a model that cannot tell them
+apart), and their answers mean nothing. Set on TUNE seeds 0-3 (replayed): it removed the 2
+false alarms on controls with masks (a MobileNetV2 at chance in inference mode, training skill
+0.75: object reliance 0.00) and changed no detection; a run below ``gap_skill`` gets the
+verdict "no verdict: the probes are predicted about as right as chance ...".
+
 ``faithfulness`` (the deletion test, ``interventions``) and ``place_agreement`` are logged and
 quoted as evidence; neither fires.
 
@@ -190,6 +198,25 @@ class ShortcutAlarm:
             return train >= self.min_skill
         return not get("probe_skill") < self.min_skill  # NaN (no skill measured) passes
 
+    def probes_at_chance(self, numbers) -> bool:
+        """Whether the probes are predicted about as right as chance: a one-sided binomial test
+        at the run's probe count cannot tell the model from a guesser (``probe_chance_p`` at
+        least ``gap_p``) and the probes' skill is at most ``GAP_PROBE_SKILL`` (NaN: the p-value
+        alone). False without labels (the p-value is NaN)."""
+        get = _getter(numbers)
+        p = get("probe_chance_p")
+        return bool(np.isfinite(p) and p >= self.gap_p and not get("probe_skill") > GAP_PROBE_SKILL)
+
+    def _gap(self, get):
+        """The gap's score (training data fitted, probes at chance), or None when it does not
+        apply."""
+        train, p = get("train_skill"), get("probe_chance_p")
+        if self.gap_skill is None or not np.isfinite(train) or not np.isfinite(p):
+            return None
+        if train < self.gap_skill or get("probe_skill") > GAP_PROBE_SKILL:
+            return None
+        return min(p / self.gap_p, MAX_SCORE)
+
     def scores(self, numbers) -> dict:
         """``{signal: score}`` for the signals that apply; a score above 1.0 is past the threshold.
 
@@ -198,20 +225,20 @@ class ShortcutAlarm:
         """
         get = _getter(numbers)
         out = {}
+        gap = self._gap(get)
+        if gap is not None:
+            out["gap"] = gap
+        if self.probes_at_chance(numbers):
+            # The probes tell nothing of what the model learned: every other signal asks them
+            # (the confidence lost on the few probes right by luck, the maps of a guesser), so
+            # only the gap speaks. TUNE seed 3: a MobileNetV2 white-frame control at chance in
+            # inference mode (training skill 0.75) had object reliance 0.00 and lift 1.13.
+            return out
         t = self.intervention_threshold
         for name in ("band", "hot"):
             lost, chance = get(name + "_lost"), get(name + "_chance")
             if t is not None and np.isfinite(lost) and np.isfinite(chance):
                 out[name] = float(np.clip((lost - chance) / t, -MAX_SCORE, MAX_SCORE))
-        train, p = get("train_skill"), get("probe_chance_p")
-        if (
-            self.gap_skill is not None
-            and np.isfinite(train)
-            and np.isfinite(p)
-            and train >= self.gap_skill
-            and not get("probe_skill") > GAP_PROBE_SKILL  # NaN: the p-value alone
-        ):
-            out["gap"] = min(p / self.gap_p, MAX_SCORE)
         border = get("border_ratio")
         asked = "band" in out or "hot" in out
         if self.border_threshold is not None and np.isfinite(border) and not asked:
@@ -302,6 +329,12 @@ class ShortcutAlarm:
         ).strip()
         return self.message
 
+    def _last_scores_text(self) -> str:
+        shown = ", ".join(
+            f"{name} {v:.2f}" for name, v in sorted(self.last_scores.items(), key=_by_order)
+        )
+        return f"Last epoch's scores (1.0 = threshold): {shown or 'none measured'}."
+
     def verdict(self) -> str:
         """The run's verdict in plain words: the alarm's text, or why there was none."""
         if self.message is not None:
@@ -310,6 +343,19 @@ class ShortcutAlarm:
             return "no verdict: no epoch was logged."
         get = _getter(self.last)
         train = get("train_skill")
+        named = self.gap_skill is not None and train >= self.gap_skill  # the gap speaks then
+        if self.probes_at_chance(self.last) and self.learned(self.last) and not named:
+            return (
+                f"no verdict: the probes are predicted about as right as chance at the last "
+                f"epoch (accuracy {get('probe_accuracy'):.2f} against a chance of "
+                f"{get('probe_chance'):.2f}; a guesser does as well with p = "
+                f"{get('probe_chance_p'):.2f}), so the signals that ask the probes are withheld, "
+                f"while the training skill, {train:.2f} (0 = chance), is below the "
+                f"{self.gap_skill or float('nan'):g} at which the gap is named. Train longer, "
+                "or check that the probes come from the training data's distribution and that "
+                "the model predicts them in inference mode as in training (BatchNorm). "
+                + self._last_scores_text()
+            )
         if self.counted == 0:
             skill = (
                 f"training skill {train:.2f}"
@@ -321,19 +367,16 @@ class ShortcutAlarm:
                 f"{self.warmup}; an epoch counts once the model has learned its training data, "
                 f"{skill} at the last one against {self.min_skill:g}; 0 = chance). Train longer."
             )
-        shown = ", ".join(
-            f"{name} {v:.2f}" for name, v in sorted(self.last_scores.items(), key=_by_order)
-        )
-        scores = f"Last epoch's scores (1.0 = threshold): {shown or 'none measured'}."
         if self.counted < self.patience:
             return (
                 f"no verdict yet: only {self.counted} of {self.seen} logged epochs counted, and "
                 f"the alarm needs {self.patience} in a row past a threshold. Train longer. "
-                + scores
+                + self._last_scores_text()
             )
         return (
             f"no alarm: no signal stayed past its threshold for {self.patience} counted epochs "
-            f"in a row ({self.counted} of {self.seen} logged epochs counted). " + scores
+            f"in a row ({self.counted} of {self.seen} logged epochs counted). "
+            + self._last_scores_text()
         )
 
 

@@ -341,3 +341,38 @@ def test_lift_is_evidence_where_the_model_says_it_relies_on_the_object():
     assert "focus_lift" in alarm.scores({**low_lift, "object_reliance": 0.3})
     assert "focus_lift" not in alarm.scores({**low_lift, "object_reliance": 0.97})
     assert alarm.intervention_threshold == 0.3  # the default, set on the TUNE seeds
+
+
+def test_probes_at_chance_withhold_every_signal_that_asks_them():
+    """Probes predicted about as right as chance tell nothing of what the model learned: the
+    confidence lost on the few right by luck and a guesser's maps are withheld, and only the
+    gap speaks (TUNE seed 3: a MobileNetV2 control at chance in inference mode, training skill
+    0.75, fired on object reliance 0.00 and lift 1.13)."""
+    alarm = ShortcutAlarm(patience=2, warmup=0)
+    chance = {"probe_chance_p": 0.66, "probe_skill": -0.03, "probe_chance": 1 / 3}
+    asked = {
+        "band_lost": 0.9,
+        "band_chance": 0.1,
+        "hot_lost": 0.9,
+        "hot_chance": 0.1,
+        "object_reliance": 0.0,
+        "focus_lift": 1.0,
+        "mask_contrast": 3.0,
+        "border_ratio": 4.0,
+        "probe_accuracy": 0.31,
+    }
+    near = {**asked, **chance, "train_skill": 0.75}
+    assert alarm.probes_at_chance(near) and alarm.scores(near) == {}
+    assert _run(alarm, [near] * 4) == [None] * 4
+    verdict = alarm.verdict()
+    assert verdict.startswith("no verdict: the probes are predicted about as right as chance")
+    assert "accuracy 0.31 against a chance of 0.33" in verdict and "p = 0.66" in verdict
+    assert "training skill, 0.75" in verdict and "below the 0.8" in verdict
+    # Fitted: the gap alone is scored, and named.
+    fitted = {**near, "train_skill": 0.95}
+    assert set(alarm.scores(fitted)) == {"gap"}
+    # Probes better than guessing (or no labels: p NaN): every signal is asked as before.
+    for p in (0.001, float("nan")):
+        told = {**near, "probe_chance_p": p}
+        assert not alarm.probes_at_chance(told)
+        assert {"band", "hot", "object_reliance", "focus_lift"} <= set(alarm.scores(told))
