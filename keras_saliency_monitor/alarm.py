@@ -16,7 +16,12 @@ threshold against a chance level measured on the same run:
   of their mean map, ``saliency_hot_lost``) against as many pixels right around it
   (``saliency_hot_chance``). A mark at a fixed place, the middle included, is where every map
   agrees and what the decision goes with, not its surroundings; centred objects lose about as
-  much either way.
+  much either way. It must also be a fixed place, not each object's own telling part where
+  objects usually sit: the excess must reach ``HOT_SHARE`` (0.6) of ``saliency_faithfulness``,
+  what each probe's own hottest 5% takes beyond a moved copy. A task whose class is a place
+  (the tests' toy: the class is the row of a bright square) follows a fixed place by this
+  definition, and ``hot`` fires there: the alarm cannot tell such a task from a shortcut, and
+  its text says so.
 * ``gap`` (labels): the model fits its training data (training skill from Keras's ``logs`` at
   least ``gap_skill``) while the probes are predicted about as right as chance (a one-sided
   binomial test at the run's probe count cannot tell them from guessing: p >= ``gap_p``). With
@@ -80,6 +85,16 @@ DEFAULT_INTERVENTION_THRESHOLD = 0.3
 # chance at this one-sided binomial level.
 DEFAULT_GAP_SKILL = 0.8
 DEFAULT_GAP_P = 0.05
+# The hot signal must also take at least this share of what each probe's own hottest 5% takes
+# beyond its moved copy (``saliency_faithfulness``, the deletion test at each probe's own place):
+# a mark at one fixed place is where every probe's own map points, so the one place does about
+# what the probes' own places do. Set on TUNE seeds 0-3 and new seeds 8-55: on the epochs past
+# the 0.3 threshold, the 9 learned cues hot caught (probes carrying them) had an excess of
+# 0.66-1.48 times their faithfulness (0.84-1.32 at the last epoch); the uninformative-logo
+# controls shown logo-free probes (35 runs, mostly valid padding at 32 and 64 px), whose agreed
+# place is the telling middle of centred objects, 0.26-0.67 (2 of them fired without it). Any
+# share from 0.5 to 0.7 gave the same alarms on these runs; 0.8 lost a learned centred mark.
+HOT_SHARE = 0.6
 MAX_SCORE = 100.0  # cap of each signal's score
 
 
@@ -238,7 +253,14 @@ class ShortcutAlarm:
         for name in ("band", "hot"):
             lost, chance = get(name + "_lost"), get(name + "_chance")
             if t is not None and np.isfinite(lost) and np.isfinite(chance):
-                out[name] = float(np.clip((lost - chance) / t, -MAX_SCORE, MAX_SCORE))
+                bar = t
+                faith = get("faithfulness")
+                if name == "hot" and np.isfinite(faith):
+                    # A fixed place, not each object: the one place must take at least
+                    # HOT_SHARE of what each probe's own hottest region takes beyond its moved
+                    # copy (the deletion test at the probes' own places).
+                    bar = max(t, HOT_SHARE * faith)
+                out[name] = float(np.clip((lost - chance) / bar, -MAX_SCORE, MAX_SCORE))
         border = get("border_ratio")
         asked = "band" in out or "hot" in out
         if self.border_threshold is not None and np.isfinite(border) and not asked:
@@ -442,8 +464,11 @@ class _Words:
             "the place where the probes' maps agree (the hottest 5% of their mean map"
             f"{_where(self.place)})",
             "as many pixels right around that place",
-            "The decision goes with one fixed place, whatever the image: look there for a "
-            "mark, logo or stamp, also one painted over the object.",
+            "The decision goes with one fixed place, whatever the image, as much as with what "
+            f"each probe's own map points at (faithfulness {self.get('faithfulness'):.2f}): "
+            "look there for a mark, logo or stamp, also one painted over the object. If the "
+            "class is, by design, where something is in the image, this is the task, not a "
+            "shortcut.",
             "paint that place on held-out images and compare model.evaluate with and without "
             "it; with object masks, the monitor's object_reliance asks the same of the object.",
             "hot_excess",

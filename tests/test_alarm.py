@@ -376,3 +376,20 @@ def test_probes_at_chance_withhold_every_signal_that_asks_them():
         told = {**near, "probe_chance_p": p}
         assert not alarm.probes_at_chance(told)
         assert {"band", "hot", "object_reliance", "focus_lift"} <= set(alarm.scores(told))
+
+
+def test_hot_needs_a_fixed_place_not_each_objects_own_part():
+    """The agreed place must take at least HOT_SHARE of what each probe's own hottest region
+    takes (faithfulness): new seed 35's uninformative-logo control, shown logo-free probes, lost
+    0.47 at the agreed place against 0.12 around it while each probe's own region took 1.33."""
+    alarm = ShortcutAlarm(warmup=0)
+    logo = {"hot_lost": 0.47, "hot_chance": 0.12, "faithfulness": 1.33, "train_skill": 1.0}
+    assert alarm.scores(logo)["hot"] == pytest.approx(0.35 / (alarm_module.HOT_SHARE * 1.33))
+    assert alarm.scores(logo)["hot"] < 1.0
+    # A mark: the one place does what the probes' own places do (TUNE seed 0, a stamp).
+    mark = {**logo, "hot_lost": 0.52, "hot_chance": 0.11, "faithfulness": 0.38}
+    assert alarm.scores(mark)["hot"] == pytest.approx(0.41 / 0.3)
+    # Without a faithfulness (NaN) the threshold alone, as before.
+    assert alarm.scores({**logo, "faithfulness": float("nan")})["hot"] == pytest.approx(0.35 / 0.3)
+    text = _run(alarm, [mark, mark], {"hot_excess": np.array([0.5, 0.4])})[-1]
+    assert "Signal hot" in text and "faithfulness 0.38" in text and "not a shortcut" in text
