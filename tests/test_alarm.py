@@ -393,3 +393,33 @@ def test_hot_needs_a_fixed_place_not_each_objects_own_part():
     assert alarm.scores({**logo, "faithfulness": float("nan")})["hot"] == pytest.approx(0.35 / 0.3)
     text = _run(alarm, [mark, mark], {"hot_excess": np.array([0.5, 0.4])})[-1]
     assert "Signal hot" in text and "faithfulness 0.38" in text and "not a shortcut" in text
+
+
+def test_hot_fires_on_a_task_whose_class_is_a_place_and_says_so(tmp_path):
+    """The tests' toy (the class is the row of a bright square, always in columns 2-4): the
+    decision does follow one fixed place, so ``hot`` fires, and its text says that a task whose
+    class is a place looks like this. Checked independently: painting that strip with each
+    image's mean colour takes the model to chance; painting as many pixels elsewhere does not."""
+    import re
+
+    from keras_saliency_monitor.interventions import fill
+
+    x, y = tiny_data(n=24)
+    keras.utils.set_random_seed(0)
+    model = tiny_cnn()
+    monitor = SaliencyMonitor(tmp_path, (x, y), num_probes=6, background=False, sanity_blocks=0)
+    with pytest.warns(UserWarning, match="Signal hot"):
+        model.fit(x, y, epochs=10, batch_size=24, verbose=0, callbacks=[monitor])
+    text = monitor.alarm_message
+    assert "not a shortcut" in text
+    column = int(re.search(r"column (\d+) of the 12x12 image", text).group(1))
+    assert 2 <= column <= 4  # the strip every square sits in
+    strip = np.zeros((12, 12), bool)
+    strip[1:10, 2:5] = True
+    elsewhere = np.roll(strip, 5, axis=1)  # columns 7-9: noise only
+
+    def accuracy(images):
+        return np.mean(np.argmax(model.predict(images, verbose=0), axis=1) == y)
+
+    assert accuracy(x) == 1.0 and accuracy(fill(x, elsewhere)) == 1.0
+    assert accuracy(fill(x, strip)) <= 0.5
