@@ -145,7 +145,8 @@ class ShortcutAlarm:
         min_skill: epochs count only once the training skill read from ``logs`` is at least
             this (0 = chance, 1 = every training example right; without an accuracy or a
             cross-entropy loss in ``logs``, the probes' skill, and a NaN skill does not hold
-            epochs back). Defaults to 0.5.
+            epochs back). The signals that ask the probes (all but the gap) also need the
+            probes' skill at least this (``probes_tell``). Defaults to 0.5.
         reliance_threshold: with masks, object reliance below which an epoch counts as the
             model deciding on something else. None switches the signal off. Defaults to 0.25.
         intervention_threshold: share of the confidence above chance that painting the outer
