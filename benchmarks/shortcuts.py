@@ -135,7 +135,7 @@ def run_case(case: data.Case, epochs: int, n_train: int = N_TRAIN) -> dict:
     record = {
         "case": case.as_dict(),
         "name": case.name(),
-        "group": "tune" if case.seed in data.TUNE_SEEDS else "held_out",
+        "group": group_of(case.seed),
         "epochs": epochs_log,
         "status": status,
         "learned": status == "learned",
@@ -155,6 +155,27 @@ def run_case(case: data.Case, epochs: int, n_train: int = N_TRAIN) -> dict:
             "history": history,
         }
     return record
+
+
+def group_of(seed):
+    """``"tune"``, ``"held_out"``, or ``"new"`` for a seed in neither (8 and up: free to tune
+    on, as the TUNE seeds, but counted apart from them)."""
+    if seed in data.TUNE_SEEDS:
+        return "tune"
+    return "held_out" if seed in data.HELD_OUT_SEEDS else "new"
+
+
+def parse_case(spec):
+    """A case from ``kind:source:size:arch:seed[:mark:inset[:frame]]`` (``--case``)."""
+    parts = spec.split(":")
+    if not 5 <= len(parts) <= 8 or len(parts) == 6:
+        raise ValueError(
+            f"Invalid value for argument `--case`: expected kind:source:size:arch:seed"
+            f"[:mark:inset[:frame]], received {spec!r}."
+        )
+    kind, source, size, arch, seed, *rest = parts
+    extra = dict(zip(("mark", "inset", "frame"), (int(v) for v in rest)))
+    return data.Case(kind, source, int(size), arch=arch, seed=int(seed), **extra)
 
 
 def _json_number(value):
@@ -347,8 +368,8 @@ def signal_table(records):
 def tables(records, before=None):
     """Every table, per seed group; with ``before``, the factor tables compare the same runs."""
     out = []
-    for group in ("tune", "held_out"):
-        chosen = [r for r in records if r["group"] == group]
+    for group in ("tune", "held_out", "new"):
+        chosen = [r for r in records if group_of(r["case"]["seed"]) == group]
         old = None
         if before is not None:  # the runs both files hold
             names = {r["name"] for r in before} & {r["name"] for r in chosen}
@@ -418,6 +439,13 @@ def main(argv=None):
     parser.add_argument("--seeds", help="comma-separated seeds instead of the split's")
     parser.add_argument("--kinds", default=",".join(data.KINDS))
     parser.add_argument("--archs", default=",".join(data.ARCHS), help="skip cases of others")
+    parser.add_argument(
+        "--case",
+        action="append",
+        metavar="SPEC",
+        help="run this case instead of the drawn ones: kind:source:size:arch:seed[:mark:inset"
+        "[:frame]] (repeatable), e.g. logo:shapes:64:valid_gap:35:9:6",
+    )
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--n-train", type=int, default=N_TRAIN)
     parser.add_argument("--quick", action="store_true", help="5 fixed cases, 6 epochs")
@@ -439,6 +467,9 @@ def main(argv=None):
     if args.quick:
         cases = list(QUICK)
         epochs = 6
+    elif args.case:
+        cases = [parse_case(spec) for spec in args.case]
+        epochs = args.epochs
     else:
         if args.seeds:
             seeds = [int(s) for s in args.seeds.split(",")]

@@ -16,7 +16,12 @@ threshold against a chance level measured on the same run:
   of their mean map, ``saliency_hot_lost``) against as many pixels right around it
   (``saliency_hot_chance``). A mark at a fixed place, the middle included, is where every map
   agrees and what the decision goes with, not its surroundings; centred objects lose about as
-  much either way.
+  much either way. It must also be a fixed place, not each object's own telling part where
+  objects usually sit: the excess must reach ``HOT_SHARE`` (0.6) of ``saliency_faithfulness``,
+  what each probe's own hottest 5% takes beyond a moved copy. A task whose class is a place
+  (the tests' toy: the class is the row of a bright square) follows a fixed place by this
+  definition, and ``hot`` fires there: the alarm cannot tell such a task from a shortcut, and
+  its text says so.
 * ``gap`` (labels): the model fits its training data (training skill from Keras's ``logs`` at
   least ``gap_skill``) while the probes are predicted about as right as chance (a one-sided
   binomial test at the run's probe count cannot tell them from guessing: p >= ``gap_p``). With
@@ -34,6 +39,16 @@ threshold against a chance level measured on the same run:
   chance). It is the maps' evidence named beside ``band``; it fires on its own only where the
   model cannot be asked (a regression output, or no probe predicted right), above
   ``border_threshold`` (1.0).
+
+Every signal but ``gap`` asks the probes, so it counts only while they are predicted well
+enough to ask (``probes_tell``): not about as right as chance (``probes_at_chance``, the gap's
+binomial test) and the probes' skill at least ``min_skill`` (0.5). Otherwise the confidence
+lost is measured on probes right by luck, or on a few barely right, and the maps are those of a
+model that cannot tell the probes apart. Set on TUNE seeds 0-3 (replayed: the 2 false alarms with
+masks, a MobileNetV2 at chance in inference mode with training skill 0.75 and object reliance
+0.00, went; no detection changed) and new seeds 60-67 (a logo control fired hot at probe skill
+0.34 early in training; the chance test alone let it through). A run below ``gap_skill`` then
+gets the verdict "no verdict: the probes are predicted too poorly to ask ...".
 
 ``faithfulness`` (the deletion test, ``interventions``) and ``place_agreement`` are logged and
 quoted as evidence; neither fires.
@@ -72,6 +87,17 @@ DEFAULT_INTERVENTION_THRESHOLD = 0.3
 # chance at this one-sided binomial level.
 DEFAULT_GAP_SKILL = 0.8
 DEFAULT_GAP_P = 0.05
+# The hot signal must also take at least this share of what each probe's own hottest 5% takes
+# beyond its moved copy (``saliency_faithfulness``, the deletion test at each probe's own place):
+# a mark at one fixed place is where every probe's own map points, so the one place does about
+# what the probes' own places do. Set on TUNE seeds 0-3 and new seeds 8-55: on the epochs past
+# the 0.3 threshold, the 9 learned cues hot caught (probes carrying them) had an excess of
+# 0.66-1.48 times their faithfulness (0.84-1.32 at the last epoch); the uninformative-logo
+# controls (48 runs, valid padding at 32 and 64 px, seeds 8-55), whose agreed place is the
+# telling middle of centred objects, 0.26-0.67 (4 runs fired without it, all on logo-free
+# probes). Any share from 0.5 to 0.7 gave the same alarms on these runs; 0.8 lost a learned
+# centred mark.
+HOT_SHARE = 0.6
 MAX_SCORE = 100.0  # cap of each signal's score
 
 
@@ -119,7 +145,8 @@ class ShortcutAlarm:
         min_skill: epochs count only once the training skill read from ``logs`` is at least
             this (0 = chance, 1 = every training example right; without an accuracy or a
             cross-entropy loss in ``logs``, the probes' skill, and a NaN skill does not hold
-            epochs back). Defaults to 0.5.
+            epochs back). The signals that ask the probes (all but the gap) also need the
+            probes' skill at least this (``probes_tell``). Defaults to 0.5.
         reliance_threshold: with masks, object reliance below which an epoch counts as the
             model deciding on something else. None switches the signal off. Defaults to 0.25.
         intervention_threshold: share of the confidence above chance that painting the outer
@@ -190,6 +217,32 @@ class ShortcutAlarm:
             return train >= self.min_skill
         return not get("probe_skill") < self.min_skill  # NaN (no skill measured) passes
 
+    def probes_at_chance(self, numbers) -> bool:
+        """Whether the probes are predicted about as right as chance: a one-sided binomial test
+        at the run's probe count cannot tell the model from a guesser (``probe_chance_p`` at
+        least ``gap_p``) and the probes' skill is at most ``GAP_PROBE_SKILL`` (NaN: the p-value
+        alone). False without labels (the p-value is NaN)."""
+        get = _getter(numbers)
+        p = get("probe_chance_p")
+        return bool(np.isfinite(p) and p >= self.gap_p and not get("probe_skill") > GAP_PROBE_SKILL)
+
+    def probes_tell(self, numbers) -> bool:
+        """Whether the probes are predicted well enough to ask (every signal but the gap): not
+        at chance (``probes_at_chance``) and the probes' skill at least ``min_skill`` (NaN, no
+        labels, passes), the gate the alarm used before it read the training skill."""
+        skill = _getter(numbers)("probe_skill")
+        return not self.probes_at_chance(numbers) and not skill < self.min_skill
+
+    def _gap(self, get):
+        """The gap's score (training data fitted, probes at chance), or None when it does not
+        apply."""
+        train, p = get("train_skill"), get("probe_chance_p")
+        if self.gap_skill is None or not np.isfinite(train) or not np.isfinite(p):
+            return None
+        if train < self.gap_skill or get("probe_skill") > GAP_PROBE_SKILL:
+            return None
+        return min(p / self.gap_p, MAX_SCORE)
+
     def scores(self, numbers) -> dict:
         """``{signal: score}`` for the signals that apply; a score above 1.0 is past the threshold.
 
@@ -198,20 +251,27 @@ class ShortcutAlarm:
         """
         get = _getter(numbers)
         out = {}
+        gap = self._gap(get)
+        if gap is not None:
+            out["gap"] = gap
+        if not self.probes_tell(numbers):
+            # Every other signal asks the probes (the confidence lost on the probes predicted
+            # right, right by luck here; the maps of a model that cannot tell them apart), so
+            # only the gap speaks. TUNE seed 3: a MobileNetV2 white-frame control at chance in
+            # inference mode (training skill 0.75) had object reliance 0.00 and lift 1.13.
+            return out
         t = self.intervention_threshold
         for name in ("band", "hot"):
             lost, chance = get(name + "_lost"), get(name + "_chance")
             if t is not None and np.isfinite(lost) and np.isfinite(chance):
-                out[name] = float(np.clip((lost - chance) / t, -MAX_SCORE, MAX_SCORE))
-        train, p = get("train_skill"), get("probe_chance_p")
-        if (
-            self.gap_skill is not None
-            and np.isfinite(train)
-            and np.isfinite(p)
-            and train >= self.gap_skill
-            and not get("probe_skill") > GAP_PROBE_SKILL  # NaN: the p-value alone
-        ):
-            out["gap"] = min(p / self.gap_p, MAX_SCORE)
+                bar = t
+                faith = get("faithfulness")
+                if name == "hot" and np.isfinite(faith):
+                    # A fixed place, not each object: the one place must take at least
+                    # HOT_SHARE of what each probe's own hottest region takes beyond its moved
+                    # copy (the deletion test at the probes' own places).
+                    bar = max(t, HOT_SHARE * faith)
+                out[name] = float(np.clip((lost - chance) / bar, -MAX_SCORE, MAX_SCORE))
         border = get("border_ratio")
         asked = "band" in out or "hot" in out
         if self.border_threshold is not None and np.isfinite(border) and not asked:
@@ -302,6 +362,12 @@ class ShortcutAlarm:
         ).strip()
         return self.message
 
+    def _last_scores_text(self) -> str:
+        shown = ", ".join(
+            f"{name} {v:.2f}" for name, v in sorted(self.last_scores.items(), key=_by_order)
+        )
+        return f"Last epoch's scores (1.0 = threshold): {shown or 'none measured'}."
+
     def verdict(self) -> str:
         """The run's verdict in plain words: the alarm's text, or why there was none."""
         if self.message is not None:
@@ -310,6 +376,20 @@ class ShortcutAlarm:
             return "no verdict: no epoch was logged."
         get = _getter(self.last)
         train = get("train_skill")
+        named = self.gap_skill is not None and train >= self.gap_skill  # the gap speaks then
+        if not self.probes_tell(self.last) and self.learned(self.last) and not named:
+            return (
+                f"no verdict: the probes are predicted too poorly to ask at the last epoch "
+                f"(probe skill {get('probe_skill'):.2f} against {self.min_skill:g}; accuracy "
+                f"{get('probe_accuracy'):.2f} against a chance of {get('probe_chance'):.2f}, "
+                f"which a guesser matches with p = {get('probe_chance_p'):.2f}), so the signals "
+                f"that ask them are withheld, while the training skill, {train:.2f} "
+                f"(0 = chance), is below the "
+                f"{self.gap_skill or float('nan'):g} at which the gap is named. Train longer, "
+                "or check that the probes come from the training data's distribution and that "
+                "the model predicts them in inference mode as in training (BatchNorm). "
+                + self._last_scores_text()
+            )
         if self.counted == 0:
             skill = (
                 f"training skill {train:.2f}"
@@ -321,19 +401,16 @@ class ShortcutAlarm:
                 f"{self.warmup}; an epoch counts once the model has learned its training data, "
                 f"{skill} at the last one against {self.min_skill:g}; 0 = chance). Train longer."
             )
-        shown = ", ".join(
-            f"{name} {v:.2f}" for name, v in sorted(self.last_scores.items(), key=_by_order)
-        )
-        scores = f"Last epoch's scores (1.0 = threshold): {shown or 'none measured'}."
         if self.counted < self.patience:
             return (
                 f"no verdict yet: only {self.counted} of {self.seen} logged epochs counted, and "
                 f"the alarm needs {self.patience} in a row past a threshold. Train longer. "
-                + scores
+                + self._last_scores_text()
             )
         return (
             f"no alarm: no signal stayed past its threshold for {self.patience} counted epochs "
-            f"in a row ({self.counted} of {self.seen} logged epochs counted). " + scores
+            f"in a row ({self.counted} of {self.seen} logged epochs counted). "
+            + self._last_scores_text()
         )
 
 
@@ -399,8 +476,11 @@ class _Words:
             "the place where the probes' maps agree (the hottest 5% of their mean map"
             f"{_where(self.place)})",
             "as many pixels right around that place",
-            "The decision goes with one fixed place, whatever the image: look there for a "
-            "mark, logo or stamp, also one painted over the object.",
+            "The decision goes with one fixed place, whatever the image, as much as with what "
+            f"each probe's own map points at (faithfulness {self.get('faithfulness'):.2f}): "
+            "look there for a mark, logo or stamp, also one painted over the object. If the "
+            "class is, by design, where something is in the image, this is the task, not a "
+            "shortcut.",
             "paint that place on held-out images and compare model.evaluate with and without "
             "it; with object masks, the monitor's object_reliance asks the same of the object.",
             "hot_excess",

@@ -164,8 +164,9 @@ class SaliencyMonitor(keras.callbacks.Callback):
             Defaults to False.
         sanity_blocks: the model-randomisation sanity check (Adebayo et al. 2018, see
             ``keras_saliency_monitor.sanity_check``), run once per fit, at
-            the first logged epoch at which the model predicts the probes clearly better than
-            chance (``saliency_probe_skill`` >= 0.5, as for the alarm; at once for regression),
+            the first logged epoch at which the model has learned something from its training
+            data (the alarm's gate, ``ShortcutAlarm.learned``: the training skill from Keras's
+            ``logs`` >= 0.5, else ``saliency_probe_skill``; at once for regression),
             the top ``sanity_blocks`` layer blocks of a copy of the model are re-initialised one
             after another and the probes' maps compared with the trained ones; logged as
             ``saliency_sanity_rank_correlation`` and ``saliency_sanity_ssim`` (all blocks
@@ -446,13 +447,15 @@ class SaliencyMonitor(keras.callbacks.Callback):
         return message
 
     def _check_sanity(self, epoch, explanation, numbers):
-        """The sanity check's numbers at a fit's first logged epoch at which the model predicts
-        the probes clearly better than chance ({} otherwise, or when it fails: a "sanity" fault,
+        """The sanity check's numbers at a fit's first logged epoch at which the model has learned
+        something (the alarm's gate; {} otherwise, or when it fails: a "sanity" fault,
         and the epoch goes on). An untrained model's maps are as weight-independent as a random
         one's: checked at epoch 0 of the test suite's 1-epoch fits, vanilla maps "survived" at
         rank correlation 0.57, a false warning."""
-        skill = numbers.get("saliency_probe_skill", float("nan"))  # NaN (regression): no wait
-        if not self._sanity_due or skill < self.alarm.min_skill:
+        # The alarm's gate: training skill from Keras's logs (the probes' skill without it; NaN,
+        # a regression, does not wait). A model that learned a shortcut, shown artefact-free
+        # probes, predicts them at chance, yet its maps are the trained model's to check.
+        if not self._sanity_due or not self.alarm.learned(numbers):
             return {}
         self._sanity_due = False
         p = self.probes

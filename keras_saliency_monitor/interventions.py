@@ -153,10 +153,22 @@ def _top(scores, k) -> np.ndarray:
 
 
 def hot_place(maps, top: float = TOP) -> np.ndarray:
-    """``(H, W)`` bool: the hottest ``top`` share of the probes' mean normalised map."""
+    """``(H, W)`` bool: the hottest ``top`` share of the probes' mean normalised map.
+
+    The place ``metrics.place_agreement`` measures agreement with, by the same rule: the mean
+    is over the maps that are defined (a map all zero or not finite says nothing of where the
+    saliency is, so it is left out, not counted as uniform), and the place the alarm's text
+    names is the one painted. Empty when no map is defined (nothing is painted).
+    """
     n, h, w = np.shape(maps)
     k = max(1, int(round(top * h * w)))
-    return _top(_normalised(maps).mean(axis=0), k).reshape(h, w)
+    flat = np.asarray(maps, np.float64).reshape(n, h * w)
+    total = flat.sum(axis=1)
+    defined = np.isfinite(total) & (total > 0)
+    if not defined.any():
+        return np.zeros((h, w), bool)
+    mean = (flat[defined] / total[defined, None]).mean(axis=0)
+    return _top(mean, k).reshape(h, w)
 
 
 def top_regions(maps, top: float = TOP) -> np.ndarray:

@@ -71,8 +71,9 @@ def test_epochs_count_only_once_the_model_predicts_the_probes():
     fired = _run(alarm, [fresh, fresh, fresh, learned, fresh, learned])
     # Unlearned epochs neither count nor reset: the two learned epochs make the streak.
     assert [m is not None for m in fired] == [False] * 5 + [True]
-    # The per-epoch number is the same whether or not the epoch counts.
-    assert alarm.shortcut_score(fresh) == alarm.shortcut_score(learned) == 3.0
+    # The signals that ask the probes are withheld while the probes are predicted too poorly
+    # to ask (probe skill below min_skill): no score then, whether or not the epoch counts.
+    assert np.isnan(alarm.shortcut_score(fresh)) and alarm.shortcut_score(learned) == 3.0
 
 
 def test_nan_is_ignored_and_reset_rearms():
@@ -242,8 +243,15 @@ def test_callback_with_masks_logs_the_calibrated_lift(tmp_path):
 # ---------------------------------------------------------------- issue 22: gate, gap, verdict
 def test_the_gate_reads_the_training_logs_not_the_probes():
     alarm = ShortcutAlarm(patience=2, warmup=0)
-    # A shortcut model shown artefact-free probes: probes at chance, training data fitted.
-    shortcut = {"band_lost": 0.9, "band_chance": 0.1, "probe_skill": 0.0, "train_skill": 0.95}
+    # A shortcut model shown artefact-free probes: probes at chance, training data fitted; the
+    # gap speaks (the band, asking probes at chance, is withheld).
+    shortcut = {
+        "band_lost": 0.9,
+        "band_chance": 0.1,
+        "probe_skill": 0.0,
+        "probe_chance_p": 0.6,
+        "train_skill": 0.95,
+    }
     assert alarm.learned(shortcut)
     assert not alarm.learned({**shortcut, "train_skill": 0.3})
     # Without a training skill in logs, the probes' skill stands in (NaN passes).
@@ -341,3 +349,92 @@ def test_lift_is_evidence_where_the_model_says_it_relies_on_the_object():
     assert "focus_lift" in alarm.scores({**low_lift, "object_reliance": 0.3})
     assert "focus_lift" not in alarm.scores({**low_lift, "object_reliance": 0.97})
     assert alarm.intervention_threshold == 0.3  # the default, set on the TUNE seeds
+
+
+def test_probes_at_chance_withhold_every_signal_that_asks_them():
+    """Probes predicted about as right as chance tell nothing of what the model learned: the
+    confidence lost on the few right by luck and a guesser's maps are withheld, and only the
+    gap speaks (TUNE seed 3: a MobileNetV2 control at chance in inference mode, training skill
+    0.75, fired on object reliance 0.00 and lift 1.13)."""
+    alarm = ShortcutAlarm(patience=2, warmup=0)
+    chance = {"probe_chance_p": 0.66, "probe_skill": -0.03, "probe_chance": 1 / 3}
+    asked = {
+        "band_lost": 0.9,
+        "band_chance": 0.1,
+        "hot_lost": 0.9,
+        "hot_chance": 0.1,
+        "object_reliance": 0.0,
+        "focus_lift": 1.0,
+        "mask_contrast": 3.0,
+        "border_ratio": 4.0,
+        "probe_accuracy": 0.31,
+    }
+    near = {**asked, **chance, "train_skill": 0.75}
+    assert alarm.probes_at_chance(near) and not alarm.probes_tell(near)
+    assert alarm.scores(near) == {}
+    assert _run(alarm, [near] * 4) == [None] * 4
+    verdict = alarm.verdict()
+    assert verdict.startswith("no verdict: the probes are predicted too poorly to ask")
+    assert "accuracy 0.31 against a chance of 0.33" in verdict and "p = 0.66" in verdict
+    assert "training skill, 0.75" in verdict and "below the 0.8" in verdict
+    # Fitted: the gap alone is scored, and named.
+    fitted = {**near, "train_skill": 0.95}
+    assert set(alarm.scores(fitted)) == {"gap"}
+    # Better than guessing but barely (new seed 65: a logo control fired hot at probe skill
+    # 0.34, p 0.05): still not asked; from min_skill (0.5) on, or without labels, asked.
+    barely = {**near, "probe_chance_p": 0.04, "probe_skill": 0.34}
+    assert not alarm.probes_at_chance(barely) and not alarm.probes_tell(barely)
+    assert alarm.scores(barely) == {}
+    for told in (
+        {**near, "probe_chance_p": 0.001, "probe_skill": 0.6},
+        {**near, "probe_chance_p": float("nan"), "probe_skill": float("nan")},
+    ):
+        assert alarm.probes_tell(told)
+        assert {"band", "hot", "object_reliance", "focus_lift"} <= set(alarm.scores(told))
+
+
+def test_hot_needs_a_fixed_place_not_each_objects_own_part():
+    """The agreed place must take at least HOT_SHARE of what each probe's own hottest region
+    takes (faithfulness): new seed 35's uninformative-logo control, shown logo-free probes, lost
+    0.47 at the agreed place against 0.12 around it while each probe's own region took 1.33."""
+    alarm = ShortcutAlarm(warmup=0)
+    logo = {"hot_lost": 0.47, "hot_chance": 0.12, "faithfulness": 1.33, "train_skill": 1.0}
+    assert alarm.scores(logo)["hot"] == pytest.approx(0.35 / (alarm_module.HOT_SHARE * 1.33))
+    assert alarm.scores(logo)["hot"] < 1.0
+    # A mark: the one place does what the probes' own places do (TUNE seed 0, a stamp).
+    mark = {**logo, "hot_lost": 0.52, "hot_chance": 0.11, "faithfulness": 0.38}
+    assert alarm.scores(mark)["hot"] == pytest.approx(0.41 / 0.3)
+    # Without a faithfulness (NaN) the threshold alone, as before.
+    assert alarm.scores({**logo, "faithfulness": float("nan")})["hot"] == pytest.approx(0.35 / 0.3)
+    text = _run(alarm, [mark, mark], {"hot_excess": np.array([0.5, 0.4])})[-1]
+    assert "Signal hot" in text and "faithfulness 0.38" in text and "not a shortcut" in text
+
+
+def test_hot_fires_on_a_task_whose_class_is_a_place_and_says_so(tmp_path):
+    """The tests' toy (the class is the row of a bright square, always in columns 2-4): the
+    decision does follow one fixed place, so ``hot`` fires, and its text says that a task whose
+    class is a place looks like this. Checked independently: painting that strip with each
+    image's mean colour takes the model to chance; painting as many pixels elsewhere does not."""
+    import re
+
+    from keras_saliency_monitor.interventions import fill
+
+    x, y = tiny_data(n=24)
+    keras.utils.set_random_seed(0)
+    model = tiny_cnn()
+    monitor = SaliencyMonitor(tmp_path, (x, y), num_probes=6, background=False, sanity_blocks=0)
+    with pytest.warns(UserWarning, match="Signal hot"):
+        model.fit(x, y, epochs=10, batch_size=24, verbose=0, callbacks=[monitor])
+    text = monitor.alarm_message
+    assert "not a shortcut" in text
+    column = int(re.search(r"column (\d+) of the 12x12 image", text).group(1))
+    assert 2 <= column <= 4  # the strip every square sits in
+    strip = np.zeros((12, 12), bool)
+    strip[1:10, 2:5] = True
+    elsewhere = np.roll(strip, 5, axis=1)  # columns 7-9: noise only
+
+    def accuracy(images):
+        return np.mean(np.argmax(model.predict(images, verbose=0), axis=1) == y)
+
+    assert accuracy(x) == 1.0 and accuracy(fill(x, elsewhere)) == 1.0
+    assert accuracy(fill(x, strip)) <= 0.5

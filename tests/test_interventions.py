@@ -63,6 +63,26 @@ def test_hot_place_and_top_regions_on_known_maps():
     assert interventions.top_regions(np.zeros((1, 10, 10))).sum() == 5
 
 
+def test_hot_place_is_the_place_place_agreement_measures():
+    """The painted place (named in the alarm's text) and metrics.place_agreement's agreed place
+    are one: undefined maps are left out of both, and no map defined paints nothing."""
+    from keras_saliency_monitor import metrics
+
+    rng = np.random.default_rng(1)
+    maps = rng.random((5, 10, 10))
+    maps[:3, 6:8, 1:4] += 3.0  # three maps agree on a 2x3 patch
+    maps[3] = 0.0  # undefined
+    maps[4] = np.nan  # undefined
+    hot = interventions.hot_place(maps)
+    assert hot.sum() == 5 and hot[6:8, 1:4].sum() == 5
+    # A sixth map with all its mass exactly on that place sits wholly where the others agree:
+    # place_agreement 1 / top = 20 (the others' leave-one-out mean is the same mean here).
+    probe = np.where(hot, 1.0, 0.0)[None]
+    assert metrics.place_agreement(np.concatenate([maps, probe]))[5] == pytest.approx(20.0)
+    assert not interventions.hot_place(np.zeros((3, 10, 10))).any()
+    assert not interventions.ring_around(interventions.hot_place(np.zeros((3, 10, 10)))).any()
+
+
 def test_control_offsets_are_seeded_far_and_leave_the_global_rng_alone():
     state = np.random.get_state()[1].copy()
     a = interventions.control_offsets(16, 64, 64, seed=0)

@@ -256,3 +256,26 @@ def test_monitor_logs_the_sanity_curve_once_per_fit_and_changes_nothing(tmp_path
         expected.rank_correlation[-1], abs=1e-6
     )
     assert "sanity" not in monitor.faults
+
+
+def test_monitor_sanity_check_waits_on_the_training_skill_as_the_alarm(tmp_path, trained):
+    """The check's gate is the alarm's (``ShortcutAlarm.learned``): the training skill from
+    Keras's logs, not the probes. Probes whose labels are each shifted to another class are
+    predicted all wrong (probe skill -0.5, as a shortcut model shown artefact-free probes),
+    while the model fits its training data: the check runs at the first epoch all the same."""
+    from keras_saliency_monitor import SaliencyMonitor
+
+    x, y = shapes_data(64, seed=5)
+    model = small_cnn()
+    model.set_weights(trained.get_weights())
+    predicted = np.argmax(model.predict(x[:12], verbose=0), axis=1)
+    wrong = ((predicted + 1) % 3).astype("int32")  # every probe labelled as another class
+    monitor = SaliencyMonitor(
+        tmp_path, (x[:12], wrong), num_probes=6, background=False, sanity_blocks=2
+    )
+    history = model.fit(x, y, epochs=1, batch_size=16, verbose=0, callbacks=[monitor])
+    numbers = monitor.history[0]
+    assert history.history["accuracy"][0] > 0.9  # training skill > 0.85, past the gate's 0.5
+    assert numbers["saliency_probe_skill"] < 0  # the old gate (probe skill >= 0.5) waited
+    assert monitor.alarm.learned(numbers)
+    assert np.isfinite(numbers["saliency_sanity_rank_correlation"])

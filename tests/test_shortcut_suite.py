@@ -174,3 +174,21 @@ def test_models_build_and_predict_three_classes(arch):
     if arch == "resnet":
         norms = [x for x in model.layers if isinstance(x, keras.layers.BatchNormalization)]
         assert norms and all(x.momentum == 0.99 for x in norms)  # Keras's default
+
+
+def test_case_specs_and_seed_groups_of_the_runner():
+    import shortcuts
+
+    case = shortcuts.parse_case("logo:shapes:64:valid_gap:35:9:6")
+    assert case == data.Case("logo", "shapes", 64, 9, 6, arch="valid_gap", seed=35)
+    assert shortcuts.parse_case("frame:photos:32:same_gap:9:4:0:3").frame == 3
+    with pytest.raises(ValueError, match="--case"):
+        shortcuts.parse_case("logo:shapes:64:valid_gap:35:9")
+    assert [shortcuts.group_of(s) for s in (0, 3, 4, 7, 8, 40)] == [
+        "tune",
+        "tune",
+        "held_out",
+        "held_out",
+        "new",
+        "new",
+    ]
