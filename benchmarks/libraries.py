@@ -33,7 +33,9 @@ from matplotlib.figure import Figure  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c  # noqa: E402
 
-from keras_saliency_monitor import render, report, writer  # noqa: E402
+from keras_saliency_monitor.drawing import render  # noqa: E402
+from keras_saliency_monitor.storage import writer
+from keras_saliency_monitor.views import report
 
 
 def paired(cases: dict, pairs: int, clock=time.thread_time) -> dict:
@@ -291,7 +293,7 @@ def rendering() -> None:
 
 def report_io() -> None:
     """The report's file handling: run discovery before anything is loaded, and its output."""
-    from keras_saliency_monitor import arrays, store
+    from keras_saliency_monitor.storage import arrays, store
 
     print("\n## Session 2: report.py / arrays.py\n")
     with tempfile.TemporaryDirectory() as tmp:
@@ -361,7 +363,7 @@ def metric_ranks() -> None:
     per logged epoch; plus the scipy.special / np.nanmean calls the epoch's numbers make."""
     from scipy import special, stats
 
-    from keras_saliency_monitor import metrics
+    from keras_saliency_monitor.signals import metrics
 
     def rankdata_maps(maps):  # rank_maps with scipy's ranks in place of ours
         flat = maps.reshape(len(maps), -1)
@@ -626,7 +628,7 @@ class _PrunedDraw:
     whenever more than 2 * num_probes are held (fewer lines, no bisect or cuts)."""
 
     def __init__(self, num_probes, seed):
-        from keras_saliency_monitor import probes
+        from keras_saliency_monitor.monitor import probes
 
         self._draw_keys = probes._draw_keys
         self._rng, self._n = np.random.default_rng(seed), num_probes
@@ -661,7 +663,8 @@ def seams() -> None:
     """Logits through the gradient runners, the pruned streaming draw, scipy's softmax."""
     import keras
 
-    from keras_saliency_monitor import gradients, probes, targets
+    from keras_saliency_monitor.attribution import gradients, targets
+    from keras_saliency_monitor.monitor import probes
 
     old_gradients = _module_at(PRE_SWAP, "gradients")
     old_targets = _module_at(PRE_SWAP, "targets")

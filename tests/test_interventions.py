@@ -6,8 +6,9 @@ import keras
 import numpy as np
 import pytest
 
-from keras_saliency_monitor import SaliencyMonitor, compute_saliency, interventions
-from keras_saliency_monitor.metrics import border_band
+from keras_saliency_monitor import SaliencyMonitor, compute_saliency
+from keras_saliency_monitor.signals import interventions
+from keras_saliency_monitor.signals.metrics import border_band
 
 from .shortcut_toys import blobs, cnn
 

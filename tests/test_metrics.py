@@ -1,4 +1,4 @@
-"""Tests for keras_saliency_monitor.metrics: numpy only, checked against hand-computed
+"""Tests for keras_saliency_monitor.signals.metrics: numpy only, checked against hand-computed
 values and independent references (scipy)."""
 
 import math
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import ndimage, stats
 
-from keras_saliency_monitor import metrics
+from keras_saliency_monitor.signals import metrics
 
 
 def _rng(seed=0):

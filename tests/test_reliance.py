@@ -4,8 +4,9 @@ import keras
 import numpy as np
 import pytest
 
-from keras_saliency_monitor import SaliencyMonitor, metrics
-from keras_saliency_monitor.explain import Explainer
+from keras_saliency_monitor import SaliencyMonitor
+from keras_saliency_monitor.attribution.explain import Explainer
+from keras_saliency_monitor.signals import metrics
 
 from .helpers import tiny_cnn, tiny_data
 
@@ -177,7 +178,7 @@ def test_callback_logs_object_reliance_with_masks(tmp_path):
 
 
 def test_reliance_asks_at_most_the_first_16_probes(tmp_path):
-    from keras_saliency_monitor.epoch_numbers import RELIANCE_PROBES
+    from keras_saliency_monitor.monitor.epoch_numbers import RELIANCE_PROBES
 
     x, y = tiny_data(n=48)
     masks = np.zeros(x.shape[:3], bool)

@@ -11,8 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from keras_saliency_monitor import SaliencyMonitor, cli, render, report, store
-from keras_saliency_monitor.writer import EventWriter
+from keras_saliency_monitor import SaliencyMonitor, cli
+from keras_saliency_monitor.drawing import render
+from keras_saliency_monitor.storage import store
+from keras_saliency_monitor.storage.writer import EventWriter
+from keras_saliency_monitor.views import report
 
 from .helpers import tiny_cnn, tiny_data, write_stored_run
 

@@ -19,8 +19,8 @@ from typing import NamedTuple
 import keras
 import numpy as np
 
-from keras_saliency_monitor import gradients, methods, targets
-from keras_saliency_monitor.checks import check_model, positive_int
+from keras_saliency_monitor.attribution import gradients, methods, targets
+from keras_saliency_monitor.attribution.checks import check_model, positive_int
 
 
 class Explanation(NamedTuple):

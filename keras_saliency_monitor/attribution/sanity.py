@@ -30,7 +30,8 @@ import keras
 import numpy as np
 from scipy import ndimage
 
-from keras_saliency_monitor import explain, metrics
+from keras_saliency_monitor.attribution import explain
+from keras_saliency_monitor.signals import metrics
 
 __all__ = ["SanityCheck", "SanityResult", "layer_blocks", "sanity_check", "ssim"]
 

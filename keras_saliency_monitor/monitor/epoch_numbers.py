@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from keras_saliency_monitor import interventions, learning, metrics
+from keras_saliency_monitor.signals import interventions, learning, metrics
 
 __all__ = ["EpochNumbers", "non_finite"]
 

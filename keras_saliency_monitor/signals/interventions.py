@@ -33,7 +33,7 @@ from typing import NamedTuple
 import numpy as np
 from scipy import special
 
-from keras_saliency_monitor.metrics import border_band
+from keras_saliency_monitor.signals.metrics import border_band
 
 __all__ = [
     "INTERVENTIONS",

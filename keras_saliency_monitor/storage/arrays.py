@@ -19,7 +19,7 @@ exists), so a process killed at any moment leaves no torn file, and an epoch fil
 ignored by :func:`load_arrays`.
 
 Example:
-    >>> from keras_saliency_monitor.arrays import load_arrays
+    >>> from keras_saliency_monitor.storage.arrays import load_arrays
     >>> runs = load_arrays("runs/demo/clean")       # {epoch: {"maps": ..., "classes": ...}}
     >>> maps_last = runs[max(runs)]["maps"]           # (N, H, W) float32
 """

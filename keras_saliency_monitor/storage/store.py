@@ -219,7 +219,9 @@ def downsample_maps(maps, max_side: int) -> np.ndarray:
     numbers computed from the stored maps stay close to those of the full maps. A block cut by
     the edge is the mean of the pixels it has. Non-finite values propagate into their block.
     """
-    from keras_saliency_monitor import render  # render imports matplotlib: only when writing
+    from keras_saliency_monitor.drawing import (
+        render,  # render imports matplotlib: only when writing
+    )
 
     maps = np.asarray(maps, dtype=np.float32)
     return render.downscale_images(maps, render.tile_factor(maps.shape[1:], max_side))
@@ -289,7 +291,9 @@ def encode_maps(
     Returns:
         Two ``bytes``.
     """
-    from keras_saliency_monitor import render  # render imports matplotlib: only when writing
+    from keras_saliency_monitor.drawing import (
+        render,  # render imports matplotlib: only when writing
+    )
 
     maps = np.asarray(maps, dtype=np.float32)
     if maps.ndim != 3:

@@ -1,7 +1,7 @@
 """``keras-saliency-monitor report``: every logged epoch as a GIF, a PNG filmstrip or an HTML page.
 
 TensorBoard shows 10 images per tag unless told otherwise, and nothing leaves TensorBoard. The
-report reads the monitor's stored data through ``keras_saliency_monitor.store`` (the SALIENCY
+report reads the monitor's stored data through ``storage.store`` (the SALIENCY
 dashboard's reader: TensorBoard's own multiplexer and data provider, keeping every step),
 re-renders each overlay from the stored maps and probe images as the monitor renders its grid,
 and writes, by the output file's extension:
@@ -23,7 +23,7 @@ Module layout, in reading order: loading (event files -> :class:`Run`), drawing 
 uint8 arrays, PNG bytes of plots, HTML text), writing (:func:`write_report`, atomic).
 
 Example:
-    >>> from keras_saliency_monitor.report import write_report
+    >>> from keras_saliency_monitor.views.report import write_report
     >>> write_report("runs/demo", "demo.html", runs=["clean", "shortcut"], probes=[0, 3])
 """
 
@@ -47,7 +47,8 @@ from PIL import Image, ImageDraw
 from tensorboard.data import provider as tb_provider
 from tqdm import tqdm
 
-from keras_saliency_monitor import arrays, logdirs, render, store
+from keras_saliency_monitor.drawing import render
+from keras_saliency_monitor.storage import arrays, logdirs, store
 
 __all__ = [
     "EXTENSIONS",

@@ -7,7 +7,7 @@ in ``static/``, served by the routes below and loaded by TensorBoard in an ifram
 fetched from elsewhere.
 
 Every byte the routes send is read through ``context.data_provider`` by the functions of
-:mod:`keras_saliency_monitor.store`, the same reading code the HTML report uses, so loading and
+``storage/store.py``, the same reading code the HTML report uses, so loading and
 reloading behave as in TensorBoard's own dashboards.
 
 Routes (under ``/data/plugin/saliency/``):
@@ -44,7 +44,7 @@ from tensorboard.backend import http_util
 from tensorboard.plugins import base_plugin
 from werkzeug import wrappers
 
-from keras_saliency_monitor import store
+from keras_saliency_monitor.storage import store
 
 __all__ = ["COLORMAPS", "SaliencyLoader", "SaliencyPlugin"]
 
@@ -337,7 +337,7 @@ def _colormap_json() -> str:
     from matplotlib), so the page colours a map exactly as the grid and the report do."""
     import numpy as np
 
-    from keras_saliency_monitor import render  # imports matplotlib: only when first asked
+    from keras_saliency_monitor.drawing import render  # imports matplotlib: only when first asked
 
     ramp = np.linspace(0.0, 1.0, 256, dtype=np.float32)[None]
     luts = {name: render.colorize(ramp, name)[0].reshape(-1).tolist() for name in COLORMAPS}
