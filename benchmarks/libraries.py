@@ -351,36 +351,36 @@ def report_io() -> None:
         )
 
 
-# ------------------------------------------------------------------------ metrics.py (issue 14)
+# ------------------------------------------------------------ metrics.py, stability.py (issue 14)
 # Gradient floors per logged epoch from this README: vanilla, 32 probes 64x64 (overhead.py) and
 # MobileNetV2, 16 probes 224x224 (storage.py).
 METRIC_FLOORS_MS = {(32, 64): 42.6, (16, 224): 786.0}
 
 
 def metric_ranks() -> None:
-    """`metrics._centred_ranks` (packed float32 sort) against `scipy.stats.rankdata`, and the whole
-    `metrics.rank_maps` call as `SaliencyMonitor._measure` makes it, on the training thread, once
+    """`stability._centred_ranks` (packed float32) against `scipy.stats.rankdata`, and the whole
+    `stability.rank_maps` call as `SaliencyMonitor._measure` makes it, on the training thread, once
     per logged epoch; plus the scipy.special / np.nanmean calls the epoch's numbers make."""
     from scipy import special, stats
 
-    from keras_saliency_monitor.signals import metrics
+    from keras_saliency_monitor.signals import learning, metrics, reliance, stability
 
     def rankdata_maps(maps):  # rank_maps with scipy's ranks in place of ours
         flat = maps.reshape(len(maps), -1)
         ranks = stats.rankdata(flat, axis=1) - (flat.shape[1] + 1) / 2.0
         finite = np.isfinite(flat).all(axis=1)
-        return metrics.RankedMaps(ranks, np.einsum("nk,nk->n", ranks, ranks), finite)
+        return stability.RankedMaps(ranks, np.einsum("nk,nk->n", ranks, ranks), finite)
 
     def row(n, size):
         maps = np.abs(rng.standard_normal((n, size, size))).astype(np.float32)
         flat = maps.reshape(n, -1)
         centre = (flat.shape[1] + 1) / 2.0
-        assert np.array_equal(metrics._centred_ranks(flat), stats.rankdata(flat, axis=1) - centre)
+        assert np.array_equal(stability._centred_ranks(flat), stats.rankdata(flat, axis=1) - centre)
         got = paired(
             {
-                "ours": lambda: metrics._centred_ranks(flat),
+                "ours": lambda: stability._centred_ranks(flat),
                 "rankdata": lambda: stats.rankdata(flat, axis=1) - centre,
-                "rank_maps": lambda: metrics.rank_maps(maps),
+                "rank_maps": lambda: stability.rank_maps(maps),
                 "rank_maps rankdata": lambda: rankdata_maps(maps),
             },
             9,
@@ -407,9 +407,9 @@ def metric_ranks() -> None:
     values[:, ::7] = np.nan
     got = paired(
         {
-            "probe_skill": lambda: metrics.probe_skill(logits[0]),
-            "object_reliance": lambda: metrics.object_reliance(*logits),
-            "object_reliance sigmoid": lambda: metrics.object_reliance(*logits, kind="sigmoid"),
+            "probe_skill": lambda: learning.probe_skill(logits[0]),
+            "object_reliance": lambda: reliance.object_reliance(*logits),
+            "object_reliance sigmoid": lambda: reliance.object_reliance(*logits, kind="sigmoid"),
             "12 x nanmean": lambda: [metrics.nanmean(v) for v in values],
             "special.softmax (32, 10)": lambda: special.softmax(logits[0], axis=1),
         },

@@ -8,7 +8,7 @@ import pytest
 
 from keras_saliency_monitor import SaliencyMonitor, compute_saliency
 from keras_saliency_monitor.signals import interventions
-from keras_saliency_monitor.signals.metrics import border_band
+from keras_saliency_monitor.signals.place import border_band
 
 from .shortcut_toys import blobs, cnn
 

@@ -58,9 +58,7 @@ MODULES = modules()
 
 @pytest.mark.parametrize("module", sorted(MODULES))
 def test_no_module_imports_upward(module):
-    upward = sorted(
-        name for name in imported(MODULES[module], module) if rank(name) > rank(module)
-    )
+    upward = sorted(name for name in imported(MODULES[module], module) if rank(name) > rank(module))
     assert not upward, (
         f"{module} ({(WINGS + ['front'])[rank(module)]}) imports {upward} from a wing above it; "
         f"the order, lowest first, is {WINGS}"
