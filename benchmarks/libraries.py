@@ -308,7 +308,7 @@ def report_io() -> None:
         for name, code in (
             (
                 "report.find_runs (os.walk + mmap tag search)",
-                "from keras_saliency_monitor import report; report.find_runs(sys.argv[1])",
+                "from keras_saliency_monitor.views import report; report.find_runs(sys.argv[1])",
             ),
             (
                 "tensorboard io_wrapper.GetLogdirSubdirectories (directories only)",
@@ -573,11 +573,11 @@ def stuck_exit() -> None:
         "pool = ThreadPoolExecutor(1); pool.submit(job)\n"
         "pool.shutdown(wait=False, cancel_futures=True)\n",
         "BackgroundWorker, exit bound 3 s": stuck + f"import sys; sys.path.insert(0, {root!r})\n"
-        "from keras_saliency_monitor import writer\n"
+        "from keras_saliency_monitor.storage import writer\n"
         "writer._EXIT_TIMEOUT_SECONDS = 3.0\n"
         "writer.BackgroundWorker().submit(job)\n",
         "BackgroundWorker, abandon()": stuck + f"import sys; sys.path.insert(0, {root!r})\n"
-        "from keras_saliency_monitor import writer\n"
+        "from keras_saliency_monitor.storage import writer\n"
         "worker = writer.BackgroundWorker(); worker.submit(job); worker.abandon()\n",
     }
     print("\n## Process exit with a job stuck forever\n\n| worker | exit after, s |\n|---|---:|")

@@ -234,7 +234,9 @@ def test_weight_updates_do_not_retrace_and_are_seen():
 def test_event_writing_does_not_import_tensorflow(tmp_path):
     code = (
         "import sys, numpy as np\n"
-        "from keras_saliency_monitor import probes, render, metrics\n"
+        "from keras_saliency_monitor.monitor import probes\n"
+        "from keras_saliency_monitor.drawing import render\n"
+        "from keras_saliency_monitor.signals import metrics\n"
         "from keras_saliency_monitor.storage.writer import EventWriter\n"
         "w = EventWriter(sys.argv[1]); w.add_scalar('a', 1.0, 0)\n"
         "w.add_images('g', np.zeros((4, 4, 3), np.uint8), 0); w.flush()\n"

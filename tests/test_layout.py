@@ -84,3 +84,12 @@ def test_forwarding_modules_only_forward(name):
         assert body == []
     else:  # one statement: sys.modules[__name__] = importlib.import_module("...")
         assert len(body) == 1 and "sys.modules[__name__]" in ast.unparse(body[0])
+
+
+def test_the_reports_modules_import_in_reading_order():
+    order = ["reading", "drawing", "writing"]
+    report = f"{PACKAGE}.views.report"
+    for i, name in enumerate(order):
+        module = f"{report}.{name}"
+        later = {f"{report}.{other}" for other in order[i + 1 :]}
+        assert not imported(MODULES[module], module) & later, module

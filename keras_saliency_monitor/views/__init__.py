@@ -1,4 +1,4 @@
-"""Reading a run back: ``report`` (HTML and PNG reports), ``launcher`` (starting TensorBoard) and
-``dashboard`` (the SALIENCY dashboard, a TensorBoard plugin). The top wing: only ``cli`` and
-``demo`` beside it import it.
+"""Reading a run back: ``report`` (GIF, PNG and HTML reports), ``launcher`` (starting
+TensorBoard) and ``dashboard`` (the SALIENCY dashboard, a TensorBoard plugin). The top wing:
+only the command line (``cli``, at the package's top level) imports it.
 """
