@@ -75,8 +75,8 @@ def make_synthetic_run(log_dir, epochs=200, num_probes=64, side=64, seed=0):
     without the hour of training behind it."""
     import numpy as np
 
-    from keras_saliency_monitor import store
-    from keras_saliency_monitor.writer import EventWriter
+    from keras_saliency_monitor.storage import store
+    from keras_saliency_monitor.storage.writer import EventWriter
 
     rng = np.random.default_rng(seed)
     writer = EventWriter(os.path.join(log_dir, "long", "saliency"), fsync=False)
@@ -192,8 +192,8 @@ def main(argv=None) -> int:
     parser.add_argument("--skip-50", action="store_true", help="leave out the 50 x 32 fit")
     args = parser.parse_args(argv)
 
-    from keras_saliency_monitor import launcher
-    from keras_saliency_monitor.dashboard.browser import DashboardBrowser
+    from keras_saliency_monitor.views import launcher
+    from keras_saliency_monitor.views.dashboard.browser import DashboardBrowser
 
     demo_dir = args.demo_dir or os.path.join(args.work, "demo")
     if not os.path.isdir(demo_dir) or not os.listdir(demo_dir):

@@ -6,7 +6,7 @@ deletion curve's area against a random order. The table of benchmarks/README.md.
 
 For each clean kind of ``benchmarks/shortcuts.py`` (no shortcut: the class is the shape) and seed,
 the suite's tiny CNN is trained on 480 images, then for 16 fresh probes and every method in
-``keras_saliency_monitor.methods.METHODS`` (at its defaults):
+``keras_saliency_monitor.attribution.methods.METHODS`` (at its defaults):
 
 * sanity curve: ``sanity_check`` (Adebayo et al. 2018), the mean Spearman rank correlation of the
   probes' maps with the trained maps after the top 1, 2, 3 and 4 layer blocks are re-initialised
@@ -59,8 +59,9 @@ def deletion_area(logits_fn, x, classes, order) -> np.ndarray:
 
 
 def one_run(kind, seed, epochs):
-    from keras_saliency_monitor import methods, sanity_check
-    from keras_saliency_monitor.explain import Explainer
+    from keras_saliency_monitor import sanity_check
+    from keras_saliency_monitor.attribution import methods
+    from keras_saliency_monitor.attribution.explain import Explainer
 
     x, y, _ = shortcuts.make_images(kind, 480, 10_000 * seed + 1)
     px, _, _ = shortcuts.make_images(kind, 16, 10_000 * seed + 2)

@@ -25,7 +25,7 @@ from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from keras_saliency_monitor import launcher  # noqa: E402
+from keras_saliency_monitor.views import launcher  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 STRIP_GREY = 40  # render._STRIP: the caption strip's grey level

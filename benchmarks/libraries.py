@@ -33,7 +33,9 @@ from matplotlib.figure import Figure  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c  # noqa: E402
 
-from keras_saliency_monitor import render, report, writer  # noqa: E402
+from keras_saliency_monitor.drawing import render  # noqa: E402
+from keras_saliency_monitor.storage import writer
+from keras_saliency_monitor.views import report
 
 
 def paired(cases: dict, pairs: int, clock=time.thread_time) -> dict:
@@ -291,7 +293,7 @@ def rendering() -> None:
 
 def report_io() -> None:
     """The report's file handling: run discovery before anything is loaded, and its output."""
-    from keras_saliency_monitor import arrays, store
+    from keras_saliency_monitor.storage import arrays, store
 
     print("\n## Session 2: report.py / arrays.py\n")
     with tempfile.TemporaryDirectory() as tmp:
@@ -306,7 +308,7 @@ def report_io() -> None:
         for name, code in (
             (
                 "report.find_runs (os.walk + mmap tag search)",
-                "from keras_saliency_monitor import report; report.find_runs(sys.argv[1])",
+                "from keras_saliency_monitor.views import report; report.find_runs(sys.argv[1])",
             ),
             (
                 "tensorboard io_wrapper.GetLogdirSubdirectories (directories only)",
@@ -349,36 +351,36 @@ def report_io() -> None:
         )
 
 
-# ------------------------------------------------------------------------ metrics.py (issue 14)
+# ------------------------------------------------------------ metrics.py, stability.py (issue 14)
 # Gradient floors per logged epoch from this README: vanilla, 32 probes 64x64 (overhead.py) and
 # MobileNetV2, 16 probes 224x224 (storage.py).
 METRIC_FLOORS_MS = {(32, 64): 42.6, (16, 224): 786.0}
 
 
 def metric_ranks() -> None:
-    """`metrics._centred_ranks` (packed float32 sort) against `scipy.stats.rankdata`, and the whole
-    `metrics.rank_maps` call as `SaliencyMonitor._measure` makes it, on the training thread, once
+    """`stability._centred_ranks` (packed float32) against `scipy.stats.rankdata`, and the whole
+    `stability.rank_maps` call as `SaliencyMonitor._measure` makes it, on the training thread, once
     per logged epoch; plus the scipy.special / np.nanmean calls the epoch's numbers make."""
     from scipy import special, stats
 
-    from keras_saliency_monitor import metrics
+    from keras_saliency_monitor.signals import learning, metrics, reliance, stability
 
     def rankdata_maps(maps):  # rank_maps with scipy's ranks in place of ours
         flat = maps.reshape(len(maps), -1)
         ranks = stats.rankdata(flat, axis=1) - (flat.shape[1] + 1) / 2.0
         finite = np.isfinite(flat).all(axis=1)
-        return metrics.RankedMaps(ranks, np.einsum("nk,nk->n", ranks, ranks), finite)
+        return stability.RankedMaps(ranks, np.einsum("nk,nk->n", ranks, ranks), finite)
 
     def row(n, size):
         maps = np.abs(rng.standard_normal((n, size, size))).astype(np.float32)
         flat = maps.reshape(n, -1)
         centre = (flat.shape[1] + 1) / 2.0
-        assert np.array_equal(metrics._centred_ranks(flat), stats.rankdata(flat, axis=1) - centre)
+        assert np.array_equal(stability._centred_ranks(flat), stats.rankdata(flat, axis=1) - centre)
         got = paired(
             {
-                "ours": lambda: metrics._centred_ranks(flat),
+                "ours": lambda: stability._centred_ranks(flat),
                 "rankdata": lambda: stats.rankdata(flat, axis=1) - centre,
-                "rank_maps": lambda: metrics.rank_maps(maps),
+                "rank_maps": lambda: stability.rank_maps(maps),
                 "rank_maps rankdata": lambda: rankdata_maps(maps),
             },
             9,
@@ -405,9 +407,9 @@ def metric_ranks() -> None:
     values[:, ::7] = np.nan
     got = paired(
         {
-            "probe_skill": lambda: metrics.probe_skill(logits[0]),
-            "object_reliance": lambda: metrics.object_reliance(*logits),
-            "object_reliance sigmoid": lambda: metrics.object_reliance(*logits, kind="sigmoid"),
+            "probe_skill": lambda: learning.probe_skill(logits[0]),
+            "object_reliance": lambda: reliance.object_reliance(*logits),
+            "object_reliance sigmoid": lambda: reliance.object_reliance(*logits, kind="sigmoid"),
             "12 x nanmean": lambda: [metrics.nanmean(v) for v in values],
             "special.softmax (32, 10)": lambda: special.softmax(logits[0], axis=1),
         },
@@ -571,11 +573,11 @@ def stuck_exit() -> None:
         "pool = ThreadPoolExecutor(1); pool.submit(job)\n"
         "pool.shutdown(wait=False, cancel_futures=True)\n",
         "BackgroundWorker, exit bound 3 s": stuck + f"import sys; sys.path.insert(0, {root!r})\n"
-        "from keras_saliency_monitor import writer\n"
+        "from keras_saliency_monitor.storage import writer\n"
         "writer._EXIT_TIMEOUT_SECONDS = 3.0\n"
         "writer.BackgroundWorker().submit(job)\n",
         "BackgroundWorker, abandon()": stuck + f"import sys; sys.path.insert(0, {root!r})\n"
-        "from keras_saliency_monitor import writer\n"
+        "from keras_saliency_monitor.storage import writer\n"
         "worker = writer.BackgroundWorker(); worker.submit(job); worker.abandon()\n",
     }
     print("\n## Process exit with a job stuck forever\n\n| worker | exit after, s |\n|---|---:|")
@@ -626,7 +628,7 @@ class _PrunedDraw:
     whenever more than 2 * num_probes are held (fewer lines, no bisect or cuts)."""
 
     def __init__(self, num_probes, seed):
-        from keras_saliency_monitor import probes
+        from keras_saliency_monitor.monitor import probes
 
         self._draw_keys = probes._draw_keys
         self._rng, self._n = np.random.default_rng(seed), num_probes
@@ -661,7 +663,8 @@ def seams() -> None:
     """Logits through the gradient runners, the pruned streaming draw, scipy's softmax."""
     import keras
 
-    from keras_saliency_monitor import gradients, probes, targets
+    from keras_saliency_monitor.attribution import gradients, targets
+    from keras_saliency_monitor.monitor import probes
 
     old_gradients = _module_at(PRE_SWAP, "gradients")
     old_targets = _module_at(PRE_SWAP, "targets")

@@ -30,8 +30,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from keras import layers  # noqa: E402
 
-from keras_saliency_monitor import gradients, targets  # noqa: E402
-from keras_saliency_monitor.explain import Explainer  # noqa: E402
+from keras_saliency_monitor.attribution import gradients, targets  # noqa: E402
+from keras_saliency_monitor.attribution.explain import Explainer  # noqa: E402
 
 CASES = [  # (label, method, options, n for ratio / n)
     ("vanilla", "vanilla", {}, None),

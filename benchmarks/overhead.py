@@ -12,7 +12,7 @@ the same model and the same probes, warmed up) and measures, in one process, pai
   worker has rendered, PNG-encoded and written the epoch;
 
 for 8/32/128 probes, 64x64 and 128x128 images and every method registered in
-``keras_saliency_monitor.methods.METHODS`` at run time, on a small 3-conv CNN. Ratios are medians
+``attribution.methods.METHODS`` at run time, on a small 3-conv CNN. Ratios are medians
 of per-pair ratios. After each configuration ``on_train_end`` runs and the event file is read back
 with TensorBoard's reader: every epoch's grid must be there.
 
@@ -60,7 +60,8 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from keras import layers  # noqa: E402
 
-from keras_saliency_monitor import SaliencyMonitor, methods  # noqa: E402
+from keras_saliency_monitor import SaliencyMonitor  # noqa: E402
+from keras_saliency_monitor.attribution import methods
 
 GRID_TAG = "saliency/overlays"
 # A model that has learned its training data (training skill 0.93): the alarm's forward passes
@@ -593,8 +594,8 @@ def sanity_cost(model, x, y, method, options, blocks, reps) -> dict:
     first check of a monitor, which also copies the model and traces the copy's gradient (once per
     monitor; a later fit re-copies the weights only).
     """
-    from keras_saliency_monitor.explain import Explainer
-    from keras_saliency_monitor.sanity import SanityCheck
+    from keras_saliency_monitor.attribution.explain import Explainer
+    from keras_saliency_monitor.attribution.sanity import SanityCheck
 
     explainer = Explainer(method, **options).bind(model, x.shape[1:])
     trained = explainer.explain(x, y)

@@ -42,7 +42,7 @@ import tensorflow as tf  # noqa: E402
 from overhead import Floor, build_cnn, timed  # noqa: E402
 
 from keras_saliency_monitor import compute_saliency  # noqa: E402
-from keras_saliency_monitor.explain import _CACHE  # noqa: E402
+from keras_saliency_monitor.attribution.explain import _CACHE  # noqa: E402
 
 
 def mobilenet(size: int) -> keras.Model:

@@ -396,7 +396,7 @@ def replay(records):
     how signals combine, not of how a number is measured); the alarm's text needs per-probe
     values that are not recorded, so only ``fired_at`` is replayed.
     """
-    from keras_saliency_monitor.alarm import ShortcutAlarm
+    from keras_saliency_monitor.signals.alarm import ShortcutAlarm
 
     for r in records:
         for m in r["monitors"].values():

@@ -50,8 +50,10 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from overhead import Floor, make_images, median, ms  # noqa: E402
 
-from keras_saliency_monitor import SaliencyMonitor, render, store  # noqa: E402
-from keras_saliency_monitor import writer as writer_module  # noqa: E402
+from keras_saliency_monitor import SaliencyMonitor  # noqa: E402
+from keras_saliency_monitor.drawing import render
+from keras_saliency_monitor.storage import store
+from keras_saliency_monitor.storage import writer as writer_module  # noqa: E402
 
 SIZE = 224
 PROBES = 16

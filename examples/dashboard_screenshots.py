@@ -2,7 +2,7 @@
 
 Runs the demo into the log dir first when it holds no runs, starts TensorBoard on loopback
 (through the package's launcher), opens the SALIENCY tab with the same browser code as the tests
-(``keras_saliency_monitor.dashboard.browser``), and writes:
+(``keras_saliency_monitor.views.dashboard.browser``), and writes:
 
 - ``dashboard_overview.png``: both runs side by side (charts folded, alarm, filmstrips);
 - ``dashboard_filmstrip.png``: the shortcut run's filmstrip at 1:1, captions as on screen;
@@ -24,8 +24,8 @@ import argparse
 import os
 import sys
 
-from keras_saliency_monitor import launcher
-from keras_saliency_monitor.dashboard.browser import DashboardBrowser
+from keras_saliency_monitor.views import launcher
+from keras_saliency_monitor.views.dashboard.browser import DashboardBrowser
 
 
 def take(logdir: str, out: str, width: int = 1400) -> list[str]:

@@ -23,9 +23,10 @@ import numpy as np  # noqa: E402
 from keras import layers  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from keras_saliency_monitor import methods, render  # noqa: E402
+from keras_saliency_monitor.attribution import methods  # noqa: E402
+from keras_saliency_monitor.attribution.explain import explain  # noqa: E402
 from keras_saliency_monitor.demo_data import make_demo_splits  # noqa: E402
-from keras_saliency_monitor.explain import explain  # noqa: E402
+from keras_saliency_monitor.drawing import render
 
 # Options shown in the gallery: the defaults, spelled out so the captions say what was run.
 OPTIONS = {

@@ -18,16 +18,16 @@ __all__ = ["SaliencyMonitor", "compute_attributions", "compute_saliency", "sanit
 __version__ = "0.1.0"
 
 _WHERE = {
-    "SaliencyMonitor": "keras_saliency_monitor.callback",
-    "compute_attributions": "keras_saliency_monitor.explain",
-    "compute_saliency": "keras_saliency_monitor.explain",
-    "sanity_check": "keras_saliency_monitor.sanity",
+    "SaliencyMonitor": "keras_saliency_monitor.monitor.callback",
+    "compute_attributions": "keras_saliency_monitor.attribution.explain",
+    "compute_saliency": "keras_saliency_monitor.attribution.explain",
+    "sanity_check": "keras_saliency_monitor.attribution.sanity",
 }
 
 if TYPE_CHECKING:
-    from keras_saliency_monitor.callback import SaliencyMonitor
-    from keras_saliency_monitor.explain import compute_attributions, compute_saliency
-    from keras_saliency_monitor.sanity import sanity_check
+    from keras_saliency_monitor.attribution.explain import compute_attributions, compute_saliency
+    from keras_saliency_monitor.attribution.sanity import sanity_check
+    from keras_saliency_monitor.monitor.callback import SaliencyMonitor
 
 
 def __getattr__(name):

@@ -15,7 +15,8 @@ import re
 import sys
 import tempfile
 
-from keras_saliency_monitor import __version__, logdirs
+from keras_saliency_monitor import __version__
+from keras_saliency_monitor.storage import logdirs
 
 PROG = "keras-saliency-monitor"
 
@@ -120,7 +121,7 @@ def _report(args) -> int:
     if logdirs.has_saliency_events(args.logdir):
         # TensorBoard's event reader imports TensorFlow; without events, report errors before.
         _import_quietly("tensorflow")
-    from keras_saliency_monitor import report
+    from keras_saliency_monitor.views import report
 
     progress = report.Progress(enabled=False if args.no_progress else None)
     try:
@@ -147,7 +148,7 @@ def _report(args) -> int:
 
 
 def _tensorboard(args) -> int:
-    from keras_saliency_monitor import launcher
+    from keras_saliency_monitor.views import launcher
 
     if not os.path.isdir(args.logdir):
         return _error("tensorboard", f"log dir {args.logdir!r} is not a directory")
@@ -246,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     rep.set_defaults(func=_report)
 
-    from keras_saliency_monitor.launcher import DEFAULT_MAX_IMAGES
+    from keras_saliency_monitor.views.launcher import DEFAULT_MAX_IMAGES
 
     tb = sub.add_parser(
         "tensorboard",

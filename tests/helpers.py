@@ -77,8 +77,8 @@ def event_files(run_dir):
 def write_stored_run(run_dir, steps, num_probes=3, size=16, seed=0):
     """A run's saliency events written without a model: the probe set (no labels) at the first
     step and random maps at every step, as SaliencyMonitor stores them (store.py)."""
-    from keras_saliency_monitor import store
-    from keras_saliency_monitor.writer import EventWriter
+    from keras_saliency_monitor.storage import store
+    from keras_saliency_monitor.storage.writer import EventWriter
 
     rng = np.random.default_rng(seed)
     images = rng.integers(0, 255, (num_probes, size, size, 3), np.uint8)

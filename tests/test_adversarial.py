@@ -26,8 +26,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_saliency_monitor import SaliencyMonitor, arrays, render, writer
-from keras_saliency_monitor.callback import GRID_TAG
+from keras_saliency_monitor import SaliencyMonitor
+from keras_saliency_monitor.drawing import render
+from keras_saliency_monitor.monitor.callback import GRID_TAG
+from keras_saliency_monitor.storage import arrays, writer
 
 from .helpers import CountBatches, read_images, read_scalars, tiny_cnn, tiny_data
 
@@ -535,7 +537,8 @@ STUCK_CHILD = textwrap.dedent(
     """
     import os, sys, time
     import keras, numpy as np
-    from keras_saliency_monitor import SaliencyMonitor, writer
+    from keras_saliency_monitor import SaliencyMonitor
+    from keras_saliency_monitor.storage import writer
 
     sync, calls = writer._sync, []
 
@@ -925,7 +928,7 @@ def test_tilde_in_log_dir_is_the_home_directory(tmp_path, monkeypatch, model):
 
 
 def test_multi_hot_labels_are_not_cut_to_one_class(tmp_path):
-    from keras_saliency_monitor import probes
+    from keras_saliency_monitor.monitor import probes
 
     multi = np.eye(3)[_Y]
     multi[5, 0] = 1.0  # example 5: classes 0 and 2
@@ -1105,7 +1108,7 @@ def test_19_3_a_lock_file_left_by_another_user_still_locks(request):
     import pathlib
     import tempfile
 
-    from keras_saliency_monitor import logdirs
+    from keras_saliency_monitor.storage import logdirs
 
     shared = pathlib.Path(tempfile.mkdtemp(prefix="ksm-lock-"))  # /tmp: the other user's reach
     request.addfinalizer(lambda: __import__("shutil").rmtree(shared, ignore_errors=True))
@@ -1213,7 +1216,7 @@ def test_19_5_a_fifo_named_like_an_event_file_does_not_hang_fit(tmp_path, model)
 
 
 def test_19_5_a_hung_disk_at_start_up_is_waited_for_within_the_bound(tmp_path, model, monkeypatch):
-    from keras_saliency_monitor import writing
+    from keras_saliency_monitor.monitor import writing
 
     hung = threading.Event()
     real = writing.last_step
@@ -1308,7 +1311,8 @@ def _reused_dir(tmp_path, model, second_kwargs):
 
 
 def _check_each_epoch_has_its_own_probes(run, first, second):
-    from keras_saliency_monitor import report, store
+    from keras_saliency_monitor.storage import store
+    from keras_saliency_monitor.views import report
 
     runs = report.load_runs(run)
     assert [r.steps for r in runs] == [[0, 1], [2, 3]]  # main: one run, steps 0-3
@@ -1350,7 +1354,7 @@ def test_19_1_a_dir_reused_with_other_probes_of_one_count_is_not_drawn_over(tmp_
 
 
 def test_19_1_a_dir_reused_with_the_same_probes_stays_one_run(tmp_path, model):
-    from keras_saliency_monitor import report
+    from keras_saliency_monitor.views import report
 
     run, first, second = _reused_dir(tmp_path, model, {})
     (loaded,) = report.load_runs(run)
@@ -1358,8 +1362,10 @@ def test_19_1_a_dir_reused_with_the_same_probes_stays_one_run(tmp_path, model):
 
 
 def test_19_report_writes_the_good_runs_and_names_the_bad_file(tmp_path, capsys):
-    from keras_saliency_monitor import cli, report, store
-    from keras_saliency_monitor.writer import EventWriter
+    from keras_saliency_monitor import cli
+    from keras_saliency_monitor.storage import store
+    from keras_saliency_monitor.storage.writer import EventWriter
+    from keras_saliency_monitor.views import report
 
     from .helpers import write_stored_run
 
@@ -1382,7 +1388,8 @@ def test_19_report_writes_the_good_runs_and_names_the_bad_file(tmp_path, capsys)
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="FIFOs")
 def test_19_5_report_skips_a_run_holding_a_fifo_naming_it_and_writes_the_others(tmp_path, capsys):
-    from keras_saliency_monitor import cli, report
+    from keras_saliency_monitor import cli
+    from keras_saliency_monitor.views import report
 
     from .helpers import write_stored_run
 

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from keras_saliency_monitor import SaliencyMonitor
-from keras_saliency_monitor import alarm as alarm_module
-from keras_saliency_monitor.alarm import ShortcutAlarm
-from keras_saliency_monitor.callback import ALARM_TAG, INFO_TAG
+from keras_saliency_monitor.monitor.callback import ALARM_TAG, INFO_TAG
+from keras_saliency_monitor.signals import alarm as alarm_module
+from keras_saliency_monitor.signals.alarm import ShortcutAlarm
 
 from .helpers import accumulator, tiny_cnn, tiny_data
 
@@ -312,7 +312,7 @@ def test_state_and_verdict_say_what_happened():
 
 
 def test_training_skill_from_logs():
-    from keras_saliency_monitor.learning import accuracy_key, training_skill
+    from keras_saliency_monitor.signals.learning import accuracy_key, training_skill
 
     assert training_skill({"loss": 0.1, "accuracy": 1.0}, 3) == pytest.approx(1.0)
     assert training_skill({"accuracy": 1 / 3, "val_accuracy": 1.0}, 3) == pytest.approx(0.0)
@@ -330,7 +330,7 @@ def test_training_skill_from_logs():
 def test_probe_chance_p_is_the_binomial_tail():
     from math import comb
 
-    from keras_saliency_monitor.learning import probe_chance_p
+    from keras_saliency_monitor.signals.learning import probe_chance_p
 
     rng = np.random.default_rng(0)
     logits = rng.normal(size=(12, 3))
@@ -417,7 +417,7 @@ def test_hot_fires_on_a_task_whose_class_is_a_place_and_says_so(tmp_path):
     image's mean colour takes the model to chance; painting as many pixels elsewhere does not."""
     import re
 
-    from keras_saliency_monitor.interventions import fill
+    from keras_saliency_monitor.signals.interventions import fill
 
     x, y = tiny_data(n=24)
     keras.utils.set_random_seed(0)

@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from keras_saliency_monitor import arrays
+from keras_saliency_monitor.storage import arrays
 
 
 def test_round_trip_is_exact_float32_with_extras(tmp_path):

@@ -17,8 +17,8 @@ import pytest
 from keras import layers
 
 from keras_saliency_monitor import SaliencyMonitor, compute_attributions, compute_saliency
-from keras_saliency_monitor.callback import GRID_TAG
-from keras_saliency_monitor.explain import Explainer, explain
+from keras_saliency_monitor.attribution.explain import Explainer, explain
+from keras_saliency_monitor.monitor.callback import GRID_TAG
 
 from .helpers import read_images, read_scalars, tiny_data
 
@@ -234,8 +234,10 @@ def test_weight_updates_do_not_retrace_and_are_seen():
 def test_event_writing_does_not_import_tensorflow(tmp_path):
     code = (
         "import sys, numpy as np\n"
-        "from keras_saliency_monitor import probes, render, metrics\n"
-        "from keras_saliency_monitor.writer import EventWriter\n"
+        "from keras_saliency_monitor.monitor import probes\n"
+        "from keras_saliency_monitor.drawing import render\n"
+        "from keras_saliency_monitor.signals import metrics\n"
+        "from keras_saliency_monitor.storage.writer import EventWriter\n"
         "w = EventWriter(sys.argv[1]); w.add_scalar('a', 1.0, 0)\n"
         "w.add_images('g', np.zeros((4, 4, 3), np.uint8), 0); w.flush()\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras')))\n"

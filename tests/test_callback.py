@@ -6,8 +6,9 @@ import keras
 import numpy as np
 import pytest
 
-from keras_saliency_monitor import SaliencyMonitor, compute_saliency, store
-from keras_saliency_monitor.callback import GRID_TAG
+from keras_saliency_monitor import SaliencyMonitor, compute_saliency
+from keras_saliency_monitor.monitor.callback import GRID_TAG
+from keras_saliency_monitor.storage import store
 
 from .helpers import read_images, read_scalars, tiny_cnn, tiny_data
 

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from keras_saliency_monitor import cli, logdirs
+from keras_saliency_monitor import cli
+from keras_saliency_monitor.storage import logdirs
 
 from .helpers import write_stored_run
 

@@ -27,8 +27,10 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from keras_saliency_monitor import SaliencyMonitor, launcher, store
-from keras_saliency_monitor.dashboard import plugin
+from keras_saliency_monitor import SaliencyMonitor
+from keras_saliency_monitor.storage import store
+from keras_saliency_monitor.views import launcher
+from keras_saliency_monitor.views.dashboard import plugin
 
 from .helpers import tiny_cnn, tiny_data
 
@@ -89,7 +91,7 @@ def write_epochs(
     set with the first step), random maps; ``bad_json``/``bad_png`` steps get a corrupt JSON or
     maps PNG blob, ``bad_images`` a corrupt probe-images PNG. Returns the flush time of each
     step (``time.monotonic()``)."""
-    from keras_saliency_monitor.writer import EventWriter
+    from keras_saliency_monitor.storage.writer import EventWriter
 
     rng = np.random.default_rng(seed)
     writer = EventWriter(run_dir, fsync=False)

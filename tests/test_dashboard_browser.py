@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from keras_saliency_monitor import render
-from keras_saliency_monitor.dashboard import browser as dashboard_browser
+from keras_saliency_monitor.drawing import render
+from keras_saliency_monitor.views.dashboard import browser as dashboard_browser
 
 from .test_dashboard import (
     CLASS_NAMES,

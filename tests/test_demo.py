@@ -8,7 +8,7 @@ import os
 import pytest
 
 from keras_saliency_monitor import demo
-from keras_saliency_monitor.callback import GRID_TAG
+from keras_saliency_monitor.monitor.callback import GRID_TAG
 
 from .helpers import read_images
 

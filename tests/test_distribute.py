@@ -22,8 +22,8 @@ import numpy as np
 import pytest
 
 from keras_saliency_monitor import SaliencyMonitor
-from keras_saliency_monitor.callback import GRID_TAG
-from keras_saliency_monitor.distribution import is_chief
+from keras_saliency_monitor.monitor.callback import GRID_TAG
+from keras_saliency_monitor.monitor.distribution import is_chief
 
 from .helpers import read_images, read_scalars, tiny_cnn, tiny_data
 

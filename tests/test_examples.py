@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from keras_saliency_monitor.dashboard import browser as dashboard_browser
-from keras_saliency_monitor.methods import METHODS
+from keras_saliency_monitor.attribution.methods import METHODS
+from keras_saliency_monitor.views.dashboard import browser as dashboard_browser
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"

@@ -21,8 +21,8 @@ import time
 
 import pytest
 
-from keras_saliency_monitor import store
-from keras_saliency_monitor.callback import GRID_TAG
+from keras_saliency_monitor.monitor.callback import GRID_TAG
+from keras_saliency_monitor.storage import store
 
 from .helpers import read_images, read_scalars
 
@@ -40,7 +40,8 @@ CHILD = textwrap.dedent(
     import os, sys, time
     import keras, numpy as np
     from keras import layers
-    from keras_saliency_monitor import SaliencyMonitor, writer
+    from keras_saliency_monitor import SaliencyMonitor
+    from keras_saliency_monitor.storage import writer
 
     log_dir, slow = sys.argv[1], float(sys.argv[2])
     flush = writer.EventWriter.flush
@@ -150,7 +151,8 @@ STUCK_CHILD = textwrap.dedent(
     import os, sys, time
     import keras, numpy as np
     from keras import layers
-    from keras_saliency_monitor import SaliencyMonitor, writer
+    from keras_saliency_monitor import SaliencyMonitor
+    from keras_saliency_monitor.storage import writer
 
     writer._EXIT_TIMEOUT_SECONDS = 3.0  # the default is 30 s in all
     sync, calls = writer._sync, []

@@ -6,8 +6,9 @@ import keras
 import numpy as np
 import pytest
 
-from keras_saliency_monitor import SaliencyMonitor, compute_saliency, interventions
-from keras_saliency_monitor.metrics import border_band
+from keras_saliency_monitor import SaliencyMonitor, compute_saliency
+from keras_saliency_monitor.signals import interventions
+from keras_saliency_monitor.signals.place import border_band
 
 from .shortcut_toys import blobs, cnn
 
@@ -66,7 +67,7 @@ def test_hot_place_and_top_regions_on_known_maps():
 def test_hot_place_is_the_place_place_agreement_measures():
     """The painted place (named in the alarm's text) and metrics.place_agreement's agreed place
     are one: undefined maps are left out of both, and no map defined paints nothing."""
-    from keras_saliency_monitor import metrics
+    from keras_saliency_monitor.signals import place
 
     rng = np.random.default_rng(1)
     maps = rng.random((5, 10, 10))
@@ -78,7 +79,7 @@ def test_hot_place_is_the_place_place_agreement_measures():
     # A sixth map with all its mass exactly on that place sits wholly where the others agree:
     # place_agreement 1 / top = 20 (the others' leave-one-out mean is the same mean here).
     probe = np.where(hot, 1.0, 0.0)[None]
-    assert metrics.place_agreement(np.concatenate([maps, probe]))[5] == pytest.approx(20.0)
+    assert place.place_agreement(np.concatenate([maps, probe]))[5] == pytest.approx(20.0)
     assert not interventions.hot_place(np.zeros((3, 10, 10))).any()
     assert not interventions.ring_around(interventions.hot_place(np.zeros((3, 10, 10)))).any()
 

@@ -14,8 +14,9 @@ import urllib.request
 import pytest
 from PIL import Image
 
-from keras_saliency_monitor import cli, launcher
-from keras_saliency_monitor.callback import GRID_TAG
+from keras_saliency_monitor import cli
+from keras_saliency_monitor.monitor.callback import GRID_TAG
+from keras_saliency_monitor.views import launcher
 
 from .helpers import read_images
 from .test_report import EPOCHS, train_runs_once

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 from keras import layers
 
-from keras_saliency_monitor import compute_attributions, compute_saliency, methods
-from keras_saliency_monitor.explain import Explainer, explain
-from keras_saliency_monitor.gradients import GradientResult
+from keras_saliency_monitor import compute_attributions, compute_saliency
+from keras_saliency_monitor.attribution import methods
+from keras_saliency_monitor.attribution.explain import Explainer, explain
+from keras_saliency_monitor.attribution.gradients import GradientResult
 
 from .test_backends import reference_gradient, to_numpy
 
@@ -614,7 +615,7 @@ def test_every_method_contract(conv_net, method):
 def test_monitor_logs_the_relative_completeness_gap_of_integrated_gradients(tmp_path):
     """The callback's saliency_completeness_gap equals |gap| / |f(x) - f(x')| from explain()."""
     from keras_saliency_monitor import SaliencyMonitor
-    from keras_saliency_monitor.explain import explain as explain_once
+    from keras_saliency_monitor.attribution.explain import explain as explain_once
 
     from .helpers import tiny_cnn, tiny_data
 

@@ -1,4 +1,4 @@
-"""Tests for keras_saliency_monitor.metrics: numpy only, checked against hand-computed
+"""Tests for keras_saliency_monitor.signals.metrics: numpy only, checked against hand-computed
 values and independent references (scipy)."""
 
 import math
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import ndimage, stats
 
-from keras_saliency_monitor import metrics
+from keras_saliency_monitor.signals import learning, metrics, place, reliance, stability
 
 
 def _rng(seed=0):
@@ -229,30 +229,30 @@ def test_focus_lift_rejects_an_unknown_baseline():
 
 
 def test_border_band_width_and_share():
-    band = metrics.border_band(32, 32)  # 4 pixels on each side
+    band = place.border_band(32, 32)  # 4 pixels on each side
     assert band.sum() == 32 * 32 - 24 * 24
-    assert metrics.border_band(5, 5).sum() == 25 - 9  # at least one pixel
+    assert place.border_band(5, 5).sum() == 25 - 9  # at least one pixel
     with pytest.raises(ValueError, match="`fraction`"):
-        metrics.border_band(8, 8, fraction=0.5)
+        place.border_band(8, 8, fraction=0.5)
 
 
 def test_border_ratio_uniform_ring_and_centre():
     n, size = 4, 32
-    band = metrics.border_band(size, size)
+    band = place.border_band(size, size)
     share = band.mean()
     uniform = np.ones((n, size, size))
     ring = np.broadcast_to(band, (n, size, size)).astype(float)
     centre = np.zeros((n, size, size))
     centre[:, 14:18, 14:18] = 1.0
-    np.testing.assert_allclose(metrics.border_share(uniform), share)
-    assert metrics.border_ratio(share, share) == pytest.approx(1.0)  # chance
-    assert metrics.border_ratio(metrics.border_share(ring), share).tolist() == [np.inf] * n
-    assert metrics.border_ratio(metrics.nanmean(metrics.border_share(centre)), share) == 0.0
+    np.testing.assert_allclose(place.border_share(uniform), share)
+    assert place.border_ratio(share, share) == pytest.approx(1.0)  # chance
+    assert place.border_ratio(place.border_share(ring), share).tolist() == [np.inf] * n
+    assert place.border_ratio(metrics.nanmean(place.border_share(centre)), share) == 0.0
     # A thin one-pixel frame holding half the mass: density 0.5 / (124 / 1024) on the frame.
     frame = np.zeros((size, size))
     frame[[0, -1], :] = frame[:, [0, -1]] = 1.0
     half = frame / frame.sum() + (1 - frame) / (1 - frame).sum()
-    got = metrics.border_share(half[None], power=1)[0]
+    got = place.border_share(half[None], power=1)[0]
     expected = 0.5 + 0.5 * (band.sum() - frame.sum()) / (size * size - frame.sum())
     assert got == pytest.approx(expected)
     # Energy (the default, power 2): each frame pixel's value is 0.5 / 124, each other pixel's
@@ -260,23 +260,23 @@ def test_border_ratio_uniform_ring_and_centre():
     a, b = (0.5 / frame.sum()) ** 2, (0.5 / (size * size - frame.sum())) ** 2
     in_band = frame.sum() * a + (band.sum() - frame.sum()) * b
     energy = in_band / (frame.sum() * a + (size * size - frame.sum()) * b)
-    assert metrics.border_share(half[None])[0] == pytest.approx(energy)
+    assert place.border_share(half[None])[0] == pytest.approx(energy)
     assert energy > got
-    ratio = metrics.border_ratio(got, share)
+    ratio = place.border_ratio(got, share)
     assert ratio == pytest.approx((expected / share) / ((1 - expected) / (1 - share)))
     assert ratio > 1.0
 
 
 def test_border_share_is_scale_free_and_nan_for_broken_maps():
     maps = _rng(5).random((3, 16, 16))
-    np.testing.assert_allclose(metrics.border_share(maps * 1e300), metrics.border_share(maps))
+    np.testing.assert_allclose(place.border_share(maps * 1e300), place.border_share(maps))
     maps[1, 3, 3] = np.nan
     maps[2, 0, 0] = np.inf
-    got = metrics.border_share(maps)
+    got = place.border_share(maps)
     assert np.isfinite(got[0]) and np.isnan(got[1:]).all()
-    assert np.isnan(metrics.border_share(np.zeros((1, 4, 4)))).all()
+    assert np.isnan(place.border_share(np.zeros((1, 4, 4)))).all()
     with pytest.raises(ValueError, match="`power`"):
-        metrics.border_share(maps, power=0)
+        place.border_share(maps, power=0)
 
 
 def _hot_pixel_maps(positions, size=16, floor=0.0):
@@ -290,31 +290,31 @@ def test_place_agreement_fixed_moving_and_uniform():
     size, n, top = 16, 8, 0.05
     k = round(top * size * size)  # 13 pixels make up the agreed place
     fixed = _hot_pixel_maps([(2, 13)] * n, size)
-    np.testing.assert_allclose(metrics.place_agreement(fixed, top), size * size / k)  # 1 / top
+    np.testing.assert_allclose(place.place_agreement(fixed, top), size * size / k)  # 1 / top
     moving = _hot_pixel_maps([(i, (5 * i) % size) for i in range(n)], size)
     # The other probes' hot pixels fill 7 of the 13 places, never this probe's pixel.
-    np.testing.assert_allclose(metrics.place_agreement(moving, top), 0.0)
-    np.testing.assert_allclose(metrics.place_agreement(np.ones((n, size, size)), top), 1.0)
+    np.testing.assert_allclose(place.place_agreement(moving, top), 0.0)
+    np.testing.assert_allclose(place.place_agreement(np.ones((n, size, size)), top), 1.0)
     # One map alone agrees with nothing: undefined.
-    assert np.isnan(metrics.place_agreement(fixed[:1])).all()
+    assert np.isnan(place.place_agreement(fixed[:1])).all()
 
 
 def test_probe_skill_by_hand():
     logits = np.array([[2.0, 0.0, 0.0], [0.0, 3.0, 0.0], [0.0, 0.0, 1.0], [5.0, 0.0, 0.0]])
     # 3 of 4 right against labels; chance 1/3: (3/4 - 1/3) / (2/3) = 0.625.
-    assert metrics.probe_skill(logits, np.array([0, 1, 2, 1])) == pytest.approx(0.625)
+    assert learning.probe_skill(logits, np.array([0, 1, 2, 1])) == pytest.approx(0.625)
     # Without labels: the mean softmax probability of the argmax, from chance 1/3.
     p = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
     expected = (p.max(axis=1).mean() - 1 / 3) / (2 / 3)
-    assert metrics.probe_skill(logits) == pytest.approx(expected)
+    assert learning.probe_skill(logits) == pytest.approx(expected)
     # Equal logits (a fresh network): chance, 0.
-    assert metrics.probe_skill(np.zeros((5, 4))) == pytest.approx(0.0)
+    assert learning.probe_skill(np.zeros((5, 4))) == pytest.approx(0.0)
     # One sigmoid unit: class 1 when the logit is > 0; chance 1/2.
     binary = np.array([[2.0], [-1.0], [0.5], [-3.0]])
-    assert metrics.probe_skill(binary, np.array([1, 0, 0, 0]), "sigmoid") == pytest.approx(0.5)
+    assert learning.probe_skill(binary, np.array([1, 0, 0, 0]), "sigmoid") == pytest.approx(0.5)
     # Regression, or no probes: undefined.
-    assert np.isnan(metrics.probe_skill(binary, kind="linear"))
-    assert np.isnan(metrics.probe_skill(np.zeros((0, 3))))
+    assert np.isnan(learning.probe_skill(binary, kind="linear"))
+    assert np.isnan(learning.probe_skill(np.zeros((0, 3))))
 
 
 def test_sigmoid_heads_with_huge_logits_give_exact_probabilities_without_warnings():
@@ -324,8 +324,8 @@ def test_sigmoid_heads_with_huge_logits_give_exact_probabilities_without_warning
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        skill = metrics.probe_skill(np.array([[1000.0], [-1000.0]]), kind="sigmoid")
-        run, per_probe = metrics.object_reliance(
+        skill = learning.probe_skill(np.array([[1000.0], [-1000.0]]), kind="sigmoid")
+        run, per_probe = reliance.object_reliance(
             np.array([[800.0], [-3.0]]),  # intact: confident class 1, then class 0
             np.array([[-800.0], [2.0]]),  # object painted over: both flip
             np.array([[800.0], [-3.0]]),  # control painted over: nothing moves
@@ -347,15 +347,15 @@ def test_shortcut_indicators_on_hand_built_maps():
     masks = np.zeros((n, size, size), bool)
     for i, (r, c) in enumerate(spots):
         masks[i, r - 2 : r + 3, c - 2 : c + 3] = True  # objects where the moving spots are
-    run_fixed, probe_fixed = metrics.shortcut_indicators(fixed, masks)
-    run_moving, probe_moving = metrics.shortcut_indicators(moving, masks)
+    run_fixed, probe_fixed = place.shortcut_indicators(fixed, masks)
+    run_moving, probe_moving = place.shortcut_indicators(moving, masks)
     assert run_fixed["border_ratio"] > 1.0 > run_moving["border_ratio"]
     assert run_fixed["place_agreement"] > 5 * run_moving["place_agreement"]
     assert run_fixed["focus_lift"] == pytest.approx(1.0, abs=0.05)  # off every object alike
     assert run_moving["focus_lift"] > 3.0
     assert run_fixed["mask_contrast"] == run_moving["mask_contrast"] > 2.0
     assert set(probe_fixed) == {"border_share", "place_agreement", "focus_lift"}
-    run_free, probe_free = metrics.shortcut_indicators(fixed)
+    run_free, probe_free = place.shortcut_indicators(fixed)
     assert set(run_free) == {"border_ratio", "place_agreement"}
     assert all(v.shape == (n,) for v in probe_free.values())
 
@@ -454,13 +454,13 @@ def test_pointing_game_rejects_bad_tolerance(tolerance):
 
 
 def test_concentration_of_a_uniform_map_is_zero():
-    np.testing.assert_allclose(metrics.concentration(np.full((2, 7, 9), 3.3)), [0, 0], atol=1e-15)
+    np.testing.assert_allclose(place.concentration(np.full((2, 7, 9), 3.3)), [0, 0], atol=1e-15)
 
 
 def test_concentration_of_a_single_pixel_is_n_minus_one_over_n():
     maps = np.zeros((1, 8, 8))
     maps[0, 3, 5] = 42.0
-    np.testing.assert_allclose(metrics.concentration(maps), [63 / 64], rtol=1e-15)
+    np.testing.assert_allclose(place.concentration(maps), [63 / 64], rtol=1e-15)
 
 
 def test_concentration_of_1_2_3_4_by_hand():
@@ -469,7 +469,7 @@ def test_concentration_of_1_2_3_4_by_hand():
     # Cross-check with the mean absolute difference: sum over ordered pairs of
     # |x_i - x_j| = 2 * (1 + 2 + 3 + 1 + 2 + 1) = 20, over 2 n^2 mean = 80: 0.25.
     maps = np.array([[[3.0, 1.0], [4.0, 2.0]]])  # any pixel order
-    np.testing.assert_allclose(metrics.concentration(maps), [0.25], rtol=1e-15)
+    np.testing.assert_allclose(place.concentration(maps), [0.25], rtol=1e-15)
 
 
 def test_concentration_matches_the_mean_absolute_difference_definition():
@@ -480,11 +480,11 @@ def test_concentration_matches_the_mean_absolute_difference_definition():
     n = flat.shape[1]
     pairwise = np.abs(flat[:, :, None] - flat[:, None, :]).sum(axis=(1, 2))
     expected = pairwise / (2 * n * n * flat.mean(axis=1))
-    np.testing.assert_allclose(metrics.concentration(maps), expected, rtol=1e-12)
-    np.testing.assert_allclose(metrics.concentration(maps * 1e6), expected, rtol=1e-12)
+    np.testing.assert_allclose(place.concentration(maps), expected, rtol=1e-12)
+    np.testing.assert_allclose(place.concentration(maps * 1e6), expected, rtol=1e-12)
     np.testing.assert_allclose(
-        metrics.concentration(maps.astype(np.float32)),
-        metrics.concentration(maps.astype(np.float32).astype(np.float64)),
+        place.concentration(maps.astype(np.float32)),
+        place.concentration(maps.astype(np.float32).astype(np.float64)),
         rtol=1e-12,
     )
 
@@ -493,7 +493,7 @@ def test_concentration_nan_for_blank_or_broken_maps():
     maps = np.ones((3, 4, 4))
     maps[1] = 0.0
     maps[2, 0, 0] = np.nan
-    got = metrics.concentration(maps)
+    got = place.concentration(maps)
     np.testing.assert_allclose(got[0], 0.0, atol=1e-15)
     assert np.isnan(got[1:]).all()
 
@@ -515,7 +515,7 @@ def test_rank_correlation_matches_scipy_with_ties(dtype):
     low = 0 if dtype == np.uint8 else -3
     a = rng.integers(low, 6, (9, 13, 11)).astype(dtype)  # many ties
     b = (a.astype(np.int64) + rng.integers(0, 3, a.shape)).astype(dtype)
-    np.testing.assert_allclose(metrics.rank_correlation(a, b), _scipy_spearman(a, b), atol=1e-12)
+    np.testing.assert_allclose(stability.rank_correlation(a, b), _scipy_spearman(a, b), atol=1e-12)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -523,10 +523,10 @@ def test_rank_correlation_matches_scipy_on_continuous_maps(dtype):
     rng = _rng(5)
     a = rng.standard_normal((7, 16, 16)).astype(dtype)
     b = (a + rng.standard_normal(a.shape)).astype(dtype)
-    np.testing.assert_allclose(metrics.rank_correlation(a, b), _scipy_spearman(a, b), atol=1e-12)
+    np.testing.assert_allclose(stability.rank_correlation(a, b), _scipy_spearman(a, b), atol=1e-12)
     # Non-negative maps, as saliency is, take a shortcut in the float32 path.
     a, b = np.abs(a), np.abs(b)
-    np.testing.assert_allclose(metrics.rank_correlation(a, b), _scipy_spearman(a, b), atol=1e-12)
+    np.testing.assert_allclose(stability.rank_correlation(a, b), _scipy_spearman(a, b), atol=1e-12)
 
 
 def test_rank_correlation_float32_and_float64_paths_agree():
@@ -536,20 +536,20 @@ def test_rank_correlation_float32_and_float64_paths_agree():
     a[0, 3:5] = 0.0
     b = rng.random((4, 10, 10)).astype(np.float32)
     np.testing.assert_allclose(
-        metrics.rank_correlation(a, b),
-        metrics.rank_correlation(a.astype(np.float64), b.astype(np.float64)),
+        stability.rank_correlation(a, b),
+        stability.rank_correlation(a.astype(np.float64), b.astype(np.float64)),
         atol=1e-15,
     )
-    np.testing.assert_allclose(metrics.rank_correlation(a, b), _scipy_spearman(a, b), atol=1e-12)
+    np.testing.assert_allclose(stability.rank_correlation(a, b), _scipy_spearman(a, b), atol=1e-12)
 
 
 def test_rank_correlation_identical_reversed_and_rescaled():
     rng = _rng(7)
     a = rng.random((3, 6, 6))
-    np.testing.assert_allclose(metrics.rank_correlation(a, a), [1, 1, 1], atol=1e-15)
-    np.testing.assert_allclose(metrics.rank_correlation(a, 1 - a), [-1, -1, -1], atol=1e-15)
+    np.testing.assert_allclose(stability.rank_correlation(a, a), [1, 1, 1], atol=1e-15)
+    np.testing.assert_allclose(stability.rank_correlation(a, 1 - a), [-1, -1, -1], atol=1e-15)
     # Only the ordering counts: a monotone transform changes nothing.
-    np.testing.assert_allclose(metrics.rank_correlation(a, 5 * a**3), [1, 1, 1], atol=1e-15)
+    np.testing.assert_allclose(stability.rank_correlation(a, 5 * a**3), [1, 1, 1], atol=1e-15)
 
 
 def test_rank_correlation_nan_for_constant_or_broken_maps():
@@ -559,14 +559,14 @@ def test_rank_correlation_nan_for_constant_or_broken_maps():
     a[1] = 0.0
     b[2] = 7.0
     a[3, 2, 2] = np.nan
-    got = metrics.rank_correlation(a, b)
+    got = stability.rank_correlation(a, b)
     assert np.isfinite(got[0])
     assert np.isnan(got[1:]).all()
 
 
 def test_rank_correlation_shape_mismatch_names_maps_b():
     with pytest.raises(ValueError, match=r"`maps_b`.*\(2, 4, 4\).*\(2, 4, 5\)"):
-        metrics.rank_correlation(np.ones((2, 4, 4)), np.ones((2, 4, 5)))
+        stability.rank_correlation(np.ones((2, 4, 4)), np.ones((2, 4, 5)))
 
 
 def test_rank_correlation_leaves_its_inputs_alone():
@@ -574,7 +574,7 @@ def test_rank_correlation_leaves_its_inputs_alone():
     a = rng.random((3, 4, 4)).astype(np.float32)
     b = rng.random((3, 4, 4))
     a0, b0 = a.copy(), b.copy()
-    metrics.rank_correlation(a, b)
+    stability.rank_correlation(a, b)
     np.testing.assert_array_equal(a, a0)
     np.testing.assert_array_equal(b, b0)
 
@@ -616,9 +616,9 @@ def test_mask_shape_mismatch_message():
 @pytest.mark.parametrize("maps", [np.ones((4, 4)), np.ones((2, 4, 4, 3)), np.ones((2, 0, 4))])
 def test_maps_of_the_wrong_shape_name_the_argument(maps):
     with pytest.raises(ValueError, match=r"argument `maps`: expected shape \(N, H, W\)"):
-        metrics.concentration(maps)
+        place.concentration(maps)
     with pytest.raises(ValueError, match=r"argument `maps_a`: expected shape \(N, H, W\)"):
-        metrics.rank_correlation(maps, maps)
+        stability.rank_correlation(maps, maps)
 
 
 def test_negative_maps_are_rejected_with_the_fix():
@@ -627,7 +627,7 @@ def test_negative_maps_are_rejected_with_the_fix():
     with pytest.raises(ValueError, match=r"`maps`.*>= 0.*-0\.5.*absolute value"):
         metrics.focus(maps, np.ones((1, 3, 3), bool))
     with pytest.raises(ValueError, match="`maps`"):
-        metrics.concentration(maps)
+        place.concentration(maps)
 
 
 @pytest.mark.parametrize("bad", [1.5, -0.1, np.nan])
@@ -640,7 +640,7 @@ def test_mask_values_outside_unit_interval_are_rejected(bad):
 
 def test_non_numeric_maps_are_rejected():
     with pytest.raises(ValueError, match="`maps`.*real-valued"):
-        metrics.concentration(np.full((1, 2, 2), "x"))
+        place.concentration(np.full((1, 2, 2), "x"))
 
 
 _MASKED = {
@@ -649,8 +649,8 @@ _MASKED = {
     "pointing_game": metrics.pointing_game,
 }
 _UNMASKED = {
-    "concentration": metrics.concentration,
-    "rank_correlation": lambda maps: metrics.rank_correlation(maps, maps[::-1]),
+    "concentration": place.concentration,
+    "rank_correlation": lambda maps: stability.rank_correlation(maps, maps[::-1]),
 }
 
 

@@ -16,8 +16,8 @@ import pytest
 from keras import layers, ops
 
 from keras_saliency_monitor import SaliencyMonitor, compute_attributions, compute_saliency
-from keras_saliency_monitor.callback import GRID_TAG
-from keras_saliency_monitor.explain import _CACHE, CACHE_PER_MODEL, Explainer, explain
+from keras_saliency_monitor.attribution.explain import _CACHE, CACHE_PER_MODEL, Explainer, explain
+from keras_saliency_monitor.monitor.callback import GRID_TAG
 
 from .helpers import read_images, tiny_data
 from .test_backends import assert_close, reference_gradient, to_numpy
@@ -216,7 +216,7 @@ def test_gradcam_on_a_subclassed_model_equals_the_reference():
     )
     alpha = grads.mean(axis=(1, 2))
     cam = np.maximum(np.einsum("nhwk,nk->nhw", a, alpha), 0.0)  # (N, 6, 6)
-    from keras_saliency_monitor.methods import resize_bilinear
+    from keras_saliency_monitor.attribution.methods import resize_bilinear
 
     assert cam.max() > 0
     assert_close(result.maps, resize_bilinear(cam, SHAPE[:2]))

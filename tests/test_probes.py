@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_saliency_monitor.probes import select_probes
+from keras_saliency_monitor.monitor.probes import select_probes
 
 
 def _data(n=60, classes=3, seed=1):

@@ -4,8 +4,9 @@ import keras
 import numpy as np
 import pytest
 
-from keras_saliency_monitor import SaliencyMonitor, metrics
-from keras_saliency_monitor.explain import Explainer
+from keras_saliency_monitor import SaliencyMonitor
+from keras_saliency_monitor.attribution.explain import Explainer
+from keras_saliency_monitor.signals import reliance
 
 from .helpers import tiny_cnn, tiny_data
 
@@ -48,7 +49,7 @@ def test_reliance_inputs_paint_the_object_and_a_same_shape_patch_elsewhere():
     masks[0, 0, 0:2] = True  # top row, left
     masks[1, 0, 1:3] = True  # overlaps probe 0's mask
     masks[2, 3, 2:4] = True  # bottom row, right: overlaps neither
-    without_object, without_control = metrics.reliance_inputs(images, masks)
+    without_object, without_control = reliance.reliance_inputs(images, masks)
     # Probe 0's object (pixels 0, 1) takes the mean of the other 14 pixels: (120 - 1) / 14.
     expected = images.copy()
     expected[0, 0, 0:2, 0] = 119 / 14
@@ -63,28 +64,28 @@ def test_reliance_inputs_paint_the_object_and_a_same_shape_patch_elsewhere():
     control[2, 0, 0:2, 0] = 119 / 14
     np.testing.assert_allclose(without_control, control, rtol=1e-6)
     with pytest.raises(ValueError, match="`masks`.*2 probes"):
-        metrics.reliance_inputs(images[:1], masks[:1])
+        reliance.reliance_inputs(images[:1], masks[:1])
 
 
 def test_object_reliance_formula_on_known_logits():
     logits = np.array([[2.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
     without_object = np.array([[0.0, 0.0, 0.0], [0.0, 1.0, 0.0]])  # probe 0 falls to chance
     without_control = np.array([[2.0, 0.0, 0.0], [0.0, 0.5, 0.0]])
-    run, per_probe = metrics.object_reliance(logits, without_object, without_control)
+    run, per_probe = reliance.object_reliance(logits, without_object, without_control)
     p0, p1 = _softmax_p(logits[:1], 0)[0], _softmax_p(logits[1:], 1)[0]
     pc1 = _softmax_p(without_control[1:], 1)[0]
     np.testing.assert_allclose(per_probe, [1.0, (pc1 - p1) / (p1 - 1 / 3)], rtol=1e-12)
     np.testing.assert_allclose(run, (p0 - 1 / 3 + pc1 - p1) / (p0 + p1 - 2 / 3), rtol=1e-12)
     # With labels, only the probes predicted right count: probe 1 (predicted 1) is labelled 2.
-    run, again = metrics.object_reliance(logits, without_object, without_control, labels=[0, 2])
+    run, again = reliance.object_reliance(logits, without_object, without_control, labels=[0, 2])
     assert run == pytest.approx(1.0) and np.array_equal(again, per_probe)
-    assert np.isnan(metrics.object_reliance(logits, logits, logits, labels=[1, 2])[0])
+    assert np.isnan(reliance.object_reliance(logits, logits, logits, labels=[1, 2])[0])
     # One sigmoid unit: the probability of the side the intact probe is on; chance 1/2.
     z = np.array([[-2.0]])
-    run, _ = metrics.object_reliance(z, np.array([[0.0]]), z, kind="sigmoid")
+    run, _ = reliance.object_reliance(z, np.array([[0.0]]), z, kind="sigmoid")
     assert run == pytest.approx(1.0)
     # A regression output has no confidence to lose.
-    assert np.isnan(metrics.object_reliance(z, z, z, kind="linear")[0])
+    assert np.isnan(reliance.object_reliance(z, z, z, kind="linear")[0])
 
 
 def _scene(n=12, size=12, seed=0):
@@ -116,8 +117,8 @@ def _pixel_model(kernel, pooling):
 
 def _reliance_of(model, x, masks):
     explainer = Explainer().bind(model, x.shape[1:])
-    inputs = metrics.reliance_inputs(x, masks)
-    return metrics.object_reliance(explainer.logits(x), *map(explainer.logits, inputs))
+    inputs = reliance.reliance_inputs(x, masks)
+    return reliance.object_reliance(explainer.logits(x), *map(explainer.logits, inputs))
 
 
 def test_a_model_that_reads_the_object_relies_on_it_fully():
@@ -163,7 +164,7 @@ def test_callback_logs_object_reliance_with_masks(tmp_path):
     assert "saliency_object_reliance" in history.history
     # Independently, from the model's own softmax output on the painted probes.
     probes, labels = monitor.probes.x, monitor.probes.labels
-    painted = metrics.reliance_inputs(probes, monitor.probes.masks)
+    painted = reliance.reliance_inputs(probes, monitor.probes.masks)
     p0, p_object, p_control = (model.predict(a, verbose=0) for a in (probes, *painted))
     cls = np.argmax(p0, axis=1)
     rows = np.arange(len(cls))
@@ -177,7 +178,7 @@ def test_callback_logs_object_reliance_with_masks(tmp_path):
 
 
 def test_reliance_asks_at_most_the_first_16_probes(tmp_path):
-    from keras_saliency_monitor.epoch_numbers import RELIANCE_PROBES
+    from keras_saliency_monitor.monitor.epoch_numbers import RELIANCE_PROBES
 
     x, y = tiny_data(n=48)
     masks = np.zeros(x.shape[:3], bool)
@@ -187,5 +188,5 @@ def test_reliance_asks_at_most_the_first_16_probes(tmp_path):
     assert RELIANCE_PROBES == 16 and len(monitor._measure._reliance_inputs) == 2 * 16
     np.testing.assert_array_equal(
         monitor._measure._reliance_inputs[:16],
-        metrics.reliance_inputs(monitor.probes.x[:16], monitor.probes.masks[:16])[0],
+        reliance.reliance_inputs(monitor.probes.x[:16], monitor.probes.masks[:16])[0],
     )

@@ -1,11 +1,11 @@
-"""Tests for keras_saliency_monitor.render: numpy and matplotlib only, no TensorFlow."""
+"""Tests for keras_saliency_monitor.drawing.render: numpy and matplotlib only, no TensorFlow."""
 
 import matplotlib
 import numpy as np
 import pytest
 from PIL import ImageFont
 
-from keras_saliency_monitor import render
+from keras_saliency_monitor.drawing import render
 
 SEP = render.SEPARATOR
 
@@ -499,7 +499,7 @@ def test_make_grid_validates_arguments():
 
 
 def test_dim_grey_maps_luminance_into_the_dimmed_range():
-    from keras_saliency_monitor.render import dim_grey
+    from keras_saliency_monitor.drawing.render import dim_grey
 
     img = np.zeros((1, 2, 2, 3), np.uint8)
     img[0, 0, 0] = 255  # white

@@ -11,8 +11,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from keras_saliency_monitor import SaliencyMonitor, cli, render, report, store
-from keras_saliency_monitor.writer import EventWriter
+from keras_saliency_monitor import SaliencyMonitor, cli
+from keras_saliency_monitor.drawing import render
+from keras_saliency_monitor.storage import store
+from keras_saliency_monitor.storage.writer import EventWriter
+from keras_saliency_monitor.views import report
+from keras_saliency_monitor.views.report import drawing
 
 from .helpers import tiny_cnn, tiny_data, write_stored_run
 
@@ -141,14 +145,14 @@ def test_png_filmstrip_has_the_expected_size_and_is_not_blank(logdir, tmp_path, 
         assert image.format == "PNG"
         strip = np.asarray(image.convert("RGB"))
     assert strip.shape == (
-        report.TITLE_HEIGHT + report.HEADER_HEIGHT + 2 * (th + report.SEP) + report.SEP,
-        report.LABEL_WIDTH + report.SEP + 5 * (tw + report.SEP),
+        drawing.TITLE_HEIGHT + drawing.HEADER_HEIGHT + 2 * (th + drawing.SEP) + drawing.SEP,
+        drawing.LABEL_WIDTH + drawing.SEP + 5 * (tw + drawing.SEP),
         3,
     )
-    tiles = strip[report.TITLE_HEIGHT + report.HEADER_HEIGHT :, report.LABEL_WIDTH :]
+    tiles = strip[drawing.TITLE_HEIGHT + drawing.HEADER_HEIGHT :, drawing.LABEL_WIDTH :]
     assert tiles.mean() > 30 and tiles.std() > 20  # overlays, not a blank or black canvas
     # Columns hold different epochs: the first and the last differ.
-    first = tiles[:th, report.SEP : report.SEP + tw]
+    first = tiles[:th, drawing.SEP : drawing.SEP + tw]
     last = tiles[:th, -tw:]
     assert not np.array_equal(first, last)
 
@@ -158,10 +162,13 @@ def test_filmstrip_stacks_runs_with_their_own_columns(logdir, tmp_path, capsys):
     code, _, err = _report(capsys, logdir, "--out", out, "--max-epochs", "3")
     assert code == 0, err
     th, tw = report.tile_display_size(12, 12)
-    block_h = report.TITLE_HEIGHT + report.HEADER_HEIGHT + NUM_PROBES * (th + report.SEP)
-    block_h += report.SEP
+    block_h = drawing.TITLE_HEIGHT + drawing.HEADER_HEIGHT + NUM_PROBES * (th + drawing.SEP)
+    block_h += drawing.SEP
     with Image.open(out) as image:
-        assert image.size == (report.LABEL_WIDTH + report.SEP + 3 * (tw + report.SEP), 2 * block_h)
+        assert image.size == (
+            drawing.LABEL_WIDTH + drawing.SEP + 3 * (tw + drawing.SEP),
+            2 * block_h,
+        )
 
 
 def test_sample_columns_keeps_first_and_last_evenly():
@@ -212,7 +219,7 @@ def test_html_runs_in_the_order_asked_and_probes_picked(logdir, tmp_path, capsys
     th, tw = report.tile_display_size(12, 12)
     strips = [_decode_data_uri(s) for s in page.img_src if s.startswith("data:image/png")]
     assert [s.size[1] for s in strips] == [
-        report.TITLE_HEIGHT + report.HEADER_HEIGHT + th + 2 * report.SEP
+        drawing.TITLE_HEIGHT + drawing.HEADER_HEIGHT + th + 2 * drawing.SEP
     ] * 2
 
 

@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_saliency_monitor import SaliencyMonitor, compute_saliency, render, store
-from keras_saliency_monitor.callback import GRID_TAG
-from keras_saliency_monitor.writer import BackgroundWorker
+from keras_saliency_monitor import SaliencyMonitor, compute_saliency
+from keras_saliency_monitor.drawing import render
+from keras_saliency_monitor.monitor.callback import GRID_TAG
+from keras_saliency_monitor.storage import store
+from keras_saliency_monitor.storage.writer import BackgroundWorker
 
 from .helpers import CountBatches, event_files, read_images, read_scalars, tiny_cnn, tiny_data
 

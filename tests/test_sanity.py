@@ -17,7 +17,7 @@ from keras import layers
 from scipy import ndimage, stats
 
 from keras_saliency_monitor import sanity_check
-from keras_saliency_monitor.sanity import layer_blocks, rank_correlations, ssim
+from keras_saliency_monitor.attribution.sanity import layer_blocks, rank_correlations, ssim
 
 from .helpers import read_scalars
 

@@ -7,8 +7,8 @@ import os
 import numpy as np
 import pytest
 
-from keras_saliency_monitor import store
-from keras_saliency_monitor.writer import EventWriter
+from keras_saliency_monitor.storage import store
+from keras_saliency_monitor.storage.writer import EventWriter
 
 
 def _write_synthetic(run_dir, maps_by_step, images, masks=None, encoding="sqrt8"):
@@ -226,8 +226,8 @@ def test_flat_map_is_flagged_and_marked_in_the_grid(tmp_path):
     import keras
 
     from keras_saliency_monitor import SaliencyMonitor
-    from keras_saliency_monitor.callback import GRID_TAG
-    from keras_saliency_monitor.render import FLAT_COLOR
+    from keras_saliency_monitor.drawing.render import FLAT_COLOR
+    from keras_saliency_monitor.monitor.callback import GRID_TAG
 
     from .helpers import read_images, tiny_data
 

@@ -13,8 +13,9 @@ import os
 import keras
 import pytest
 
-from keras_saliency_monitor import SaliencyMonitor, methods
-from keras_saliency_monitor.callback import GRID_TAG
+from keras_saliency_monitor import SaliencyMonitor
+from keras_saliency_monitor.attribution import methods
+from keras_saliency_monitor.monitor.callback import GRID_TAG
 
 from .helpers import read_images, tiny_cnn, tiny_data
 

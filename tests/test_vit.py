@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from keras import layers, ops
 
-from keras_saliency_monitor import compute_saliency, methods, sanity_check
-from keras_saliency_monitor.explain import Explainer, explain
+from keras_saliency_monitor import compute_saliency, sanity_check
+from keras_saliency_monitor.attribution import methods
+from keras_saliency_monitor.attribution.explain import Explainer, explain
 
 from .test_backends import reference_gradient, to_numpy
 

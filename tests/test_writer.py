@@ -1,4 +1,4 @@
-"""Tests for keras_saliency_monitor.writer: event files read back with TensorBoard's own reader."""
+"""Tests for storage.writer: event files read back with TensorBoard's own reader."""
 
 import io
 import os
@@ -20,8 +20,8 @@ from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import crc32c as refer
 from tensorboard.plugins.histogram import summary_v2 as histogram_summary
 from tensorboard.util import tensor_util
 
-from keras_saliency_monitor import writer as writer_module
-from keras_saliency_monitor.writer import BackgroundWorker, EventWriter, JobError
+from keras_saliency_monitor.storage import writer as writer_module
+from keras_saliency_monitor.storage.writer import BackgroundWorker, EventWriter, JobError
 
 WRITER_PY = os.path.abspath(writer_module.__file__)
 

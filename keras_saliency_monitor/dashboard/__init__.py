@@ -1,2 +1,5 @@
-"""The SALIENCY dashboard: a TensorBoard dynamic plugin (``plugin.py``) and its frontend
-(``static/``), registered through the ``tensorboard_plugins`` entry point of this package."""
+"""Forwarding package: the dashboard lives in ``keras_saliency_monitor.views.dashboard``.
+
+Only ``plugin`` is kept here, for installs whose ``tensorboard_plugins`` entry point still names
+``keras_saliency_monitor.dashboard.plugin:SaliencyLoader``.
+"""

@@ -13,7 +13,8 @@ import hashlib
 
 import numpy as np
 
-from keras_saliency_monitor import arrays, render, store
+from keras_saliency_monitor.drawing import render
+from keras_saliency_monitor.storage import arrays, store
 
 __all__ = ["CHANCE", "GRID_TAG", "INFO_TAG", "EpochLog"]
 

@@ -11,7 +11,7 @@ capacity 0 (tensorboard/data/server/reservoir.rs)). So we pass a large finite K:
 allocate as records arrive, so a large cap costs nothing until images exist.
 
 Example:
-    >>> from keras_saliency_monitor.launcher import launch
+    >>> from keras_saliency_monitor.views.launcher import launch
     >>> board = launch("runs/demo")            # a free port on 127.0.0.1
     >>> print(board.url)                       # http://127.0.0.1:40123/
     >>> board.stop()

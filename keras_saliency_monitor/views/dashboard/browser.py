@@ -10,8 +10,8 @@ TensorBoard under test is aborted and recorded, and console errors and uncaught 
 recorded, so callers can assert that there were none.
 
 Example:
-    >>> from keras_saliency_monitor import launcher
-    >>> from keras_saliency_monitor.dashboard.browser import DashboardBrowser
+    >>> from keras_saliency_monitor.views import launcher
+    >>> from keras_saliency_monitor.views.dashboard.browser import DashboardBrowser
     >>> board = launcher.launch("runs/demo")
     >>> with DashboardBrowser() as browser:
     ...     frame = browser.open(board.url)

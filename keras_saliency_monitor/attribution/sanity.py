@@ -30,7 +30,8 @@ import keras
 import numpy as np
 from scipy import ndimage
 
-from keras_saliency_monitor import explain, metrics
+from keras_saliency_monitor.attribution import explain
+from keras_saliency_monitor.signals import stability
 
 __all__ = ["SanityCheck", "SanityResult", "layer_blocks", "sanity_check", "ssim"]
 
@@ -104,15 +105,15 @@ class SanityResult:
 def rank_correlations(a, b) -> np.ndarray:
     """(N,) Spearman's rho of map ``a[i]`` and ``b[i]`` over their pixels, ties at their average
     rank: ``scipy.stats.spearmanr`` per pair, computed as the callback's stability is
-    (``metrics.rank_maps``, vectorised: 32 maps 64x64 in 8 ms where 32 ``spearmanr`` calls took
+    (``stability.rank_maps``, vectorised: 32 maps 64x64 in 8 ms where 32 ``spearmanr`` calls took
     63 ms, more than the vanilla pass they judge). ``a`` or ``b`` may be ranked already
-    (:class:`metrics.RankedMaps`): the trained maps are ranked once per check.
+    (:class:`stability.RankedMaps`): the trained maps are ranked once per check.
 
     A constant map ranks nothing: its correlation is 0 (scipy would return NaN).
     """
-    a = a if isinstance(a, metrics.RankedMaps) else metrics.rank_maps(np.asarray(a, np.float32))
-    b = b if isinstance(b, metrics.RankedMaps) else metrics.rank_maps(np.asarray(b, np.float32))
-    return np.nan_to_num(metrics.rank_correlation_of(a, b), nan=0.0)
+    a = a if isinstance(a, stability.RankedMaps) else stability.rank_maps(np.asarray(a, np.float32))
+    b = b if isinstance(b, stability.RankedMaps) else stability.rank_maps(np.asarray(b, np.float32))
+    return np.nan_to_num(stability.rank_correlation_of(a, b), nan=0.0)
 
 
 def _unit(maps: np.ndarray) -> np.ndarray:
@@ -383,7 +384,7 @@ class SanityCheck:
         fixed_labels = classes if self._fixed_by_classes() else labels
         steps = _resolve_blocks(clone, self.blocks, self.max_blocks)
         rhos, ssims = [], []
-        trained_ranks = metrics.rank_maps(np.asarray(trained_maps, np.float32))
+        trained_ranks = stability.rank_maps(np.asarray(trained_maps, np.float32))
         trained_moments = _moments(trained_maps)
         with _GlobalRandomState():
             for k, block in enumerate(steps):

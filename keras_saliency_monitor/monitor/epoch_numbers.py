@@ -8,7 +8,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from keras_saliency_monitor import interventions, learning, metrics
+from keras_saliency_monitor.signals import (
+    interventions,
+    learning,
+    metrics,
+    place,
+    reliance,
+    stability,
+)
 
 __all__ = ["EpochNumbers", "non_finite"]
 
@@ -37,7 +44,7 @@ class EpochNumbers:
         self.pointing_tolerance = pointing_tolerance
         self._previous_ranked = None  # the last epoch's ranked maps, for stability
         self._mask_contrast = None  # metrics.mask_contrast of the probes' masks, when first needed
-        self._reliance_inputs = None  # metrics.reliance_inputs of the probes, when first needed
+        self._reliance_inputs = None  # reliance.reliance_inputs of the probes, when first needed
         self._offsets = None  # interventions.control_offsets: the controls' places, per monitor
         self.place = None  # (H, W) bool: where the last epoch's maps agreed (for the alarm)
 
@@ -48,11 +55,11 @@ class EpochNumbers:
     def __call__(self, explanation, logs=None):
         """The numbers of one logged epoch; ``logs`` are Keras's (the training skill)."""
         maps = explanation.maps
-        per_probe = {"concentration": metrics.concentration(maps)}
+        per_probe = {"concentration": place.concentration(maps)}
         # Each epoch's maps are ranked once; the next epoch's stability reuses these ranks.
-        ranked = metrics.rank_maps(maps)
+        ranked = stability.rank_maps(maps)
         if self._previous_ranked is not None:
-            per_probe["stability"] = metrics.rank_correlation_of(self._previous_ranked, ranked)
+            per_probe["stability"] = stability.rank_correlation_of(self._previous_ranked, ranked)
         self._previous_ranked = ranked
         masks = self.probes.masks
         if masks is not None:
@@ -64,10 +71,10 @@ class EpochNumbers:
         # with masks). Run-level values are not plain means of the per-probe ones.
         if masks is not None and self._mask_contrast is None:
             self._mask_contrast = metrics.mask_contrast(masks)  # fixed probes: once per monitor
-        run, indicators = metrics.shortcut_indicators(maps, masks, self._mask_contrast)
+        run, indicators = place.shortcut_indicators(maps, masks, self._mask_contrast)
         per_probe.update(indicators)
         head, labels, logits = self.explainer.head, self.probes.labels, explanation.logits
-        run["probe_skill"] = metrics.probe_skill(logits, labels, head.kind)
+        run["probe_skill"] = learning.probe_skill(logits, labels, head.kind)
         run["train_skill"] = learning.training_skill(
             logs, head.num_classes, head.kind, _crossentropy(self.explainer.model)
         )
@@ -84,7 +91,7 @@ class EpochNumbers:
         relied = slice(0, min(len(maps), RELIANCE_PROBES))  # the first probes, fixed
         if masks is not None and len(masks) >= 2:
             if self._reliance_inputs is None:
-                painted = metrics.reliance_inputs(self.probes.x[relied], masks[relied])
+                painted = reliance.reliance_inputs(self.probes.x[relied], masks[relied])
                 self._reliance_inputs = np.concatenate(painted)
             sets.append(self._reliance_inputs)
         ask = (
@@ -106,7 +113,7 @@ class EpochNumbers:
             if masks is not None and len(masks) >= 2:
                 n2 = len(self._reliance_inputs)
                 without, out = np.split(out[:n2], 2), out[n2:]
-                run["object_reliance"], relied_values = metrics.object_reliance(
+                run["object_reliance"], relied_values = reliance.object_reliance(
                     logits[relied],
                     *without,
                     kind=head.kind,

@@ -14,9 +14,15 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy import stats
+from scipy import special, stats
 
-__all__ = ["accuracy_key", "predicted_classes", "probe_chance_p", "training_skill"]
+__all__ = [
+    "accuracy_key",
+    "predicted_classes",
+    "probe_chance_p",
+    "probe_skill",
+    "training_skill",
+]
 
 # Keras's names for an accuracy metric, in the order they are looked for; any other key ending
 # in "accuracy" or "_acc" (a multi-output model's "head_accuracy") comes after them.
@@ -122,3 +128,50 @@ def probe_chance_p(logits, labels, kind="softmax"):
     right = int(np.sum(predicted_classes(z) == labels))
     chance = 0.5 if k == 1 else 1.0 / k
     return float(stats.binom.sf(right - 1, n, chance)), right / n, chance
+
+
+def probe_skill(logits, labels=None, kind: str = "softmax") -> float:
+    """How far the model's predictions on the probes are from chance towards perfect.
+
+        skill = (score - chance) / (1 - chance)
+
+    `score` is the share of probes predicted as labelled when `labels` are
+    given, otherwise the mean probability of the predicted class; `chance` is
+    `1 / K` for `K` classes (1/2 for a single sigmoid unit). 0 = chance (a
+    fresh network), 1 = every probe right (or fully confident). A shortcut is
+    something the model has learned, so the alarm waits until it predicts the
+    probes (artefacts included) clearly better than chance.
+
+    Args:
+        logits: `(N, K)` logits of the probes (`K = 1` for a single sigmoid
+            unit or a scalar regression).
+        labels: Optional `(N,)` int class labels.
+        kind: `"softmax"` (or `"linear"` for logits read with a softmax, e.g.
+            `from_logits=True`) or `"sigmoid"`, the activation of the head.
+
+    Returns:
+        A float `<= 1`; NaN for a regression output (`K = 1`, not sigmoid), a
+        multi-label sigmoid head without labels, or no probes.
+    """
+    z = np.asarray(logits, np.float64)
+    if z.ndim != 2 or len(z) == 0:
+        return float("nan")
+    n, k = z.shape
+    if k == 1 and kind != "sigmoid":
+        return float("nan")  # regression: no classes to be right about
+    predicted = predicted_classes(z)
+    if k == 1:  # one sigmoid unit: class 1 when the logit is > 0
+        confidence = special.expit(np.abs(z[:, 0]))
+        k = 2
+    elif kind == "sigmoid":
+        confidence = None  # independent units: no probability of "the" predicted class
+    else:
+        confidence = special.softmax(z, axis=1).max(axis=1)  # probability of the argmax
+    if labels is not None:
+        score = float(np.mean(predicted == np.asarray(labels).reshape(-1)))
+    elif confidence is not None:
+        score = float(np.mean(confidence))
+    else:
+        return float("nan")
+    chance = 1.0 / k
+    return (score - chance) / (1.0 - chance)

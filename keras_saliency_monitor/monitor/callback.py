@@ -26,17 +26,20 @@ import warnings
 
 import keras
 
-from keras_saliency_monitor import checks, logdirs, probes, render
-from keras_saliency_monitor.alarm import ShortcutAlarm
-from keras_saliency_monitor.checks import positive_int, real_number
-from keras_saliency_monitor.distribution import is_chief
-from keras_saliency_monitor.epoch_log import GRID_TAG, INFO_TAG, EpochLog  # noqa: F401 - tags
-from keras_saliency_monitor.epoch_numbers import EpochNumbers, non_finite
-from keras_saliency_monitor.explain import Explainer
-from keras_saliency_monitor.faults import Faults
-from keras_saliency_monitor.sanity import CannotCopy, SanityCheck
-from keras_saliency_monitor.store import ALARM_TAG  # noqa: F401 - the tags, importable from here
-from keras_saliency_monitor.writing import Writing
+from keras_saliency_monitor.attribution import checks
+from keras_saliency_monitor.attribution.checks import positive_int, real_number
+from keras_saliency_monitor.attribution.explain import Explainer
+from keras_saliency_monitor.attribution.sanity import CannotCopy, SanityCheck
+from keras_saliency_monitor.drawing import render
+from keras_saliency_monitor.monitor import probes
+from keras_saliency_monitor.monitor.distribution import is_chief
+from keras_saliency_monitor.monitor.epoch_log import GRID_TAG, INFO_TAG, EpochLog  # noqa: F401 - tags
+from keras_saliency_monitor.monitor.epoch_numbers import EpochNumbers, non_finite
+from keras_saliency_monitor.monitor.faults import Faults
+from keras_saliency_monitor.monitor.writing import Writing
+from keras_saliency_monitor.signals.alarm import ShortcutAlarm
+from keras_saliency_monitor.storage import logdirs
+from keras_saliency_monitor.storage.store import ALARM_TAG  # noqa: F401 - the tags, importable from here
 
 
 def _class_names(class_names):
@@ -154,7 +157,7 @@ class SaliencyMonitor(keras.callbacks.Callback):
             stop on this flag: use ``stop_on_alarm``. Defaults to False.
         save_arrays: also save each logged epoch's raw maps (float32, with classes, logits and
             labels) to ``<log_dir>/saliency/arrays/epoch_NNNN.npz`` for notebooks; load them with
-            ``keras_saliency_monitor.arrays.load_arrays(log_dir)``. Defaults to False.
+            ``keras_saliency_monitor.storage.arrays.load_arrays(log_dir)``. Defaults to False.
         background: render, encode and write on a background thread. Defaults to True.
         durable: return from ``on_epoch_end`` only once that epoch's events are flushed and
             synced to disk, so a hard kill (SIGKILL, OOM killer, preemption) after an epoch's end

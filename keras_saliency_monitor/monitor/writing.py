@@ -22,8 +22,8 @@ import threading
 import time
 import weakref
 
-from keras_saliency_monitor import arrays, logdirs
-from keras_saliency_monitor.writer import BackgroundWorker, EventWriter, last_step
+from keras_saliency_monitor.storage import arrays, logdirs
+from keras_saliency_monitor.storage.writer import BackgroundWorker, EventWriter, last_step
 
 __all__ = ["Writing"]
 

@@ -16,8 +16,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from keras_saliency_monitor import checks
-from keras_saliency_monitor.checks import positive_int
+from keras_saliency_monitor.attribution import checks
+from keras_saliency_monitor.attribution.checks import positive_int
 
 # How many examples we read from a dataset to sample probes from. Stratification needs labels of
 # the pool, so a huge or infinite dataset is read only this far (streamed: only the candidates
@@ -444,7 +444,7 @@ def _boxes_or_masks(out, h, w, argument):
     """(N, 4) boxes in pixels -> masks; normalised [0, 1] boxes are refused (1-pixel masks)."""
     if not (out.ndim == 2 and out.shape[1] == 4 and out.shape != (h, w)):
         return out
-    from keras_saliency_monitor import metrics
+    from keras_saliency_monitor.signals import metrics
 
     if (
         out.dtype.kind == "f"

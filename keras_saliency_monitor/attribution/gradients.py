@@ -44,7 +44,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_saliency_monitor import targets
+from keras_saliency_monitor.attribution import targets
 
 BACKENDS = ("tensorflow", "jax", "torch")
 

@@ -125,7 +125,7 @@ def check_model(model, input_dtype=None) -> None:
     Raises:
         ValueError: naming the argument, what was found and what to do.
     """
-    from keras_saliency_monitor.targets import sublayers
+    from keras_saliency_monitor.attribution.targets import sublayers
 
     layers = [layer for _, layer in sublayers(model)]
     first = [layer for layer in layers if getattr(layer, "data_format", None) == "channels_first"]

@@ -34,7 +34,7 @@ threshold against a chance level measured on the same run:
   (``object_reliance`` below twice its threshold, or not measured).
 * ``object_reliance`` (masks): the share of the confidence above chance that goes when each
   probe's object is painted over, beyond a same-shape patch elsewhere (0 = chance;
-  ``metrics.object_reliance``). Fires below ``reliance_threshold`` (0.25).
+  ``reliance.object_reliance``). Fires below ``reliance_threshold`` (0.25).
 * ``border_ratio``: saliency energy density in the outer band over the density inside it (1.0 =
   chance). It is the maps' evidence named beside ``band``; it fires on its own only where the
   model cannot be asked (a regression output, or no probe predicted right), above
@@ -56,7 +56,7 @@ quoted as evidence; neither fires.
 An epoch counts only once the model has learned something from its training data: the training
 skill read from ``logs`` (accuracy, or a cross-entropy loss against ``log K``; 0 = chance,
 1 = perfect) at least ``min_skill`` (0.5). Without either in ``logs`` the probes' skill
-(``metrics.probe_skill``) stands in, as before. The alarm fires when some signal has been past
+(``learning.probe_skill``) stands in, as before. The alarm fires when some signal has been past
 its threshold for ``patience`` consecutive counted epochs after ``warmup`` logged ones.
 
 ``saliency_shortcut`` (``state``) is 0.0 until the alarm fires and 1.0 from that epoch on, so a
@@ -465,7 +465,7 @@ class _Words:
             "The decision goes with something at the image's edges: look there for a "
             "watermark, tag, stamp or frame, also where the maps are spread out.",
             "paint the same band on held-out images (interventions.fill with "
-            "metrics.border_band) and compare model.evaluate with and without it; a large drop "
+            "place.border_band) and compare model.evaluate with and without it; a large drop "
             "where the object is intact is the shortcut.",
             "band_excess",
         )

@@ -7,11 +7,11 @@ painted with the mean colour of the rest of the image, and the share of the mode
 above chance that goes with it is compared with the share that goes when a region of the same
 area elsewhere is painted the same way (the chance of that intervention, measured on the run):
 
-* ``band``: the outer band (1/8 of the side on every edge, ``metrics.border_band``), against the
+* ``band``: the outer band (1/8 of the side on every edge, ``place.border_band``), against the
   same number of pixels in the middle of the image. A mark in a corner, on an edge or a frame
   sits in the band; objects mostly sit in the middle.
 * ``hot``: the place where the probes' saliency agrees (the hottest 5% of the probes' mean
-  normalised map; ``metrics.place_agreement`` names the same place), against as many pixels
+  normalised map; ``place.place_agreement`` names the same place), against as many pixels
   right around it (``ring_around``). A mark at a fixed place, even in the middle and painted
   over the object, is where every map agrees, and the decision goes with it but not with its
   surroundings; a clean model whose objects sit there loses about as much either way.
@@ -33,7 +33,7 @@ from typing import NamedTuple
 import numpy as np
 from scipy import special
 
-from keras_saliency_monitor.metrics import border_band
+from keras_saliency_monitor.signals.place import border_band
 
 __all__ = [
     "INTERVENTIONS",
@@ -268,7 +268,7 @@ def confidence_lost(logits, painted_logits, kind="softmax", labels=None):
     class's probability on the painted probe, ``chance`` ``1 / K`` (1/2 for sigmoid units).
     0 = nothing lost, 1 = the prediction falls to chance. The run-level value is the ratio of
     the sums over the probes (over the probes predicted right when ``labels`` are class ids,
-    as ``metrics.object_reliance``), so a probe the model is unsure of counts for little.
+    as ``reliance.object_reliance``), so a probe the model is unsure of counts for little.
 
     Args:
         logits: ``(N, K)`` logits of the intact probes.
