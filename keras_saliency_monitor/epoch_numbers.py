@@ -39,6 +39,7 @@ class EpochNumbers:
         self._mask_contrast = None  # metrics.mask_contrast of the probes' masks, when first needed
         self._reliance_inputs = None  # metrics.reliance_inputs of the probes, when first needed
         self._offsets = None  # interventions.control_offsets: the controls' places, per monitor
+        self._prepared = None  # interventions.prepare of the asked probes, per monitor
         self.place = None  # (H, W) bool: where the last epoch's maps agreed (for the alarm)
 
     def reset(self):
@@ -98,7 +99,10 @@ class EpochNumbers:
         if ask:
             if self._offsets is None:
                 self._offsets = interventions.control_offsets(asked.stop, *maps.shape[1:])
-            painted = interventions.painted_probes(self.probes.x[asked], maps[asked], self._offsets)
+                self._prepared = interventions.prepare(self.probes.x[asked])
+            painted = interventions.painted_probes(
+                self._prepared.x, maps[asked], self._offsets, self._prepared
+            )
             self.place = painted.hot
             sets.append(painted.images)
         if sets:

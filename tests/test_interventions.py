@@ -228,3 +228,33 @@ def test_ring_around_is_as_large_next_to_the_place_and_outside_it():
     corner[:3, :3] = True  # at the corner: the ring bends inside the image
     ring = interventions.ring_around(corner)
     assert ring.sum() == 9 and not (ring & corner).any() and np.nonzero(ring)[0].max() <= 5
+
+
+def test_painted_probes_equal_each_region_painted_directly_with_or_without_prepare():
+    rng = np.random.default_rng(3)
+    x = rng.random((5, 24, 20, 3), dtype=np.float32)
+    maps = rng.random((5, 24, 20)) ** 4  # distinct values: no ties at the 5% cut
+    offsets = interventions.control_offsets(5, 24, 20, seed=1)
+    k = round(0.05 * 24 * 20)
+
+    def painted(region):  # region (H, W) for one probe: the mean of the rest, in float64
+        out = x.copy()
+        for i in range(len(x)):
+            r = region[i] if region.ndim == 3 else region
+            out[i][r] = x[i][~r].astype(np.float64).mean(axis=0)
+        return out
+
+    band = border_band(24, 20)
+    centre = interventions.centre_region(24, 20, int(band.sum()))
+    own = np.zeros((5, 24 * 20), bool)
+    for i, m in enumerate(maps):
+        own[i, np.argsort(-(m / m.sum()).ravel())[:k]] = True
+    own = own.reshape(5, 24, 20)
+    moved = np.stack([np.roll(r, tuple(o), axis=(0, 1)) for r, o in zip(own, offsets)])
+    hot = interventions.hot_place(maps)
+    ring = interventions.ring_around(hot)
+    expected = np.concatenate([painted(r) for r in (band, centre, hot, ring, own, moved)])
+    for prepared in (None, interventions.prepare(x)):
+        got = interventions.painted_probes(x, maps, offsets, prepared)
+        np.testing.assert_allclose(got.images, expected, rtol=1e-6)
+        np.testing.assert_array_equal(got.hot, hot)
