@@ -24,6 +24,12 @@ Everything here is numpy: the regions and painted images (:func:`painted_probes`
 lost (:func:`confidence_lost`); the one batched forward pass is the caller's (``Explainer.logits``).
 The offsets are drawn once per run from a local ``numpy.random.Generator`` (no global RNG is
 touched), so the controls sit at the same places every epoch.
+
+The first ``MAX_PROBES`` probes take turns (:func:`rotation`, :class:`Window`): each epoch paints
+one of ``WINDOW`` fixed groups, and each logged number pools every probe's latest values from the
+last ``WINDOW`` asked epochs (the ratio of the sums, as within one epoch). So a number still rests
+on ``MAX_PROBES`` probes, half of them asked an epoch earlier, while an epoch pays for half the
+forward images; the first asked epoch's numbers rest on its own group only.
 """
 
 from __future__ import annotations
