@@ -111,7 +111,7 @@ def test_confidence_lost_is_the_share_above_chance_that_goes():
     assert np.isnan(interventions.confidence_lost(logits[:, :1], logits[:, :1], "linear")[0])
 
 
-def _fit(kind, probe_kind=None, seed=0, epochs=8, **monitor_kwargs):
+def _fit(kind, probe_kind=None, seed=0, epochs=8, callbacks=(), **monitor_kwargs):
     x, y = blobs(kind, seed=seed)
     px, py = blobs(probe_kind or kind, n=48, seed=seed + 100)
     model = cnn(seed=seed, batch_norm=monitor_kwargs.pop("batch_norm", False))
@@ -126,21 +126,43 @@ def _fit(kind, probe_kind=None, seed=0, epochs=8, **monitor_kwargs):
     )
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Saliency alarm")
-        history = model.fit(x, y, epochs=epochs, batch_size=16, verbose=0, callbacks=[monitor])
+        history = model.fit(
+            x, y, epochs=epochs, batch_size=16, verbose=0, callbacks=[monitor, *callbacks]
+        )
     return model, monitor, history.history
 
 
-def _lost(model, probes, labels, painted):
-    """Independently: the share of above-chance confidence lost on the probes predicted right."""
+def _drop_above(model, probes, labels, painted):
+    """Independently: the sums of (p - q) and (p - 1/3) over the probes predicted right (their
+    ratio is the share of above-chance confidence lost)."""
     p0, p1 = model.predict(probes, verbose=0), model.predict(painted, verbose=0)
     cls = np.argmax(p0, axis=1)
     rows = np.arange(len(cls))
     right = cls == labels
-    return (p0[rows, cls] - p1[rows, cls])[right].sum() / (p0[rows, cls] - 1 / 3)[right].sum()
+    return (p0[rows, cls] - p1[rows, cls])[right].sum(), (p0[rows, cls] - 1 / 3)[right].sum()
+
+
+def _painted(x, region):
+    painted = x.copy()
+    for i in range(len(x)):
+        painted[i][region] = x[i][~region].mean(axis=0)
+    return painted
+
+
+class _Weights(keras.callbacks.Callback):
+    """The model's weights at each epoch's end (read only)."""
+
+    def __init__(self):
+        super().__init__()
+        self.at = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.at.append(self.model.get_weights())
 
 
 def test_corner_shortcut_fires_on_the_band_and_the_numbers_are_the_models(tmp_path):
-    model, monitor, h = _fit("corner", log_dir=tmp_path)
+    weights = _Weights()
+    model, monitor, h = _fit("corner", log_dir=tmp_path, callbacks=[weights])
     assert monitor.alarm.fired_at is not None
     text = monitor.alarm_message
     assert "Signal band" in text and "against" in text and "To confirm" in text
@@ -149,28 +171,33 @@ def test_corner_shortcut_fires_on_the_band_and_the_numbers_are_the_models(tmp_pa
     # saliency_shortcut: 0 until the alarm, 1 from its epoch on.
     fired = monitor.alarm.fired_at
     assert h["saliency_shortcut"] == [0.0] * fired + [1.0] * (len(h["loss"]) - fired)
-    # The last epoch's numbers against the model's own predictions on probes painted here.
-    last = monitor.history[len(h["loss"]) - 1]
-    k = interventions.MAX_PROBES  # the probes asked: the first 8 of the 16
+    # The last epoch's numbers against the model's own predictions on probes painted here. The
+    # first 8 of the 16 probes take turns: probes 0-3 at the 1st, 3rd, ... asked epoch, 4-7 at
+    # the others, and each number pools the last two asked epochs (each with its own weights).
+    epochs = len(h["loss"])
+    turns = int(np.isfinite(h["saliency_band_lost"]).sum())
+    assert turns >= 2 and np.isfinite(h["saliency_band_lost"][-turns:]).all()
+    k = interventions.MAX_PROBES
     x, labels = monitor.probes.x[:k], monitor.probes.labels[:k]
     b = round(x.shape[1] / 8)
     band = np.ones(x.shape[1:3], bool)
     band[b:-b, b:-b] = False
-    painted = x.copy()
-    for i in range(len(x)):
-        painted[i][band] = x[i][~band].mean(axis=0)
-    assert last["saliency_band_lost"] == pytest.approx(_lost(model, x, labels, painted), abs=1e-4)
+    band_sums, hot_sums = np.zeros(2), np.zeros(2)
+    for epoch, turn in ((epochs - 2, turns - 2), (epochs - 1, turns - 1)):
+        model.set_weights(weights.at[epoch])
+        group = slice(0, 4) if turn % 2 == 0 else slice(4, 8)
+        xs, ls = x[group], labels[group]
+        band_sums += _drop_above(model, xs, ls, _painted(xs, band))
+        # The hot place, from the public saliency of all 8 probes at this epoch's weights.
+        maps = compute_saliency(model, x).astype(np.float64)
+        mean = (maps / maps.sum(axis=(1, 2), keepdims=True)).mean(axis=0)
+        hot = np.zeros(mean.size, bool)
+        hot[np.argsort(-mean.ravel(), kind="stable")[: round(0.05 * mean.size)]] = True
+        hot_sums += _drop_above(model, xs, ls, _painted(xs, hot.reshape(mean.shape)))
+    last = monitor.history[epochs - 1]
+    assert last["saliency_band_lost"] == pytest.approx(band_sums[0] / band_sums[1], abs=1e-4)
     assert last["saliency_band_lost"] - last["saliency_band_chance"] > 0.5
-    # The hot place, from the public saliency of the final model, and its share lost.
-    maps = compute_saliency(model, x).astype(np.float64)
-    mean = (maps / maps.sum(axis=(1, 2), keepdims=True)).mean(axis=0)
-    hot = np.zeros(mean.size, bool)
-    hot[np.argsort(-mean.ravel(), kind="stable")[: round(0.05 * mean.size)]] = True
-    hot = hot.reshape(mean.shape)
-    painted = x.copy()
-    for i in range(len(x)):
-        painted[i][hot] = x[i][~hot].mean(axis=0)
-    assert last["saliency_hot_lost"] == pytest.approx(_lost(model, x, labels, painted), abs=2e-3)
+    assert last["saliency_hot_lost"] == pytest.approx(hot_sums[0] / hot_sums[1], abs=2e-3)
 
 
 @pytest.mark.parametrize("kind", ["clean", "uninformative"])
@@ -249,3 +276,92 @@ def test_ring_around_is_as_large_next_to_the_place_and_outside_it():
     corner[:3, :3] = True  # at the corner: the ring bends inside the image
     ring = interventions.ring_around(corner)
     assert ring.sum() == 9 and not (ring & corner).any() and np.nonzero(ring)[0].max() <= 5
+
+
+def test_painted_probes_equal_each_region_painted_directly_with_or_without_prepare():
+    rng = np.random.default_rng(3)
+    x = rng.random((5, 24, 20, 3), dtype=np.float32)
+    maps = rng.random((5, 24, 20)) ** 4  # distinct values: no ties at the 5% cut
+    offsets = interventions.control_offsets(5, 24, 20, seed=1)
+    k = round(0.05 * 24 * 20)
+
+    def painted(region):  # region (H, W) for one probe: the mean of the rest, in float64
+        out = x.copy()
+        for i in range(len(x)):
+            r = region[i] if region.ndim == 3 else region
+            out[i][r] = x[i][~r].astype(np.float64).mean(axis=0)
+        return out
+
+    band = border_band(24, 20)
+    centre = interventions.centre_region(24, 20, int(band.sum()))
+    own = np.zeros((5, 24 * 20), bool)
+    for i, m in enumerate(maps):
+        own[i, np.argsort(-(m / m.sum()).ravel())[:k]] = True
+    own = own.reshape(5, 24, 20)
+    moved = np.stack([np.roll(r, tuple(o), axis=(0, 1)) for r, o in zip(own, offsets)])
+    hot = interventions.hot_place(maps)
+    ring = interventions.ring_around(hot)
+    expected = np.concatenate([painted(r) for r in (band, centre, hot, ring, own, moved)])
+    for prepared in (None, interventions.prepare(x)):
+        got = interventions.painted_probes(x, maps, offsets, prepared)
+        np.testing.assert_allclose(got.images, expected, rtol=1e-6)
+        np.testing.assert_array_equal(got.hot, hot)
+
+
+def test_rotation_asks_each_probe_once_per_window_in_fixed_groups():
+    assert [interventions.rotation(8, t, 2).tolist() for t in range(4)] == [
+        [0, 1, 2, 3],
+        [4, 5, 6, 7],
+        [0, 1, 2, 3],
+        [4, 5, 6, 7],
+    ]
+    assert [interventions.rotation(5, t, 2).tolist() for t in range(2)] == [[0, 1, 2], [3, 4]]
+    assert interventions.rotation(1, 1, 2).tolist() == [0]  # fewer probes than turns: all
+    assert interventions.rotation(8, 3, 1).tolist() == list(range(8))
+
+
+def test_window_pools_the_last_turns_as_one_epoch_of_all_probes_would():
+    rng = np.random.default_rng(5)
+    sets = len(interventions.INTERVENTIONS)
+    logits = [rng.normal(size=(8, 3)) * 3 for _ in range(3)]  # three asked epochs
+    painted = [rng.normal(size=(sets, 8, 3)) for _ in range(3)]
+    labels = rng.integers(0, 3, 8)
+    window = interventions.Window(8, 2)
+    for epoch in range(3):
+        asked = window.asked()
+        assert asked.tolist() == ([0, 1, 2, 3] if epoch % 2 == 0 else [4, 5, 6, 7])
+        run, per_probe = window.add(
+            asked,
+            logits[epoch][asked],
+            painted[epoch][:, asked].reshape(-1, 3),
+            labels=labels[asked],
+        )
+    # After epochs 0, 1, 2: probes 0-3 as of epoch 2, probes 4-7 as of epoch 1; directly:
+    z = np.concatenate([logits[2][:4], logits[1][4:]])
+    q = np.concatenate([painted[2][:, :4], painted[1][:, 4:]], axis=1)  # (sets, 8, 3)
+    p0 = _softmax(z)
+    cls = p0.argmax(axis=1)
+    rows = np.arange(8)
+    right = cls == labels
+    lost = {}
+    for name, qs in zip(interventions.INTERVENTIONS, q):
+        drop = p0[rows, cls] - _softmax(qs)[rows, cls]
+        lost[name] = drop[right].sum() / (p0[rows, cls] - 1 / 3)[right].sum()
+        lost[name, "probe"] = drop / (p0[rows, cls] - 1 / 3)
+    assert run["band_lost"] == pytest.approx(lost["band"])
+    assert run["band_chance"] == pytest.approx(lost["centre"])
+    assert run["hot_lost"] == pytest.approx(lost["hot"])
+    assert run["hot_chance"] == pytest.approx(lost["hot_ring"])
+    assert run["faithfulness"] == pytest.approx(lost["own"] - lost["own_moved"])
+    expected = lost["band", "probe"] - lost["centre", "probe"]
+    np.testing.assert_allclose(per_probe["band_excess"], expected)
+    # The first asked epoch pools its own group only; per-probe values elsewhere are NaN.
+    first = interventions.Window(8, 2)
+    run, per_probe = first.add(
+        np.arange(4), logits[0][:4], painted[0][:, :4].reshape(-1, 3), labels=labels[:4]
+    )
+    one, _ = interventions.intervention_numbers(
+        logits[0][:4], painted[0][:, :4].reshape(-1, 3), labels=labels[:4]
+    )
+    assert run == one
+    assert np.isnan(per_probe["hot_excess"][4:]).all()

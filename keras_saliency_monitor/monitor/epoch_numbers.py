@@ -46,11 +46,14 @@ class EpochNumbers:
         self._mask_contrast = None  # metrics.mask_contrast of the probes' masks, when first needed
         self._reliance_inputs = None  # reliance.reliance_inputs of the probes, when first needed
         self._offsets = None  # interventions.control_offsets: the controls' places, per monitor
+        self._prepared = None  # interventions.prepare of the asked probes, per monitor
+        self._window = None  # interventions.Window: which probes take their turn, per run
         self.place = None  # (H, W) bool: where the last epoch's maps agreed (for the alarm)
 
     def reset(self):
-        """A new run: stability starts over."""
+        """A new run: stability and the interventions' window start over."""
         self._previous_ranked = None
+        self._window = None
 
     def __call__(self, explanation, logs=None):
         """The numbers of one logged epoch; ``logs`` are Keras's (the training skill)."""
@@ -84,9 +87,10 @@ class EpochNumbers:
             right = learning.predicted_classes(logits) == labels
             per_probe["probe_accuracy"] = right.astype(np.float64)
         # Forward passes on painted probes, all in one batched call: the interventions (6 sets
-        # of the first interventions.MAX_PROBES probes, once the model has learned something:
-        # before, the alarm counts nothing) and, with masks, object reliance (2 sets of N,
-        # fixed, so built once per monitor).
+        # of one turn of the first interventions.MAX_PROBES probes, which take turns over
+        # interventions.WINDOW epochs, once the model has learned something: before, the alarm
+        # counts nothing) and, with masks, object reliance (2 sets of N, fixed, so built once
+        # per monitor).
         sets = []
         relied = slice(0, min(len(maps), RELIANCE_PROBES))  # the first probes, fixed
         if masks is not None and len(masks) >= 2:
@@ -101,11 +105,17 @@ class EpochNumbers:
             and np.isfinite(maps).all()
         )
         self.place = None
-        asked = slice(0, min(len(maps), interventions.MAX_PROBES))  # the first probes, fixed
+        first = slice(0, min(len(maps), interventions.MAX_PROBES))  # the probes that take turns
         if ask:
             if self._offsets is None:
-                self._offsets = interventions.control_offsets(asked.stop, *maps.shape[1:])
-            painted = interventions.painted_probes(self.probes.x[asked], maps[asked], self._offsets)
+                self._offsets = interventions.control_offsets(first.stop, *maps.shape[1:])
+                self._prepared = interventions.prepare(self.probes.x[first])
+            if self._window is None:
+                self._window = interventions.Window(first.stop)
+            asked = self._window.asked()
+            painted = interventions.painted_probes(
+                self._prepared.x, maps[first], self._offsets, self._prepared, asked
+            )
             self.place = painted.hot
             sets.append(painted.images)
         if sets:
@@ -122,15 +132,19 @@ class EpochNumbers:
                 per_probe["object_reliance"] = np.full(len(maps), np.nan)
                 per_probe["object_reliance"][relied] = relied_values
             if ask:
-                numbers, by_probe = interventions.intervention_numbers(
-                    logits[asked], out, head.kind, None if labels is None else labels[asked]
+                numbers, by_probe = self._window.add(
+                    asked,
+                    logits[first][asked],
+                    out,
+                    head.kind,
+                    None if labels is None else labels[first][asked],
                 )
                 run.update(numbers)
                 run["band_excess"] = run["band_lost"] - run["band_chance"]
                 run["hot_excess"] = run["hot_lost"] - run["hot_chance"]
-                for key, values in by_probe.items():  # NaN for the probes not asked
+                for key, values in by_probe.items():  # NaN for the probes not in the window
                     per_probe[key] = np.full(len(maps), np.nan)
-                    per_probe[key][asked] = values
+                    per_probe[key][first] = values
         # Not measured (before the model has learned; no accuracy or cross-entropy in logs):
         # NaN, so that every logged epoch carries the same keys (CSVLogger takes its columns from
         # the first epoch; History's lists line up by index), as saliency_stability does.
