@@ -65,7 +65,7 @@ def test_hot_place_and_top_regions_on_known_maps():
 
 
 def test_hot_place_is_the_place_place_agreement_measures():
-    """The painted place (named in the alarm's text) and metrics.place_agreement's agreed place
+    """The painted place (named in the alarm's text) and place.place_agreement's agreed place
     are one: undefined maps are left out of both, and no map defined paints nothing."""
     from keras_saliency_monitor.signals import place
 

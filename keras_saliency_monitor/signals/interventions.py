@@ -172,7 +172,7 @@ def _top(scores, k) -> np.ndarray:
 def hot_place(maps, top: float = TOP) -> np.ndarray:
     """``(H, W)`` bool: the hottest ``top`` share of the probes' mean normalised map.
 
-    The place ``metrics.place_agreement`` measures agreement with, by the same rule: the mean
+    The place ``place.place_agreement`` measures agreement with, by the same rule: the mean
     is over the maps that are defined (a map all zero or not finite says nothing of where the
     saliency is, so it is left out, not counted as uniform), and the place the alarm's text
     names is the one painted. Empty when no map is defined (nothing is painted).
