@@ -275,7 +275,9 @@ def test_monitor_sanity_check_waits_on_the_training_skill_as_the_alarm(tmp_path,
     )
     history = model.fit(x, y, epochs=1, batch_size=16, verbose=0, callbacks=[monitor])
     numbers = monitor.history[0]
-    assert history.history["accuracy"][0] > 0.9  # training skill > 0.85, past the gate's 0.5
-    assert numbers["saliency_probe_skill"] < 0  # the old gate (probe skill >= 0.5) waited
+    # The gate is a training skill of 0.5 (accuracy 2/3 with 3 classes); this fit goes past it
+    # (0.86-1.0 here across backends), whatever the probes say.
+    assert history.history["accuracy"][0] > 2 / 3 + 0.05
+    assert numbers["saliency_probe_skill"] < 0.5  # the old gate (probe skill >= 0.5) waits
     assert monitor.alarm.learned(numbers)
     assert np.isfinite(numbers["saliency_sanity_rank_correlation"])
