@@ -13,7 +13,7 @@ import math
 import numpy as np
 import pytest
 
-from keras_saliency_monitor.signals import metrics
+from keras_saliency_monitor.signals import metrics, place, stability
 
 SEEDS = range(12)
 
@@ -115,3 +115,58 @@ def test_focus_and_chance_on_the_monitors_shape():
     old_own, old_chance = _old_focus_and_chance(maps, masks)
     np.testing.assert_array_equal(own, old_own)
     np.testing.assert_allclose(chance, old_chance, rtol=1e-12, atol=0)
+
+
+def _old_concentration(maps):
+    """place.concentration before issue 22's cut: its own sort of every map, then the Gini sum
+    (the same weights and float64 sums)."""
+    values = np.asarray(maps, np.float32 if np.asarray(maps).dtype == np.float32 else np.float64)
+    n, size = len(values), values[0].size
+    ascending = np.sort(values.reshape(n, size), axis=1).astype(np.float64)
+    total = ascending.sum(axis=1)
+    weights = 2.0 * np.arange(1, size + 1) - size - 1.0
+    gini = np.einsum("nk,k->n", ascending, weights)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = np.where(np.isfinite(total) & (total > 0), gini / (size * total), np.nan)
+    return np.maximum(out, 0.0)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_concentration_from_the_rankings_sort_is_bit_identical(seed):
+    rng = np.random.default_rng(seed)
+    maps = _random_maps(rng)
+    ranked = stability.rank_maps(maps)
+    assert ranked.ascending is not None  # float32 maps without a sign bit: the sort is shared
+    np.testing.assert_array_equal(
+        ranked.ascending[np.isfinite(ranked.ascending).all(axis=1)],
+        np.sort(maps.reshape(len(maps), -1), axis=1)[np.isfinite(ranked.ascending).all(axis=1)],
+    )
+    shared = place.concentration(maps, ranked.ascending)
+    np.testing.assert_array_equal(shared, _old_concentration(maps))
+    np.testing.assert_array_equal(shared, place.concentration(maps))
+    # The ranks themselves did not change: the same as ranking without the sorted values.
+    np.testing.assert_array_equal(ranked.ranks, stability._centred_ranks(maps.reshape(9, -1)))
+
+
+@pytest.mark.parametrize("case", ["negative_zero", "float64", "float16", "negative_nan"])
+def test_concentration_without_a_shared_sort_sorts_itself(case):
+    # Where the ranking's keys are not the values' own bits (a sign bit set) or the ranking is
+    # scipy's (not float32), nothing is shared and concentration sorts as before.
+    rng = np.random.default_rng(3)
+    maps = _random_maps(rng)
+    if case == "negative_zero":
+        maps[np.nan_to_num(maps) < 0.2] = -0.0
+    elif case == "float64":
+        maps = maps.astype(np.float64)
+    elif case == "float16":
+        maps = maps.astype(np.float16)
+    else:
+        maps[1, 0, 0] = -np.float32(np.nan)
+    ranked = stability.rank_maps(maps)
+    if case == "float16":  # held exactly in float32, so ranked (and sorted) as float32
+        assert ranked.ascending is not None
+    else:
+        assert ranked.ascending is None
+    np.testing.assert_array_equal(
+        place.concentration(maps, ranked.ascending), _old_concentration(maps.astype(np.float32))
+    )

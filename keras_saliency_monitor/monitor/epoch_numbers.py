@@ -58,12 +58,13 @@ class EpochNumbers:
     def __call__(self, explanation, logs=None):
         """The numbers of one logged epoch; ``logs`` are Keras's (the training skill)."""
         maps = explanation.maps
-        per_probe = {"concentration": place.concentration(maps)}
-        # Each epoch's maps are ranked once; the next epoch's stability reuses these ranks.
+        # Each epoch's maps are ranked once; the next epoch's stability reuses these ranks, and
+        # the concentration reads the ranking's sorted values (one sort of each map, not two).
         ranked = stability.rank_maps(maps)
+        per_probe = {"concentration": place.concentration(maps, ranked.ascending)}
         if self._previous_ranked is not None:
             per_probe["stability"] = stability.rank_correlation_of(self._previous_ranked, ranked)
-        self._previous_ranked = ranked
+        self._previous_ranked = ranked._replace(ascending=None)  # the ranks are enough
         masks = self.probes.masks
         if masks is not None:
             per_probe["focus"] = metrics.focus(maps, masks)

@@ -168,7 +168,7 @@ def place_agreement(maps, top: float = 0.05) -> np.ndarray:
     return out
 
 
-def concentration(maps) -> np.ndarray:
+def concentration(maps, ascending=None) -> np.ndarray:
     """Gini coefficient of each map: how concentrated its saliency is.
 
     With `x_(1) <= ... <= x_(n)` the `n = H * W` values of a map in ascending
@@ -185,6 +185,9 @@ def concentration(maps) -> np.ndarray:
 
     Args:
         maps: Raw saliency maps, shape `(N, H, W)`, values `>= 0`.
+        ascending: optional float32 `(N, H * W)`: each of these maps' values sorted ascending,
+            as `np.sort` gives them, when already at hand (`stability.rank_maps(maps).ascending`:
+            the ranking's sort, shared, saves a sort of every map per epoch); None sorts here.
 
     Returns:
         float64 array of shape `(N,)` with values in `[0, (n - 1) / n]`. NaN for
@@ -198,7 +201,9 @@ def concentration(maps) -> np.ndarray:
     maps = _check_maps(maps, keep_float32=True)
     n_probes = maps.shape[0]
     size = maps.shape[1] * maps.shape[2]
-    ascending = np.sort(maps.reshape(n_probes, size), axis=1).astype(np.float64, copy=False)
+    if ascending is None or np.shape(ascending) != (n_probes, size):
+        ascending = np.sort(maps.reshape(n_probes, size), axis=1)
+    ascending = ascending.astype(np.float64, copy=False)
     total = ascending.sum(axis=1)
     weights = 2.0 * np.arange(1, size + 1) - size - 1.0  # (n,): 2i - n - 1
     # einsum, not `@`: a BLAS call here runs on OpenBLAS's thread pool, which contends with
