@@ -13,7 +13,7 @@ import math
 import numpy as np
 import pytest
 
-from keras_saliency_monitor.signals import metrics, place, stability
+from keras_saliency_monitor.signals import interventions, metrics, place, reliance, stability
 
 SEEDS = range(12)
 
@@ -170,3 +170,72 @@ def test_concentration_without_a_shared_sort_sorts_itself(case):
     np.testing.assert_array_equal(
         place.concentration(maps, ranked.ascending), _old_concentration(maps.astype(np.float32))
     )
+
+
+def test_painted_probes_into_a_batchs_tail_are_the_new_arrays_bit_for_bit():
+    rng = np.random.default_rng(4)
+    x = rng.random((8, 16, 12, 3), dtype=np.float32)
+    maps = _random_maps(rng, n=8, h=16, w=12)
+    maps[np.isnan(maps) | np.isinf(maps)] = 0.5  # the monitor asks only finite maps
+    offsets = interventions.control_offsets(8, 16, 12)
+    prepared = interventions.prepare(x)
+    for asked in (np.arange(4), np.arange(4, 8), None):
+        new = interventions.painted_probes(x, maps, offsets, prepared, asked)
+        batch = np.full((5 + len(new.images),) + x.shape[1:], -7.0, np.float32)
+        into = interventions.painted_probes(x, maps, offsets, prepared, asked, out=batch[5:])
+        np.testing.assert_array_equal(into.images, new.images)
+        np.testing.assert_array_equal(batch[5:], new.images)  # written in place
+        assert (batch[:5] == -7.0).all()  # the head of the batch is left alone
+        np.testing.assert_array_equal(into.hot, new.hot)
+    with pytest.raises(ValueError, match="argument `out`"):
+        interventions.painted_probes(x, maps, offsets, prepared, np.arange(4), out=batch[:3])
+
+
+def test_epoch_numbers_ask_the_model_the_concatenated_batch_and_leave_its_head_alone(tmp_path):
+    # With masks, the forward pass gets the reliance inputs and then this epoch's painted probes
+    # (written into a kept batch, not concatenated): the very images concatenation gave.
+    keras = pytest.importorskip("keras")
+    from keras_saliency_monitor import SaliencyMonitor
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((16, 16, 3)),
+            keras.layers.Conv2D(4, 3, activation="relu"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(2, activation="softmax"),
+        ]
+    )
+    model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    rng = np.random.default_rng(0)
+    x = rng.random((12, 16, 16, 3), dtype=np.float32)
+    y = np.arange(12) % 2
+    masks = np.zeros((12, 16, 16), bool)
+    for i in range(12):
+        masks[i, i % 5 : i % 5 + 8, 3:11] = True
+    monitor = SaliencyMonitor(str(tmp_path), (x, y), num_probes=12, masks=masks, seed=0)
+    monitor.set_model(model)
+    monitor.on_train_begin()
+    seen = []
+    logits = monitor.explainer.logits
+    monitor.explainer.logits = lambda images: seen.append(images.copy()) or logits(images)
+    numbers = monitor._measure
+    for _ in range(3):
+        explanation = monitor.explainer.explain(monitor.probes.x, monitor.probes.labels)
+        window_turn = numbers._window.turn if numbers._window is not None else 0
+        numbers(explanation, {"loss": 0.1, "accuracy": 0.99})
+        asked = interventions.rotation(8, window_turn)
+        painted = interventions.painted_probes(
+            numbers._prepared.x,
+            explanation.maps[:8],
+            numbers._offsets,
+            numbers._prepared,
+            asked,
+        )
+        reliance_part = np.concatenate(
+            reliance.reliance_inputs(monitor.probes.x, monitor.probes.masks)
+        )
+        np.testing.assert_array_equal(seen[-1], np.concatenate([reliance_part, painted.images]))
+        kernel = model.layers[0].kernel
+        kernel.assign(kernel * 1.1 + 0.01)  # new weights, new maps next epoch
+    monitor.on_train_end()
