@@ -239,3 +239,37 @@ def test_epoch_numbers_ask_the_model_the_concatenated_batch_and_leave_its_head_a
         kernel = model.layers[0].kernel
         kernel.assign(kernel * 1.1 + 0.01)  # new weights, new maps next epoch
     monitor.on_train_end()
+
+
+def _old_place_agreement(maps, top=0.05):
+    """place.place_agreement before issue 22's cut: the defined maps' shares copied out, the
+    leave-one-out mean made in new arrays, then the same partition (row by row here) and sum."""
+    maps = np.asarray(maps, np.float64)
+    n = len(maps)
+    size = maps[0].size
+    mass = maps.reshape(n, size).sum(axis=1)
+    ok = np.isfinite(mass) & (mass > 0)
+    if ok.sum() < 2:
+        return np.full(n, np.nan)
+    shares = maps.reshape(n, size)[ok] / mass[ok, None]
+    loo = (shares.sum(axis=0) - shares) / (len(shares) - 1)
+    k = max(1, int(round(top * size)))
+    result = np.full(n, np.nan)
+    for row, i in enumerate(np.flatnonzero(ok)):
+        chosen = np.argpartition(loo[row], size - k)[size - k :]
+        result[i] = shares[row][chosen].sum() / (k / size)
+    return result
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("all_defined", [False, True])
+def test_place_agreement_is_bit_identical_to_the_copying_formula(seed, all_defined):
+    rng = np.random.default_rng(seed)
+    maps = _random_maps(rng).astype(np.float64)
+    if all_defined:
+        maps = rng.random(maps.shape) ** 3
+        maps[0] = np.round(maps[0] * 2) / 2 + 0.25  # ties at the cut
+    for top in (0.05, 0.3):
+        np.testing.assert_array_equal(
+            place.place_agreement(maps, top), _old_place_agreement(maps, top)
+        )

@@ -159,8 +159,14 @@ def place_agreement(maps, top: float = 0.05) -> np.ndarray:
     out = np.full(n, np.nan)
     if defined.sum() < 2:
         return out
-    p = flat[defined] / total[defined, None]
-    others = (p.sum(axis=0) - p) / (len(p) - 1)  # leave-one-out mean map, (n, K)
+    # The same values as flat[defined] / total[defined, None] and (sum - p) / (n - 1), with two
+    # fewer (N, H * W) arrays made per call (no copy when every map is defined; in place).
+    if defined.all():
+        p = flat / total[:, None]
+    else:
+        p = flat[defined] / total[defined, None]
+    others = np.subtract(p.sum(axis=0), p)
+    others /= len(p) - 1  # leave-one-out mean map, (n, K)
     k = max(1, int(round(top * h * w)))
     hot = np.argpartition(others, h * w - k, axis=1)[:, h * w - k :]  # (n, k)
     inside = np.take_along_axis(p, hot, axis=1).sum(axis=1)
