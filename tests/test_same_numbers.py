@@ -261,15 +261,40 @@ def _old_place_agreement(maps, top=0.05):
     return result
 
 
+def _old_border_share(maps, fraction=1 / 8, power=2.0):
+    """place.border_share before issue 22's cut: every map divided into a zero-filled array."""
+    maps = np.asarray(maps, np.float64)
+    n = len(maps)
+    rows = maps.reshape(n, -1)
+    peak = rows.max(axis=1, initial=0.0)
+    ok = (peak > 0) & np.isfinite(peak)
+    scaled = np.zeros_like(rows)
+    np.divide(rows, peak[:, None], out=scaled, where=ok[:, None])
+    scaled[~np.isfinite(peak)] = np.nan
+    scaled **= power
+    band = np.broadcast_to(place.border_band(*maps.shape[1:], fraction), maps.shape)
+    energy = scaled.sum(axis=1)
+    inside = np.einsum("nk,nk->n", scaled, band.reshape(n, -1))
+    result = np.full(n, np.nan)
+    np.divide(inside, energy, out=result, where=np.isfinite(energy) & (energy > 0))
+    return result
+
+
 @pytest.mark.parametrize("seed", SEEDS)
 @pytest.mark.parametrize("all_defined", [False, True])
-def test_place_agreement_is_bit_identical_to_the_copying_formula(seed, all_defined):
+def test_place_agreement_and_border_share_are_bit_identical_to_the_copying_formulas(
+    seed, all_defined
+):
     rng = np.random.default_rng(seed)
     maps = _random_maps(rng).astype(np.float64)
-    if all_defined:
+    if all_defined:  # the usual epoch, where both now skip a copy
         maps = rng.random(maps.shape) ** 3
         maps[0] = np.round(maps[0] * 2) / 2 + 0.25  # ties at the cut
     for top in (0.05, 0.3):
         np.testing.assert_array_equal(
             place.place_agreement(maps, top), _old_place_agreement(maps, top)
+        )
+    for power in (1.0, 2.0, 0.5):
+        np.testing.assert_array_equal(
+            place.border_share(maps, power=power), _old_border_share(maps, power=power)
         )

@@ -92,9 +92,12 @@ def _border_share(maps: np.ndarray, band: np.ndarray, power: float) -> np.ndarra
     # Divide by each map's maximum first, so that squaring cannot overflow; a map with NaN or
     # inf stays non-finite and comes out NaN.
     peak = flat.max(axis=1, initial=0.0)
-    usable = ((peak > 0) & np.isfinite(peak))[:, None]
-    scaled = np.divide(flat, peak[:, None], out=np.zeros_like(flat), where=usable)
-    scaled[~np.isfinite(peak)] = np.nan
+    usable = (peak > 0) & np.isfinite(peak)
+    if usable.all():  # the usual epoch: the same quotients, without zero-filling first
+        scaled = np.divide(flat, peak[:, None])
+    else:
+        scaled = np.divide(flat, peak[:, None], out=np.zeros_like(flat), where=usable[:, None])
+        scaled[~np.isfinite(peak)] = np.nan
     if power != 1:
         scaled **= power
     return _focus(scaled.reshape(maps.shape), np.broadcast_to(band, maps.shape))
