@@ -45,6 +45,7 @@ class EpochNumbers:
         self._previous_ranked = None  # the last epoch's ranked maps, for stability
         self._mask_contrast = None  # metrics.mask_contrast of the probes' masks, when first needed
         self._reliance_inputs = None  # reliance.reliance_inputs of the probes, when first needed
+        self._batch = None  # the reliance inputs, then room for the painted probes (per monitor)
         self._offsets = None  # interventions.control_offsets: the controls' places, per monitor
         self._prepared = None  # interventions.prepare of the asked probes, per monitor
         self._window = None  # interventions.Window: which probes take their turn, per run
@@ -58,23 +59,27 @@ class EpochNumbers:
     def __call__(self, explanation, logs=None):
         """The numbers of one logged epoch; ``logs`` are Keras's (the training skill)."""
         maps = explanation.maps
-        per_probe = {"concentration": place.concentration(maps)}
-        # Each epoch's maps are ranked once; the next epoch's stability reuses these ranks.
+        # Each epoch's maps are ranked once; the next epoch's stability reuses these ranks, and
+        # the concentration reads the ranking's sorted values (one sort of each map, not two).
         ranked = stability.rank_maps(maps)
+        per_probe = {"concentration": place.concentration(maps, ranked.ascending)}
         if self._previous_ranked is not None:
             per_probe["stability"] = stability.rank_correlation_of(self._previous_ranked, ranked)
-        self._previous_ranked = ranked
+        self._previous_ranked = ranked._replace(ascending=None)  # the ranks are enough
+        # The metrics below compute in float64: the maps are converted once, not by each of them
+        # (the same values, so the same numbers).
+        wide = maps.astype(np.float64)
         masks = self.probes.masks
         if masks is not None:
-            per_probe["focus"] = metrics.focus(maps, masks)
+            per_probe["focus"] = metrics.focus(wide, masks)
             per_probe["pointing_game"] = metrics.pointing_game(
-                maps, masks, tolerance=self.pointing_tolerance
+                wide, masks, tolerance=self.pointing_tolerance
             )
         # Shortcut indicators (mask-free ones always; the lift against the other probes' masks
         # with masks). Run-level values are not plain means of the per-probe ones.
         if masks is not None and self._mask_contrast is None:
             self._mask_contrast = metrics.mask_contrast(masks)  # fixed probes: once per monitor
-        run, indicators = place.shortcut_indicators(maps, masks, self._mask_contrast)
+        run, indicators = place.shortcut_indicators(wide, masks, self._mask_contrast)
         per_probe.update(indicators)
         head, labels, logits = self.explainer.head, self.probes.labels, explanation.logits
         run["probe_skill"] = learning.probe_skill(logits, labels, head.kind)
@@ -91,18 +96,18 @@ class EpochNumbers:
         # interventions.WINDOW epochs, once the model has learned something: before, the alarm
         # counts nothing) and, with masks, object reliance (2 sets of N, fixed, so built once
         # per monitor).
-        sets = []
+        batch = None  # the images of that one call
         relied = slice(0, min(len(maps), RELIANCE_PROBES))  # the first probes, fixed
         if masks is not None and len(masks) >= 2:
             if self._reliance_inputs is None:
                 painted = reliance.reliance_inputs(self.probes.x[relied], masks[relied])
                 self._reliance_inputs = np.concatenate(painted)
-            sets.append(self._reliance_inputs)
+            batch = self._reliance_inputs
         ask = (
             head.num_classes is not None
             and self.alarm.intervention_threshold is not None
             and self.alarm.learned(run)
-            and np.isfinite(maps).all()
+            and ranked.finite.all()
         )
         self.place = None
         first = slice(0, min(len(maps), interventions.MAX_PROBES))  # the probes that take turns
@@ -113,13 +118,23 @@ class EpochNumbers:
             if self._window is None:
                 self._window = interventions.Window(first.stop)
             asked = self._window.asked()
+            tail = None
+            if batch is not None:
+                # The probes are painted straight into a batch that keeps the reliance inputs
+                # in front, not concatenated onto them every epoch (the same images in the same
+                # order, so the same chunks and logits; 0.4 ms of 56 images 64x64 saved).
+                n2, rows = len(batch), len(interventions.INTERVENTIONS) * len(asked)
+                if self._batch is None or self._batch.shape[0] != n2 + rows:
+                    self._batch = np.empty((n2 + rows,) + batch.shape[1:], np.float32)
+                    self._batch[:n2] = batch
+                tail, batch = self._batch[n2:], self._batch
             painted = interventions.painted_probes(
-                self._prepared.x, maps[first], self._offsets, self._prepared, asked
+                self._prepared.x, wide[first], self._offsets, self._prepared, asked, out=tail
             )
             self.place = painted.hot
-            sets.append(painted.images)
-        if sets:
-            out = self.explainer.logits(np.concatenate(sets) if len(sets) > 1 else sets[0])
+            batch = painted.images if batch is None else batch
+        if batch is not None:
+            out = self.explainer.logits(batch)
             if masks is not None and len(masks) >= 2:
                 n2 = len(self._reliance_inputs)
                 without, out = np.split(out[:n2], 2), out[n2:]

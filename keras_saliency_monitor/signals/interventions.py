@@ -290,7 +290,9 @@ def _paint_indices(x, total, index, out):
     np.put_along_axis(out.reshape(n, h * w, c), at, mean[:, None, :], axis=1)
 
 
-def painted_probes(images, maps, offsets, prepared: Prepared | None = None, asked=None) -> Painted:
+def painted_probes(
+    images, maps, offsets, prepared: Prepared | None = None, asked=None, out=None
+) -> Painted:
     """The probes painted for every intervention of one epoch, stacked for one forward pass.
 
     Args:
@@ -300,6 +302,9 @@ def painted_probes(images, maps, offsets, prepared: Prepared | None = None, aske
         prepared: :func:`prepare` of ``images``, when the caller keeps it across epochs.
         asked: the probes to paint (indices, :meth:`Window.asked`); all when ``None``. The
             place where the saliency agrees is still that of all ``maps``.
+        out: optional C-contiguous float32 ``(len(INTERVENTIONS) * n, H, W, C)`` array (``n``
+            the asked probes) to paint into, e.g. the tail of a larger batch; a new one when
+            ``None``.
 
     Returns:
         A :class:`Painted`: ``images`` holds ``len(INTERVENTIONS)`` sets of the asked probes,
@@ -315,7 +320,16 @@ def painted_probes(images, maps, offsets, prepared: Prepared | None = None, aske
         maps, offsets = np.asarray(maps)[asked], np.asarray(offsets)[asked]
     n, h, w = x.shape[:3]
     own = _top_indices(maps, TOP)
-    out = np.empty((len(INTERVENTIONS),) + x.shape, np.float32)
+    shape = (len(INTERVENTIONS),) + x.shape
+    if out is None:
+        out = np.empty(shape, np.float32)
+    elif out.dtype != np.float32 or not out.flags.c_contiguous or out.size != np.prod(shape):
+        raise ValueError(
+            "Invalid value for argument `out`: expected a C-contiguous float32 array of "
+            f"{shape[0] * shape[1]} images of shape {x.shape[1:]}, received {out.dtype} "
+            f"{out.shape} (contiguous: {out.flags.c_contiguous})."
+        )
+    out = out.reshape(shape)  # a view: contiguous
     out[:2] = fixed  # band, centre
     out[2:] = x  # one copy per set, then only the regions are written
     _paint(x, total, hot, out[2])

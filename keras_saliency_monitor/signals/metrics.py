@@ -331,17 +331,21 @@ def _focus_and_chance(maps: np.ndarray, masks: np.ndarray):
     total = flat.sum(axis=1)
     defined = np.isfinite(total) & (total > 0)
     weights = masks.reshape(n, h * w)
-    # cross[n, m] = saliency mass of map n inside mask m. einsum, not `@`: no BLAS thread pool
-    # on the training thread (see `concentration`); N x N x H*W is small.
-    cross = np.einsum("nk,mk->nm", np.where(defined[:, None], flat, 0.0), weights)
-    own = np.full(n, np.nan)
-    np.divide(np.diagonal(cross), total, out=own, where=defined)
+    used = np.where(defined[:, None], flat, 0.0)
     # Empty masks are no object: no focus of their own, and not part of the others' chance.
     nonempty = weights.sum(axis=1) > 0
+    own = np.full(n, np.nan)
+    np.divide(np.einsum("nk,nk->n", used, weights), total, out=own, where=defined)
     own[~nonempty] = np.nan
+    # The saliency mass of map n on the other probes' masks, summed: one product of map n with
+    # the other masks' summed weight per pixel (O(N K)), not the (N, N) masses of every map on
+    # every mask (O(N^2 K): 1.1 of 1.2 ms for 32 maps 64x64). Both sum non-negative terms, so
+    # they agree to rounding (tests/test_metrics.py); this one never subtracts the own mass.
+    # einsum, not `@`: no BLAS thread pool on the training thread (see `concentration`).
+    # An empty mask's weights are all 0, so it adds nothing to the pixels' summed weight.
+    others_weight = weights.sum(axis=0) - weights  # (N, K): the other masks' weight per pixel
+    kept = np.einsum("nk,nk->n", used, others_weight)
     count = nonempty.sum() - nonempty  # (N,): other probes with a mask
-    kept = np.einsum("nm,m->n", cross, nonempty.astype(np.float64))
-    kept -= np.diagonal(cross) * nonempty
     others = kept / np.maximum(count, 1)
     chance = np.full(n, np.nan)
     np.divide(others, total, out=chance, where=defined & (count > 0))

@@ -92,9 +92,12 @@ def _border_share(maps: np.ndarray, band: np.ndarray, power: float) -> np.ndarra
     # Divide by each map's maximum first, so that squaring cannot overflow; a map with NaN or
     # inf stays non-finite and comes out NaN.
     peak = flat.max(axis=1, initial=0.0)
-    usable = ((peak > 0) & np.isfinite(peak))[:, None]
-    scaled = np.divide(flat, peak[:, None], out=np.zeros_like(flat), where=usable)
-    scaled[~np.isfinite(peak)] = np.nan
+    usable = (peak > 0) & np.isfinite(peak)
+    if usable.all():  # the usual epoch: the same quotients, without zero-filling first
+        scaled = np.divide(flat, peak[:, None])
+    else:
+        scaled = np.divide(flat, peak[:, None], out=np.zeros_like(flat), where=usable[:, None])
+        scaled[~np.isfinite(peak)] = np.nan
     if power != 1:
         scaled **= power
     return _focus(scaled.reshape(maps.shape), np.broadcast_to(band, maps.shape))
@@ -159,8 +162,14 @@ def place_agreement(maps, top: float = 0.05) -> np.ndarray:
     out = np.full(n, np.nan)
     if defined.sum() < 2:
         return out
-    p = flat[defined] / total[defined, None]
-    others = (p.sum(axis=0) - p) / (len(p) - 1)  # leave-one-out mean map, (n, K)
+    # The same values as flat[defined] / total[defined, None] and (sum - p) / (n - 1), with two
+    # fewer (N, H * W) arrays made per call (no copy when every map is defined; in place).
+    if defined.all():
+        p = flat / total[:, None]
+    else:
+        p = flat[defined] / total[defined, None]
+    others = np.subtract(p.sum(axis=0), p)
+    others /= len(p) - 1  # leave-one-out mean map, (n, K)
     k = max(1, int(round(top * h * w)))
     hot = np.argpartition(others, h * w - k, axis=1)[:, h * w - k :]  # (n, k)
     inside = np.take_along_axis(p, hot, axis=1).sum(axis=1)
@@ -168,7 +177,7 @@ def place_agreement(maps, top: float = 0.05) -> np.ndarray:
     return out
 
 
-def concentration(maps) -> np.ndarray:
+def concentration(maps, ascending=None) -> np.ndarray:
     """Gini coefficient of each map: how concentrated its saliency is.
 
     With `x_(1) <= ... <= x_(n)` the `n = H * W` values of a map in ascending
@@ -185,6 +194,9 @@ def concentration(maps) -> np.ndarray:
 
     Args:
         maps: Raw saliency maps, shape `(N, H, W)`, values `>= 0`.
+        ascending: optional float32 `(N, H * W)`: each of these maps' values sorted ascending,
+            as `np.sort` gives them, when already at hand (`stability.rank_maps(maps).ascending`:
+            the ranking's sort, shared, saves a sort of every map per epoch); None sorts here.
 
     Returns:
         float64 array of shape `(N,)` with values in `[0, (n - 1) / n]`. NaN for
@@ -198,7 +210,9 @@ def concentration(maps) -> np.ndarray:
     maps = _check_maps(maps, keep_float32=True)
     n_probes = maps.shape[0]
     size = maps.shape[1] * maps.shape[2]
-    ascending = np.sort(maps.reshape(n_probes, size), axis=1).astype(np.float64, copy=False)
+    if ascending is None or np.shape(ascending) != (n_probes, size):
+        ascending = np.sort(maps.reshape(n_probes, size), axis=1)
+    ascending = ascending.astype(np.float64, copy=False)
     total = ascending.sum(axis=1)
     weights = 2.0 * np.arange(1, size + 1) - size - 1.0  # (n,): 2i - n - 1
     # einsum, not `@`: a BLAS call here runs on OpenBLAS's thread pool, which contends with

@@ -18,6 +18,12 @@ __all__ = ["RankedMaps", "rank_correlation", "rank_correlation_of", "rank_maps"]
 
 
 def _centred_ranks(x: np.ndarray) -> np.ndarray:
+    """Ranks of each row of `x` minus their mean, ties given their average rank (see
+    `_ranks_and_sorted`)."""
+    return _ranks_and_sorted(x)[0]
+
+
+def _ranks_and_sorted(x: np.ndarray):
     """Ranks of each row of `x` minus their mean, ties given their average rank.
 
     Equals `scipy.stats.rankdata(x, axis=1) - (M + 1) / 2` for finite input; the
@@ -29,14 +35,18 @@ def _centred_ranks(x: np.ndarray) -> np.ndarray:
         x: float32 or float64 array of shape `(N, M)`.
 
     Returns:
-        float64 array of shape `(N, M)`. A row holding NaN has no meaningful ranks (all NaN
-        from rankdata): `rank_maps` flags it as not finite.
+        `(ranks, ascending)`. `ranks`: float64 array of shape `(N, M)`; a row holding NaN has
+        no meaningful ranks (all NaN from rankdata): `rank_maps` flags it as not finite.
+        `ascending`: float32 `(N, M)`, each row's values sorted ascending, what `np.sort` gives
+        (the sort is ours anyway, so `place.concentration` need not sort again), or None where
+        our path did not sort the values themselves (not float32, or a sign bit set: -0.0,
+        negative values, negative NaN).
     """
     n, m = x.shape
     if x.dtype != np.float32 or n == 0 or n * m >= 2**31:
         from scipy import stats  # ~0.8 s to import, and only this path needs it
 
-        return stats.rankdata(x, axis=1) - (m + 1) / 2.0
+        return stats.rankdata(x, axis=1) - (m + 1) / 2.0, None
     # Ours, not rankdata (benchmarks/libraries.py): 2.3 vs 11.8 ms for 32 maps 64x64, +23% of
     # the 42.6 ms gradient floor per epoch on the training thread; 18 vs 89 ms at 16x224x224, +9%.
     # Each int64 word holds an order key of the value in its high 32 bits
@@ -50,7 +60,8 @@ def _centred_ranks(x: np.ndarray) -> np.ndarray:
     # is >= 0); for negative ones, flip the 31 magnitude bits, after `+ 0`
     # has turned -0.0 into +0.0 so that the two zeros tie.
     bits = x.view(np.int32)
-    if (bits < 0).any():  # a sign bit is set somewhere
+    signed = bool((bits < 0).any())  # a sign bit is set somewhere
+    if signed:
         bits = (x + np.float32(0)).view(np.int32)
         key = bits >> 31  # 0 or -1
         key &= 0x7FFFFFFF
@@ -80,10 +91,13 @@ def _centred_ranks(x: np.ndarray) -> np.ndarray:
         # Average of the 1-based positions start + 1 .. start + length, centred.
         average = starts + (lengths + 1) / 2.0 - (m + 1) / 2.0
         sorted_ranks[tied] = np.repeat(average, lengths)
+    # Without a sign bit the keys are the floats' own bits, so the sorted keys are the sorted
+    # values, bit for bit (NaN last, as np.sort puts them); read before the keys are cleared.
+    values = None if signed else ascending.view(np.float32).copy()
     packed &= 0xFFFFFFFF  # keep the low 32 bits: the flat indices
     ranks = np.empty(n * m)
     ranks[packed.ravel()] = sorted_ranks  # back to pixel order
-    return ranks.reshape(n, m)
+    return ranks.reshape(n, m), values
 
 
 def rank_correlation(maps_a, maps_b) -> np.ndarray:
@@ -131,6 +145,9 @@ class RankedMaps(NamedTuple):
     ranks: np.ndarray  # (N, H * W) float64: centred pixel ranks, ties averaged
     sum_squares: np.ndarray  # (N,) float64: sum of the squared centred ranks
     finite: np.ndarray  # (N,) bool: the map holds no NaN or inf
+    # (N, H * W) float32: each map's values sorted ascending (for place.concentration), or None
+    # where the ranking did not sort the values themselves (see _ranks_and_sorted).
+    ascending: np.ndarray | None = None
 
 
 def rank_maps(maps) -> RankedMaps:
@@ -149,8 +166,9 @@ def rank_maps(maps) -> RankedMaps:
     flat = m.reshape(m.shape[0], m.shape[1] * m.shape[2])
     # Ranks minus their mean (size + 1) / 2: multiples of 1/2, so the sums of
     # products are exact for maps of up to about 500 x 500 pixels.
-    ranks = _centred_ranks(flat)
-    return RankedMaps(ranks, np.einsum("nk,nk->n", ranks, ranks), np.isfinite(flat).all(axis=1))
+    ranks, ascending = _ranks_and_sorted(flat)
+    squares = np.einsum("nk,nk->n", ranks, ranks)
+    return RankedMaps(ranks, squares, np.isfinite(flat).all(axis=1), ascending)
 
 
 def rank_correlation_of(a: RankedMaps, b: RankedMaps) -> np.ndarray:
