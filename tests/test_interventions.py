@@ -200,6 +200,46 @@ def test_corner_shortcut_fires_on_the_band_and_the_numbers_are_the_models(tmp_pa
     assert last["saliency_hot_lost"] == pytest.approx(hot_sums[0] / hot_sums[1], abs=2e-3)
 
 
+class _Gate(keras.callbacks.Callback):
+    """Sets the training accuracy the alarm's gate reads from ``logs``: 1.0, or 0.0 at the
+    ``closed`` epochs (a model that, for the gate, has not learned there). Runs before the
+    monitor, which reads the same ``logs``."""
+
+    def __init__(self, closed):
+        super().__init__()
+        self.closed = set(closed)
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs["accuracy"] = 0.0 if epoch in self.closed else 1.0
+
+
+def test_a_pause_in_the_gate_starts_the_window_over(tmp_path):
+    """An epoch the gate holds back empties the window: the first asked epoch after it pools
+    only its own probes, at its own weights, not values from before the pause."""
+    x, y = blobs("corner", seed=0)
+    px, py = blobs("corner", n=48, seed=100)
+    model = cnn(seed=0)
+    monitor = SaliencyMonitor(tmp_path, (px, py), num_probes=16, background=False)
+    weights = _Weights()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Saliency alarm")
+        model.fit(
+            x, y, epochs=4, batch_size=16, verbose=0, callbacks=[_Gate({2}), monitor, weights]
+        )
+    h = monitor.history
+    assert np.isnan(h[2]["saliency_band_lost"])  # not asked: the gate was closed
+    assert np.isfinite(h[1]["saliency_band_lost"]) and np.isfinite(h[3]["saliency_band_lost"])
+    k = interventions.MAX_PROBES
+    xs, ls = monitor.probes.x[:4], monitor.probes.labels[:4]  # the first group of the turns
+    assert k == 8
+    b = round(xs.shape[1] / 8)
+    band = np.ones(xs.shape[1:3], bool)
+    band[b:-b, b:-b] = False
+    model.set_weights(weights.at[3])
+    drop, above = _drop_above(model, xs, ls, _painted(xs, band))
+    assert h[3]["saliency_band_lost"] == pytest.approx(drop / above, abs=1e-4)
+
+
 @pytest.mark.parametrize("kind", ["clean", "uninformative"])
 def test_no_alarm_on_clean_data_or_a_mark_on_every_image(tmp_path, kind):
     _, monitor, h = _fit(kind, log_dir=tmp_path)

@@ -111,6 +111,10 @@ class EpochNumbers:
         )
         self.place = None
         first = slice(0, min(len(maps), interventions.MAX_PROBES))  # the probes that take turns
+        if not ask:
+            # An epoch the gate holds back empties the window: the next asked epoch pools only
+            # what is measured from then on, not values from before the pause.
+            self._window = None
         if ask:
             if self._offsets is None:
                 self._offsets = interventions.control_offsets(first.stop, *maps.shape[1:])
