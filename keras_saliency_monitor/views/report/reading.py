@@ -169,21 +169,21 @@ def _run_name(logdir: str, path: str) -> str:
     return "/".join(parts)
 
 
-def _metric_dirs(run_path: str, include_irregular=False) -> list[tuple[str, str]]:
+def _split_dirs(run_path: str) -> list[tuple[str, str]]:
+    """Where Keras's TensorBoard callback puts a run's train/validation directories."""
+    root = os.path.dirname(run_path) if os.path.basename(run_path) == "saliency" else run_path
+    return [(split, os.path.join(root, split)) for split in ("train", "validation")]
+
+
+def _metric_dirs(run_path: str) -> list[tuple[str, str]]:
     """The sibling train/validation directories of Keras's TensorBoard callback, if any (with a
     non-empty event file)."""
-    root = os.path.dirname(run_path) if os.path.basename(run_path) == "saliency" else run_path
-    splits = [(split, os.path.join(root, split)) for split in ("train", "validation")]
-    return [(split, path) for split, path in splits if _has_events(path, include_irregular)]
+    return [(split, path) for split, path in _split_dirs(run_path) if _has_events(path)]
 
 
-def _has_events(path: str, include_irregular=False) -> bool:
+def _has_events(path: str) -> bool:
     with contextlib.suppress(OSError), os.scandir(path) as entries:  # OSError: no such directory
-        return any(
-            logdirs.is_event_file(e.name)
-            and ((e.is_file() and e.stat().st_size > 0) or (include_irregular and not e.is_file()))
-            for e in entries
-        )
+        return any(logdirs.is_event_file(e.name) and e.stat().st_size > 0 for e in entries)
     return False
 
 
@@ -372,7 +372,7 @@ def _load(chosen, logdir, progress) -> list[Run]:
             continue
         readable.append((name, path))
         directories[name] = path
-        for split, split_path in _metric_dirs(path, include_irregular=True):
+        for split, split_path in _split_dirs(path):
             irregular = logdirs.irregular_event_files(split_path)
             if irregular:
                 skipped.append(f"run {name}: skipped its {split} curves: {_irregular(irregular)}")
