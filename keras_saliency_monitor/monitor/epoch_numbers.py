@@ -115,7 +115,7 @@ class EpochNumbers:
             # An epoch the gate holds back empties the window: the next asked epoch pools only
             # what is measured from then on, not values from before the pause.
             self._window = None
-        if ask:
+        else:
             if self._offsets is None:
                 self._offsets = interventions.control_offsets(first.stop, *maps.shape[1:])
                 self._prepared = interventions.prepare(self.probes.x[first])

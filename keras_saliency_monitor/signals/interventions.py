@@ -425,10 +425,11 @@ def intervention_numbers(logits, painted_logits, kind="softmax", labels=None):
 
     Returns:
         ``(run, per_probe)``. ``run``: ``band_lost`` and ``band_chance`` (the same number of
-        pixels painted in the middle), ``hot_lost`` and ``hot_chance`` (each probe's own hottest
-        5% moved elsewhere), ``faithfulness`` (own hottest 5% lost minus the moved copy's: 0 =
-        no better than a random place). ``per_probe``: ``band_excess``, ``hot_excess`` and
-        ``faithfulness``, ``(N,)`` each (lost minus its control's).
+        pixels painted in the middle), ``hot_lost`` and ``hot_chance`` (as many pixels right
+        around the agreed place, ``ring_around``), ``faithfulness`` (each probe's own hottest 5%
+        lost minus the moved copy's: 0 = no better than a random place). ``per_probe``:
+        ``band_excess``, ``hot_excess`` and ``faithfulness``, ``(N,)`` each (lost minus its
+        control's).
     """
     n = len(logits)
     return Window(n, window=1).add(np.arange(n), logits, painted_logits, kind, labels)
