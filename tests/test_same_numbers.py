@@ -220,10 +220,14 @@ def test_epoch_numbers_ask_the_model_the_concatenated_batch_and_leave_its_head_a
     logits = monitor.explainer.logits
     monitor.explainer.logits = lambda images: seen.append(images.copy()) or logits(images)
     numbers = monitor._measure
-    for _ in range(3):
-        explanation = monitor.explainer.explain(monitor.probes.x, monitor.probes.labels)
+    for epoch in range(3):
+        logs = {"loss": 0.1, "accuracy": 0.99}
+        if epoch:  # as the callback does: the map-free passes sent before the gradient
+            numbers.start(logs)
         window_turn = numbers._window.turn if numbers._window is not None else 0
-        numbers(explanation, {"loss": 0.1, "accuracy": 0.99})
+        before = len(seen)
+        explanation = monitor.explainer.explain(monitor.probes.x, monitor.probes.labels)
+        numbers(explanation, logs)
         asked = interventions.rotation(8, window_turn)
         painted = interventions.painted_probes(
             numbers._prepared.x,
@@ -235,7 +239,11 @@ def test_epoch_numbers_ask_the_model_the_concatenated_batch_and_leave_its_head_a
         reliance_part = np.concatenate(
             reliance.reliance_inputs(monitor.probes.x, monitor.probes.masks)
         )
-        np.testing.assert_array_equal(seen[-1], np.concatenate([reliance_part, painted.images]))
+        # Two calls on the worker (the map-free sets beside the gradient, then those painted
+        # from the maps): in order, the images of the one concatenated batch.
+        assert len(seen) - before == 2
+        sent = np.concatenate(seen[before:])
+        np.testing.assert_array_equal(sent, np.concatenate([reliance_part, painted.images]))
         kernel = model.layers[0].kernel
         kernel.assign(kernel * 1.1 + 0.01)  # new weights, new maps next epoch
     monitor.on_train_end()

@@ -375,6 +375,7 @@ class SaliencyMonitor(keras.callbacks.Callback):
             return
         self._writing.last_step = step  # consumed even if writing fails: a step is never reused
         try:
+            self._measure.start(logs)  # forward passes that need no map, beside the gradient
             explanation = self.explainer.explain(self.probes.x, self.probes.labels)
             numbers, per_probe = self._measure(explanation, logs)
             numbers.update(self._check_sanity(epoch, explanation, numbers))
@@ -383,6 +384,7 @@ class SaliencyMonitor(keras.callbacks.Callback):
             if logs is not None:
                 logs.update(numbers)
         except Exception as err:  # noqa: BLE001 - a monitor never kills the training it watches
+            self._measure.settle()  # no forward pass of ours goes on beside the training
             self.faults.record("compute", f"epoch {epoch}", err)
             return
         broken = non_finite(explanation)
