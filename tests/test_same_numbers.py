@@ -222,8 +222,8 @@ def test_epoch_numbers_ask_the_model_the_concatenated_batch_and_leave_its_head_a
     numbers = monitor._measure
     for epoch in range(3):
         logs = {"loss": 0.1, "accuracy": 0.99}
-        if epoch:  # as the callback does: the map-free passes sent before the gradient
-            numbers.start(logs)
+        if epoch:  # as the callback does: reliance's pass sent before the gradient
+            numbers.start()
         window_turn = numbers._window.turn if numbers._window is not None else 0
         before = len(seen)
         explanation = monitor.explainer.explain(monitor.probes.x, monitor.probes.labels)
@@ -239,8 +239,8 @@ def test_epoch_numbers_ask_the_model_the_concatenated_batch_and_leave_its_head_a
         reliance_part = np.concatenate(
             reliance.reliance_inputs(monitor.probes.x, monitor.probes.masks)
         )
-        # Two calls on the worker (the map-free sets beside the gradient, then those painted
-        # from the maps): in order, the images of the one concatenated batch.
+        # Two calls on the worker (reliance's beside the gradient, then the interventions'
+        # beside the numbers): in order, the images of the one concatenated batch.
         assert len(seen) - before == 2
         sent = np.concatenate(seen[before:])
         np.testing.assert_array_equal(sent, np.concatenate([reliance_part, painted.images]))

@@ -375,7 +375,7 @@ class SaliencyMonitor(keras.callbacks.Callback):
             return
         self._writing.last_step = step  # consumed even if writing fails: a step is never reused
         try:
-            self._measure.start(logs)  # forward passes that need no map, beside the gradient
+            self._measure.start()  # object reliance's forward pass, beside the gradient
             explanation = self.explainer.explain(self.probes.x, self.probes.labels)
             numbers, per_probe = self._measure(explanation, logs)
             numbers.update(self._check_sanity(epoch, explanation, numbers))

@@ -4,11 +4,10 @@ They must be in ``logs`` before the next callback (``EarlyStopping``, ``CSVLogge
 The math is in :mod:`metrics`; what depends only on the fixed probes is computed once.
 
 The alarm's forward passes on painted probes run on one worker thread beside the training
-thread's own work, which then waits for them: those that need no map (object reliance's, the
-band and its control) beside the epoch's gradient (:meth:`EpochNumbers.start`), those painted
-from the maps beside the numpy numbers. The same images in the same rows give the same logits
-(a row's logits do not depend on the others in its call), so the numbers are those of one call
-in turn; ``on_epoch_end`` returns only once every pass is done.
+thread's own work, which then waits for them: object reliance's (fixed images) beside the epoch's
+gradient (:meth:`EpochNumbers.start`), the interventions' (painted from the maps) beside the numpy
+numbers. A row's logits do not depend on the other rows of its call, so the numbers are those of
+one call made in turn; ``on_epoch_end`` returns only once every pass is done.
 """
 
 from __future__ import annotations
@@ -16,7 +15,6 @@ from __future__ import annotations
 import os
 import threading
 from concurrent import futures
-from typing import NamedTuple
 
 import numpy as np
 
@@ -37,10 +35,10 @@ __all__ = ["EpochNumbers", "non_finite"]
 RELIANCE_PROBES = 16
 
 
-# One worker thread per process runs the forward passes (a thread of concurrent.futures, not
-# our own: the overlap, not the pool, is what was measured). benchmarks/overhead.py's model,
-# 2 CPU cores: 40 images forward beside the gradient of 32 probes 64x64 took 16.2 ms against
-# 18.7 ms one after the other; 24 images beside the numpy numbers 5.2 ms against 7.1 ms.
+# One worker thread per process runs the forward passes (concurrent.futures' thread, not ours).
+# Measured on benchmarks/overhead.py's model, 32 probes 64x64, 2 CPU cores, median on_epoch_end
+# over the gradient floor in alternated pairs: 1.75 -> 1.65 without masks, 2.20 -> 1.90 with.
+# Sending the band and centre sets before the gradient as well made no difference beyond noise.
 _worker_lock = threading.Lock()
 _worker = None  # (pid, executor): a forked child makes its own (its copy has no thread)
 
@@ -52,14 +50,6 @@ def _forward_worker() -> futures.ThreadPoolExecutor:
             pool = futures.ThreadPoolExecutor(1, thread_name_prefix="saliency-forward")
             _worker = (os.getpid(), pool)
         return _worker[1]
-
-
-class _Sent(NamedTuple):
-    """A forward pass sent to the worker, and what its rows are."""
-
-    future: futures.Future | None
-    relied: int = 0  # the first rows: object reliance's painted probes
-    asked: np.ndarray | None = None  # then the band and centre sets of these probes, or None
 
 
 def non_finite(explanation) -> np.ndarray:
@@ -83,17 +73,17 @@ class EpochNumbers:
         self._previous_ranked = None  # the last epoch's ranked maps, for stability
         self._mask_contrast = None  # metrics.mask_contrast of the probes' masks, when first needed
         self._reliance_inputs = None  # reliance.reliance_inputs of the probes, when first needed
-        self._map_free = {}  # the map-free batch of each group of asked probes (per monitor)
         self._offsets = None  # interventions.control_offsets: the controls' places, per monitor
         self._prepared = None  # interventions.prepare of the asked probes, per monitor
+        self._painted_images = None  # the interventions' painted probes, kept (per monitor)
         self._window = None  # interventions.Window: which probes take their turn, per run
-        self._sent = self._painted = None  # this epoch's forward passes on the worker (_Sent)
+        self._relied = self._painted = None  # this epoch's forward passes (Futures)
         self._overlap = False  # start() sends only once this run's functions are traced
         self.place = None  # (H, W) bool: where the last epoch's maps agreed (for the alarm)
 
     def __getstate__(self):
         """Copies (keras-tuner deep-copies callbacks) hold no forward pass of this one's."""
-        return {**self.__dict__, "_sent": None, "_painted": None}
+        return {**self.__dict__, "_relied": None, "_painted": None}
 
     def reset(self):
         """A new run: stability and the interventions' window start over."""
@@ -104,72 +94,36 @@ class EpochNumbers:
         # passes wait for it (two threads tracing one model's layers at once is not safe).
         self._overlap = False
 
-    def start(self, logs=None):
-        """Before the epoch's gradient: send the forward passes that need no map to the worker
-        (object reliance's painted probes; the band and centre sets of the probes the
-        interventions ask, when ``logs`` do not already say the model has not learned), to
-        run while the gradient is computed. The call with the explanation collects them."""
+    def start(self):
+        """Before the epoch's gradient: send object reliance's forward pass (its painted probes
+        are fixed) to the worker, to run while the gradient is computed. The call with the
+        explanation collects it; without ``start`` it sends it itself."""
         self.settle()
         if self._overlap:
-            self._sent = self._send_map_free(logs)
+            self._relied = self._send_reliance()
 
     def settle(self):
         """Wait for any forward pass still on the worker (an epoch that failed part way); its
         result is dropped. Nothing of the monitor's then runs beside the training."""
-        pending = [s.future for s in (self._sent, self._painted) if s and s.future is not None]
-        futures.wait(pending)
-        self._sent = self._painted = None
+        futures.wait([f for f in (self._relied, self._painted) if f is not None])
+        self._relied = self._painted = None
 
-    def _can_ask(self) -> bool:
-        """Whether the interventions are on and the head has classes to lose confidence in."""
-        head = self.explainer.head
-        return head.num_classes is not None and self.alarm.intervention_threshold is not None
-
-    def _asked_group(self) -> np.ndarray:
-        """The probes the interventions paint at this asked epoch (made ready once per run)."""
-        x = self.probes.x
-        if self._prepared is None:
-            first = slice(0, min(len(x), interventions.MAX_PROBES))  # they take turns
-            self._offsets = interventions.control_offsets(first.stop, *x.shape[1:3])
-            self._prepared = interventions.prepare(x[first])
-        if self._window is None:
-            self._window = interventions.Window(len(self._prepared.x))
-        return self._window.asked()
-
-    def _send_map_free(self, logs) -> _Sent:
-        """Send the forward pass of the images that need no map: object reliance's, and the
-        band and centre sets when ``logs`` show the model has learned (without a skill in
-        ``logs`` the probes' skill decides after the gradient; they go with the painted sets
-        then). One batch per group of asked probes, kept: the same images every turn."""
-        masks, x = self.probes.masks, self.probes.x
-        relied, asked, parts = 0, None, []
-        if masks is not None and len(masks) >= 2:
-            if self._reliance_inputs is None:
-                first = slice(0, min(len(masks), RELIANCE_PROBES))
-                painted = reliance.reliance_inputs(x[first], masks[first])
-                self._reliance_inputs = np.concatenate(painted)
-            relied = len(self._reliance_inputs)
-            parts.append(self._reliance_inputs)
-        if self._can_ask():
-            head = self.explainer.head
-            train = learning.training_skill(
-                logs, head.num_classes, head.kind, _crossentropy(self.explainer.model)
-            )
-            if np.isfinite(train) and self.alarm.learned({"train_skill": train}):
-                asked = self._asked_group()
-                parts.append(self._prepared.fixed[:, asked].reshape((-1,) + x.shape[1:]))
-        if not parts:
-            return _Sent(None)
-        key = (relied, None if asked is None else tuple(asked.tolist()))
-        if key not in self._map_free:
-            self._map_free[key] = parts[0] if len(parts) == 1 else np.concatenate(parts)
-        batch = self._map_free[key]
-        return _Sent(_forward_worker().submit(self.explainer.logits, batch), relied, asked)
+    def _send_reliance(self):
+        """Object reliance's forward pass (2 sets of the first RELIANCE_PROBES probes, built
+        once per monitor) sent to the worker; None unless at least two probes have masks."""
+        masks = self.probes.masks
+        if masks is None or len(masks) < 2:
+            return None
+        if self._reliance_inputs is None:
+            first = slice(0, min(len(masks), RELIANCE_PROBES))
+            painted = reliance.reliance_inputs(self.probes.x[first], masks[first])
+            self._reliance_inputs = np.concatenate(painted)
+        return _forward_worker().submit(self.explainer.logits, self._reliance_inputs)
 
     def __call__(self, explanation, logs=None):
         """The numbers of one logged epoch; ``logs`` are Keras's (the training skill)."""
-        if self._sent is None:  # not started: the map-free passes run beside the numbers
-            self._sent = self._send_map_free(logs)
+        if self._relied is None:  # not started: reliance's pass runs beside the numbers
+            self._relied = self._send_reliance()
         try:
             out = self._numbers(explanation, logs)
         finally:
@@ -191,31 +145,41 @@ class EpochNumbers:
         # The metrics below compute in float64: the maps are converted once, not by each of them
         # (the same values, so the same numbers).
         wide = maps.astype(np.float64)
-        sent = self._sent
-        ask = self._can_ask() and self.alarm.learned(run) and bool(np.isfinite(maps).all())
+        ask = (
+            head.num_classes is not None
+            and self.alarm.intervention_threshold is not None
+            and self.alarm.learned(run)
+            and bool(np.isfinite(maps).all())
+        )
         self.place = None
+        first = slice(0, min(len(maps), interventions.MAX_PROBES))  # the probes that take turns
         if not ask:
             # An epoch the gate holds back empties the window: the next asked epoch pools only
             # what is measured from then on, not values from before the pause.
             self._window = None
         else:
-            # The sets painted from the maps (interventions.INTERVENTIONS after the map-free
-            # two, which come along when they were not sent before the gradient) of this
-            # epoch's group of the first interventions.MAX_PROBES probes, which take turns over
-            # interventions.WINDOW epochs; sent now, to run beside the numbers below.
-            asked = self._asked_group() if sent.asked is None else sent.asked
-            first = slice(0, len(self._prepared.x))
+            # The interventions' sets of this epoch's group of the first MAX_PROBES probes,
+            # which take turns over interventions.WINDOW epochs; sent now, to run beside the
+            # numbers below (painted into a kept array: the worker is done before the next).
+            if self._prepared is None:
+                self._offsets = interventions.control_offsets(first.stop, *maps.shape[1:])
+                self._prepared = interventions.prepare(self.probes.x[first])
+            if self._window is None:
+                self._window = interventions.Window(first.stop)
+            asked = self._window.asked()
+            rows = len(interventions.INTERVENTIONS) * len(asked)
+            if self._painted_images is None or len(self._painted_images) != rows:
+                self._painted_images = np.empty((rows,) + self.probes.x.shape[1:], np.float32)
             painted = interventions.painted_probes(
                 self._prepared.x,
                 wide[first],
                 self._offsets,
                 self._prepared,
                 asked,
-                map_free=sent.asked is None,  # not sent before the gradient: with these
+                out=self._painted_images,
             )
             self.place = painted.hot
-            future = _forward_worker().submit(self.explainer.logits, painted.images)
-            self._painted = _Sent(future)
+            self._painted = _forward_worker().submit(self.explainer.logits, painted.images)
         # Each epoch's maps are ranked once; the next epoch's stability reuses these ranks, and
         # the concentration reads the ranking's sorted values (one sort of each map, not two).
         ranked = stability.rank_maps(maps)
@@ -241,11 +205,9 @@ class EpochNumbers:
             run["probe_chance_p"], run["probe_chance"] = p, chance
             right = learning.predicted_classes(logits) == labels
             per_probe["probe_accuracy"] = right.astype(np.float64)
-        # The forward passes' logits: object reliance's first, then the band and centre sets.
-        out = None if sent.future is None else sent.future.result()
-        if sent.relied:
-            relied = slice(0, sent.relied // 2)  # the first probes, fixed
-            without = np.split(out[: sent.relied], 2)
+        if self._relied is not None:  # object reliance: the first probes, fixed
+            relied = slice(0, len(self._reliance_inputs) // 2)
+            without = np.split(self._relied.result(), 2)
             run["object_reliance"], relied_values = reliance.object_reliance(
                 logits[relied],
                 *without,
@@ -255,14 +217,10 @@ class EpochNumbers:
             per_probe["object_reliance"] = np.full(len(maps), np.nan)
             per_probe["object_reliance"][relied] = relied_values
         if ask:
-            painted_logits = self._painted.future.result()
-            if sent.asked is not None:  # the band and centre sets came back with reliance's
-                painted_logits = np.concatenate([out[sent.relied :], painted_logits])
-            first = slice(0, len(self._prepared.x))
             numbers, by_probe = self._window.add(
                 asked,
                 logits[first][asked],
-                painted_logits,
+                self._painted.result(),
                 head.kind,
                 None if labels is None else labels[first][asked],
             )

@@ -43,7 +43,6 @@ from keras_saliency_monitor.signals.place import border_band
 
 __all__ = [
     "INTERVENTIONS",
-    "MAP_FREE",
     "MAX_PROBES",
     "Painted",
     "Prepared",
@@ -78,9 +77,6 @@ WINDOW = 2
 # The sets of painted probes, in the order of `Painted.images`: each intervention, then the
 # control it is compared with.
 INTERVENTIONS = ("band", "centre", "hot", "hot_ring", "own", "own_moved")
-# The first MAP_FREE sets (band, centre) need no map: ``prepare`` paints them once per monitor,
-# so their forward pass can run while the epoch's gradient is computed.
-MAP_FREE = 2
 
 
 class Painted(NamedTuple):
@@ -295,7 +291,7 @@ def _paint_indices(x, total, index, out):
 
 
 def painted_probes(
-    images, maps, offsets, prepared: Prepared | None = None, asked=None, out=None, map_free=True
+    images, maps, offsets, prepared: Prepared | None = None, asked=None, out=None
 ) -> Painted:
     """The probes painted for every intervention of one epoch, stacked for one forward pass.
 
@@ -306,16 +302,13 @@ def painted_probes(
         prepared: :func:`prepare` of ``images``, when the caller keeps it across epochs.
         asked: the probes to paint (indices, :meth:`Window.asked`); all when ``None``. The
             place where the saliency agrees is still that of all ``maps``.
-        out: optional C-contiguous float32 ``(sets * n, H, W, C)`` array (``n`` the asked
-            probes, ``sets`` those painted) to paint into, e.g. the tail of a larger batch; a
-            new one when ``None``.
-        map_free: False leaves out the sets that need no map (``band`` and ``centre``, the
-            first two, already in ``prepared.fixed``), for a caller that sent them to the
-            model before this epoch's maps existed.
+        out: optional C-contiguous float32 ``(len(INTERVENTIONS) * n, H, W, C)`` array (``n``
+            the asked probes) to paint into, e.g. the tail of a larger batch; a new one when
+            ``None``.
 
     Returns:
-        A :class:`Painted`: ``images`` holds the sets of the asked probes in
-        ``INTERVENTIONS`` order (all of them, or all but the first two).
+        A :class:`Painted`: ``images`` holds ``len(INTERVENTIONS)`` sets of the asked probes,
+        in that order.
     """
     if prepared is None:
         prepared = prepare(images)
@@ -323,13 +316,11 @@ def painted_probes(
     x, total, fixed = prepared.x, prepared.total, prepared.fixed
     if asked is not None:
         asked = np.asarray(asked, np.int64)
-        x, total = x[asked], total[asked]
-        fixed = fixed[:, asked] if map_free else None
+        x, total, fixed = x[asked], total[asked], fixed[:, asked]
         maps, offsets = np.asarray(maps)[asked], np.asarray(offsets)[asked]
     n, h, w = x.shape[:3]
     own = _top_indices(maps, TOP)
-    skip = 0 if map_free else MAP_FREE
-    shape = (len(INTERVENTIONS) - skip,) + x.shape
+    shape = (len(INTERVENTIONS),) + x.shape
     if out is None:
         out = np.empty(shape, np.float32)
     elif out.dtype != np.float32 or not out.flags.c_contiguous or out.size != np.prod(shape):
@@ -339,14 +330,12 @@ def painted_probes(
             f"{out.shape} (contiguous: {out.flags.c_contiguous})."
         )
     out = out.reshape(shape)  # a view: contiguous
-    if map_free:
-        out[:MAP_FREE] = fixed  # band, centre
-    sets = out[MAP_FREE - skip :]  # hot, hot_ring, own, own_moved
-    sets[:] = x  # one copy per set, then only the regions are written
-    _paint(x, total, hot, sets[0])
-    _paint(x, total, ring_around(hot), sets[1])
-    _paint_indices(x, total, own, sets[2])
-    _paint_indices(x, total, _moved_indices(own, offsets, h, w), sets[3])
+    out[:2] = fixed  # band, centre
+    out[2:] = x  # one copy per set, then only the regions are written
+    _paint(x, total, hot, out[2])
+    _paint(x, total, ring_around(hot), out[3])
+    _paint_indices(x, total, own, out[4])
+    _paint_indices(x, total, _moved_indices(own, offsets, h, w), out[5])
     return Painted(out.reshape((-1,) + x.shape[1:]), hot)
 
 
