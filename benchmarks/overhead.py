@@ -638,6 +638,60 @@ def print_sanity_cost(model, data, reps) -> None:
         )
 
 
+class _InLine:
+    """An executor that runs each call at once on the calling thread: the monitor's forward
+    passes made in line, one after the other, as before they went to the worker thread."""
+
+    def submit(self, fn, *args):
+        from concurrent import futures
+
+        done = futures.Future()
+        done.set_result(fn(*args))
+        return done
+
+
+def worker_vs_in_line(model, floor, x, y, reps, **extra) -> dict:
+    """on_epoch_end / floor with the alarm's forward passes on the worker thread (the library)
+    and made in line (the same numbers), two monitors on one model, alternated with the floor
+    in every pair (the order flips every pair); medians of the per-pair ratios."""
+    from keras_saliency_monitor.monitor import epoch_numbers
+
+    on_worker = epoch_numbers._forward_worker
+    log_dirs = [tempfile.mkdtemp(prefix="ksm-bench-") for _ in range(2)]
+    sides = {}
+    try:
+        with monitor_faults_are_errors():
+            for name, log_dir in zip(("worker", "in line"), log_dirs):
+                monitor = start_monitor(model, x, y, log_dir, "vanilla", {}, **extra)
+                sides[name] = (monitor, drain_fn(monitor), [])
+
+            def run(name, epoch):
+                monitor, drain, ratios = sides[name]
+                epoch_numbers._forward_worker = on_worker if name == "worker" else _InLine
+                try:
+                    block = timed(monitor.on_epoch_end, epoch, dict(FAKE_LOGS))
+                finally:
+                    epoch_numbers._forward_worker = on_worker
+                if drain:
+                    drain()
+                return block
+
+            for epoch in range(2):  # warm-up: traced, past the first epoch
+                for name in sides:
+                    run(name, epoch)
+            for rep in range(reps):
+                names = list(sides) if rep % 2 == 0 else list(sides)[::-1]
+                for name in names:
+                    f = timed(floor, x)
+                    sides[name][2].append(run(name, 2 + rep) / f)
+            for monitor, _, _ in sides.values():
+                monitor.on_train_end()
+    finally:
+        for log_dir in log_dirs:
+            shutil.rmtree(log_dir, ignore_errors=True)
+    return {name: median(ratios) for name, (_, _, ratios) in sides.items()}
+
+
 def alarm_cost(reps: int) -> int:
     """Issue 22's targets: on_epoch_end at most 1.5x the floor without masks, 1.75x with.
 
@@ -678,6 +732,23 @@ def alarm_cost(reps: int) -> int:
             profile_parts(model, floor, x, y, "vanilla", 1, reps, masks=masks, label="with masks"),
         ]
     )
+    print("\nThe forward passes on the worker thread vs in line (the same numbers), on_epoch_end /")
+    print("floor, medians of alternated pairs in one process:")
+    models = [("the 3-conv CNN", model, floor, reps)]
+    # A model people train, 15x the 3-conv CNN's compute per pixel: the numpy numbers, the same
+    # per pixel, weigh less against its gradient; the painted images' forward passes do not.
+    keras.utils.set_random_seed(0)
+    resnet = keras.applications.ResNet50(weights=None, input_shape=(64, 64, 3), classes=NUM_CLASSES)
+    resnet.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    models.append(("ResNet50", resnet, Floor(resnet), max(7, reps // 2)))
+    for name, net, net_floor, pairs in models:
+        for label, extra in (("without masks", {}), ("with masks", {"masks": masks})):
+            r = worker_vs_in_line(net, net_floor, x, y, pairs, **extra)
+            print(
+                f"  {name}, {label} ({pairs} pairs): on the worker {r['worker']:.2f}, "
+                f"in line {r['in line']:.2f}",
+                flush=True,
+            )
     print(f"# done; {machine()}")
     return 0
 

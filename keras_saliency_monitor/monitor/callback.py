@@ -9,9 +9,10 @@ An epoch's flow, and where each step lives:
   (``writing``: lock, step numbers, event file, background worker).
 - ``on_epoch_end`` waits for the previous epoch's write job (``writing``: at most one epoch in
   flight), then on the training thread computes the maps (``explain``) and the numbers
-  (``epoch_numbers``; they must be in ``logs`` before the next callback reads them), feeds the
-  shortcut alarm (``alarm``), and hands the write job to the worker (``epoch_log``: render,
-  encode and write the epoch's events).
+  (``epoch_numbers``; they must be in ``logs`` before the next callback reads them: the alarm's
+  forward passes on painted probes run on a worker thread beside the gradient and the numpy
+  numbers, and the hook waits for them), feeds the shortcut alarm (``alarm``), and hands the
+  write job to the background worker (``epoch_log``: render, encode and write the epoch's events).
 - ``on_train_end`` waits for the last job, then closes the event file (``writing``).
 
 Faults during training (non-finite maps, a failing disk, any exception while computing or writing)
