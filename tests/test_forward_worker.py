@@ -126,7 +126,8 @@ def test_a_failing_forward_pass_on_the_worker_is_a_fault_and_training_goes_on(tm
     assert monitor._measure._relied is None and monitor._measure._painted is None
 
 
-def test_a_failing_gradient_leaves_no_forward_pass_running(tmp_path):
+@pytest.mark.parametrize("error", [RuntimeError, KeyboardInterrupt])
+def test_a_failing_gradient_leaves_no_forward_pass_running(tmp_path, error):
     model = _model()
     monitor = _monitor(tmp_path, model)
     _epochs(monitor, model, count=1)  # traced: the next epoch sends reliance's pass early
@@ -140,19 +141,24 @@ def test_a_failing_gradient_leaves_no_forward_pass_running(tmp_path):
         return logits(images)
 
     monitor.explainer.logits = slow
+    sent = []
 
     def broken(*args):
-        sent = monitor._measure._relied
-        assert sent is not None and not sent.done()
+        sent.append(monitor._measure._relied)
+        assert sent[0] is not None and not sent[0].done()
         threading.Timer(0.05, release.set).start()
-        raise RuntimeError("the gradient broke")
+        raise error("the gradient broke")
 
     monitor.explainer.explain = broken
-    with pytest.warns(RuntimeWarning, match="the gradient broke"):
-        monitor.on_epoch_end(1, dict(LEARNED))
-    # on_epoch_end returned after the pass it had sent was over, and recorded the fault.
-    assert release.is_set() and monitor._measure._relied is None
-    assert monitor.faults["compute"] == ["epoch 1"]
+    if error is KeyboardInterrupt:  # not the monitor's to swallow: it goes on up to fit
+        with pytest.raises(KeyboardInterrupt):
+            monitor.on_epoch_end(1, dict(LEARNED))
+    else:  # a fault: recorded, and training goes on
+        with pytest.warns(RuntimeWarning, match="the gradient broke"):
+            monitor.on_epoch_end(1, dict(LEARNED))
+        assert monitor.faults["compute"] == ["epoch 1"]
+    # Either way on_epoch_end returned only once the pass it had sent was over.
+    assert sent[0].done() and monitor._measure._relied is None
     monitor.on_train_end()
 
 

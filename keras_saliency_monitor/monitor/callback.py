@@ -388,6 +388,9 @@ class SaliencyMonitor(keras.callbacks.Callback):
             self._measure.settle()  # no forward pass of ours goes on beside the training
             self.faults.record("compute", f"epoch {epoch}", err)
             return
+        except BaseException:  # an interrupt: it goes on, once our forward passes are over
+            self._measure.settle()
+            raise
         broken = non_finite(explanation)
         if broken.any():
             self.faults.record(
