@@ -12,7 +12,10 @@ import numpy as np
 
 from keras_saliency_monitor.signals import interventions
 
-__all__ = ["object_reliance", "reliance_inputs"]
+__all__ = ["SETS", "object_reliance", "reliance_inputs"]
+
+# The painted sets of `reliance_inputs`, in its order (names for `interventions.Window`).
+SETS = ("object", "control")
 
 
 def reliance_inputs(images, masks):
