@@ -244,8 +244,11 @@ def test_reliance_takes_turns_pools_two_epochs_and_starts_over_on_a_new_run(tmp_
             monitor.on_train_begin()
             run = []
         before = len(sent)
-        logs = {"loss": 0.1, "accuracy": 0.99}
+        # Epoch 2: Keras's logs say the model has not learned, so the interventions' gate holds
+        # them back (and empties their window); reliance is measured and pools on regardless.
+        logs = {"loss": 1.1, "accuracy": 0.3} if epoch == 2 else {"loss": 0.1, "accuracy": 0.99}
         monitor.on_epoch_end(epoch, logs)
+        assert np.isnan(logs["saliency_band_lost"]) == (epoch == 2)
         run.append(_probabilities(model, probes, 12))
         group = groups[(len(run) - 1) % 2]
         # Reliance's pass (the first of the epoch's calls): its group's 2 painted sets only.
