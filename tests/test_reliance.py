@@ -6,9 +6,10 @@ import pytest
 
 from keras_saliency_monitor import SaliencyMonitor
 from keras_saliency_monitor.attribution.explain import Explainer
-from keras_saliency_monitor.signals import reliance
+from keras_saliency_monitor.signals import interventions, reliance
 
 from .helpers import tiny_cnn, tiny_data
+from .test_forward_worker import _model, _monitor
 
 
 def _softmax_p(z, k):
@@ -152,6 +153,55 @@ def test_a_model_that_reads_the_background_tint_does_not_rely_on_the_object():
     assert np.all(_softmax_p(logits, 0)[(y + 1) % 3 == 0] > 0.9)
 
 
+def test_a_window_of_one_epoch_gives_object_reliance_bit_for_bit():
+    # The monitor pools reliance with interventions.Window; over one epoch it is the formula.
+    rng = np.random.default_rng(0)
+    logits, without_object, without_control = rng.normal(0, 2, (3, 10, 4))
+    labels = np.argmax(logits, axis=1)
+    labels[:3] = (labels[:3] + 1) % 4  # some predicted wrong: not counted
+    for kind, given in (("softmax", labels), ("softmax", None), ("sigmoid", None)):
+        run, per_probe = reliance.object_reliance(
+            logits, without_object, without_control, kind, given
+        )
+        window = interventions.Window(10, 1, reliance.SETS)
+        painted = np.concatenate([without_object, without_control])
+        lost, per = window.pool(np.arange(10), logits, painted, kind, given)
+        assert lost["object"] - lost["control"] == run
+        np.testing.assert_array_equal(per["object"] - per["control"], per_probe)
+
+
+class _Recorder(keras.callbacks.Callback):
+    """Before the monitor, at each epoch end: the model's own softmax output on every probe the
+    reliance asks, intact and with each painted set (every probe, whatever its turn)."""
+
+    def __init__(self, monitor, n):
+        super().__init__()
+        self.monitor, self.n, self.epochs = monitor, n, []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epochs.append(_probabilities(self.model, self.monitor.probes, self.n))
+
+
+def _probabilities(model, probes, n):
+    x, masks = probes.x[:n], probes.masks[:n]
+    return [model.predict(a, verbose=0) for a in (x, *reliance.reliance_inputs(x, masks))]
+
+
+def _pooled(epochs, groups, labels, classes=3):
+    """The logged reliance, computed here: each probe's values from the last epoch its group
+    was asked, over the last 2 epochs (ratio of the sums over the probes predicted right)."""
+    latest = {}
+    for e, (p0, p_object, p_control) in enumerate(epochs):
+        for i in groups[e % len(groups)]:
+            c = int(np.argmax(p0[i]))
+            latest[i] = (p0[i, c], p_object[i, c], p_control[i, c], c == labels[i], e)
+    last = len(epochs) - 1
+    counted = [v for v in latest.values() if v[4] >= last - 1 and v[3]]
+    lost = sum(float(c) - float(o) for _, o, c, _, _ in counted)
+    above = sum(float(p) - 1 / classes for p, _, _, _, _ in counted)
+    return lost / above if counted else np.nan
+
+
 def test_callback_logs_object_reliance_with_masks(tmp_path):
     x, y = tiny_data()
     masks = np.zeros(x.shape[:3], bool)
@@ -160,33 +210,78 @@ def test_callback_logs_object_reliance_with_masks(tmp_path):
         masks[i, r : r + 3, 2:5] = True  # the bright square that makes the class
     model = tiny_cnn()
     monitor = SaliencyMonitor(tmp_path, (x, y), num_probes=6, masks=masks, background=False)
-    history = model.fit(x, y, epochs=3, batch_size=16, verbose=0, callbacks=[monitor])
+    recorder = _Recorder(monitor, 6)
+    history = model.fit(x, y, epochs=3, batch_size=16, verbose=0, callbacks=[recorder, monitor])
     assert "saliency_object_reliance" in history.history
-    # Independently, from the model's own softmax output on the painted probes.
-    probes, labels = monitor.probes.x, monitor.probes.labels
-    painted = reliance.reliance_inputs(probes, monitor.probes.masks)
-    p0, p_object, p_control = (model.predict(a, verbose=0) for a in (probes, *painted))
-    cls = np.argmax(p0, axis=1)
-    rows = np.arange(len(cls))
-    right = cls == labels
-    lost = (p_control[rows, cls] - p_object[rows, cls])[right].sum()
-    expected = lost / (p0[rows, cls] - 1 / 3)[right].sum() if right.any() else np.nan
-    np.testing.assert_allclose(monitor.history[2]["saliency_object_reliance"], expected, atol=1e-4)
+    # Independently, from the model's own softmax output on the painted probes: 6 probes take
+    # turns in 2 groups, and each epoch pools its group with the other group's last epoch.
+    groups = [[0, 1, 2], [3, 4, 5]]
+    for epoch in range(3):
+        expected = _pooled(recorder.epochs[: epoch + 1], groups, monitor.probes.labels)
+        logged = monitor.history[epoch]["saliency_object_reliance"]
+        np.testing.assert_allclose(logged, expected, atol=1e-4)
     monitor_without = SaliencyMonitor(tmp_path / "b", (x, y), num_probes=6, background=False)
     tiny_cnn().fit(x, y, epochs=1, verbose=0, callbacks=[monitor_without])
     assert "saliency_object_reliance" not in monitor_without.history[0]
 
 
-def test_reliance_asks_at_most_the_first_16_probes(tmp_path):
-    from keras_saliency_monitor.monitor.epoch_numbers import RELIANCE_PROBES
+@pytest.mark.filterwarnings("ignore:Saliency alarm")  # random weights: the alarm may fire
+def test_reliance_takes_turns_pools_two_epochs_and_starts_over_on_a_new_run(tmp_path):
+    # A real model with masks, probes labelled with its own classes (as the worker's tests).
+    model = _model()
+    monitor = _monitor(tmp_path, model)
+    sent, per_probe = [], []
+    logits = monitor.explainer.logits
+    monitor.explainer.logits = lambda images: sent.append(images.copy()) or logits(images)
+    check = monitor._check_alarm
+    monitor._check_alarm = lambda e, numbers, per: per_probe.append(per) or check(e, numbers, per)
+    probes = monitor.probes
+    painted = reliance.reliance_inputs(probes.x, probes.masks)
+    groups = [list(range(6)), list(range(6, 12))]  # 12 probes (< 16), 2 turns
+    run, logged, expected = [], [], []
+    for epoch in range(6):
+        if epoch == 4:  # a new run: the turns start over
+            monitor.on_train_begin()
+            run = []
+        before = len(sent)
+        # Epoch 2: Keras's logs say the model has not learned, so the interventions' gate holds
+        # them back (and empties their window); reliance is measured and pools on regardless.
+        logs = {"loss": 1.1, "accuracy": 0.3} if epoch == 2 else {"loss": 0.1, "accuracy": 0.99}
+        monitor.on_epoch_end(epoch, logs)
+        assert np.isnan(logs["saliency_band_lost"]) == (epoch == 2)
+        run.append(_probabilities(model, probes, 12))
+        group = groups[(len(run) - 1) % 2]
+        # Reliance's pass (the first of the epoch's calls): its group's 2 painted sets only.
+        np.testing.assert_array_equal(
+            sent[before], np.concatenate([painted[0][group], painted[1][group]])
+        )
+        # Per probe: the probes of the window, NaN elsewhere (a run's first epoch: its group).
+        asked = np.isfinite(per_probe[-1]["object_reliance"])
+        window = group if len(run) == 1 else range(12)
+        assert asked.tolist() == [i in window for i in range(12)]
+        logged.append(logs["saliency_object_reliance"])
+        expected.append(_pooled(run, groups, probes.labels))
+        kernel = model.layers[0].kernel
+        kernel.assign(kernel * 1.1 + 0.01)  # new weights, new numbers next epoch
+    monitor.on_train_end()
+    assert monitor.faults == {}
+    assert np.isfinite(expected).all() and len(set(np.round(expected, 6))) > 3  # weights moved
+    np.testing.assert_allclose(logged, expected, atol=1e-4)
+
+
+def test_reliance_asks_at_most_the_first_16_probes_in_two_kept_groups(tmp_path):
+    from keras_saliency_monitor.monitor.epoch_numbers import RELIANCE_PROBES, RELIANCE_WINDOW
 
     x, y = tiny_data(n=48)
     masks = np.zeros(x.shape[:3], bool)
     masks[:, 2:6, 2:6] = True
     monitor = SaliencyMonitor(tmp_path, (x, y), num_probes=20, masks=masks, background=False)
-    tiny_cnn().fit(x, y, epochs=1, verbose=0, callbacks=[monitor])
-    assert RELIANCE_PROBES == 16 and len(monitor._measure._reliance_inputs) == 2 * 16
-    np.testing.assert_array_equal(
-        monitor._measure._reliance_inputs[:16],
-        reliance.reliance_inputs(monitor.probes.x[:16], monitor.probes.masks[:16])[0],
-    )
+    tiny_cnn().fit(x, y, epochs=2, verbose=0, callbacks=[monitor])
+    assert RELIANCE_PROBES == 16 and RELIANCE_WINDOW == 2
+    kept = monitor._measure._reliance_inputs
+    assert [len(batch) for batch in kept] == [2 * 8, 2 * 8]  # 16 images an epoch, not 32
+    painted = reliance.reliance_inputs(monitor.probes.x[:16], monitor.probes.masks[:16])
+    for batch, group in zip(kept, (slice(0, 8), slice(8, 16))):
+        np.testing.assert_array_equal(batch[:8], painted[0][group])
+        np.testing.assert_array_equal(batch[8:], painted[1][group])
+    assert monitor._measure._reliance_inputs is kept  # built once per monitor

@@ -192,8 +192,9 @@ def test_painted_probes_into_a_batchs_tail_are_the_new_arrays_bit_for_bit():
 
 
 def test_epoch_numbers_ask_the_model_the_concatenated_batch_and_leave_its_head_alone(tmp_path):
-    # With masks, the forward pass gets the reliance inputs and then this epoch's painted probes
-    # (written into a kept batch, not concatenated): the very images concatenation gave.
+    # With masks, the forward pass gets this epoch's group of the reliance inputs, then this
+    # epoch's painted probes (written into a kept batch, not concatenated): the very images
+    # concatenation gave.
     keras = pytest.importorskip("keras")
     from keras_saliency_monitor import SaliencyMonitor
 
@@ -225,6 +226,7 @@ def test_epoch_numbers_ask_the_model_the_concatenated_batch_and_leave_its_head_a
         if epoch:  # as the callback does: reliance's pass sent before the gradient
             numbers.start()
         window_turn = numbers._window.turn if numbers._window is not None else 0
+        reliance_turn = epoch % 2  # reliance's 12 probes take turns in 2 groups of 6
         before = len(seen)
         explanation = monitor.explainer.explain(monitor.probes.x, monitor.probes.labels)
         numbers(explanation, logs)
@@ -236,8 +238,9 @@ def test_epoch_numbers_ask_the_model_the_concatenated_batch_and_leave_its_head_a
             numbers._prepared,
             asked,
         )
+        group = interventions.rotation(12, reliance_turn)
         reliance_part = np.concatenate(
-            reliance.reliance_inputs(monitor.probes.x, monitor.probes.masks)
+            [s[group] for s in reliance.reliance_inputs(monitor.probes.x, monitor.probes.masks)]
         )
         # Two calls on the worker (reliance's beside the gradient, then the interventions'
         # beside the numbers): in order, the images of the one concatenated batch.

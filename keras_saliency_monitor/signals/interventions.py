@@ -446,22 +446,26 @@ def rotation(n: int, turn: int, window: int = WINDOW) -> np.ndarray:
 
 
 class Window:
-    """The interventions' numbers pooled over the last ``window`` asked epochs (a rotation).
+    """Numbers of painted probes pooled over the last ``window`` asked epochs (a rotation).
 
     Each asked epoch paints only :meth:`asked` (one group of :func:`rotation`), and the logged
     numbers pool every probe's latest values from the last ``window`` asked epochs, as
     :func:`confidence_lost` pools the probes of one epoch (the ratio of the sums). With
-    ``window=1`` every probe is asked every epoch (:func:`intervention_numbers`).
+    ``window=1`` every probe is asked every epoch (:func:`intervention_numbers`). The
+    interventions use :meth:`add`; any other set of painted probes (object reliance's) uses
+    :meth:`pool` with its own ``sets``.
 
     Args:
         n: the probes that take turns (the first ``n`` of the probe set).
         window: asked epochs per full turn of the probes.
+        sets: the names of the painted sets, in the order of the painted logits.
     """
 
-    def __init__(self, n: int, window: int = WINDOW):
+    def __init__(self, n: int, window: int = WINDOW, sets=INTERVENTIONS):
         self.n, self.window = int(n), max(1, min(int(window), int(n)))
+        self.sets = tuple(sets)
         self.turn = 0  # asked epochs so far
-        self._drop = np.full((len(INTERVENTIONS), self.n), np.nan)
+        self._drop = np.full((len(self.sets), self.n), np.nan)
         self._above = np.full(self.n, np.nan)
         self._counted = np.zeros(self.n, bool)
         self._turn_of = np.full(self.n, -self.window - 1)  # the turn each probe was last asked
@@ -470,21 +474,22 @@ class Window:
         """The probes to paint at this asked epoch."""
         return rotation(self.n, self.turn, self.window)
 
-    def add(self, asked, logits, painted_logits, kind="softmax", labels=None):
-        """Record one asked epoch and return the window's numbers.
+    def pool(self, asked, logits, painted_logits, kind="softmax", labels=None):
+        """Record one asked epoch and return each set's share lost over the window.
 
         Args:
             asked: the probes painted (:meth:`asked`), indices into the first ``n``.
             logits: ``(len(asked), K)`` logits of those probes, intact.
-            painted_logits: ``(len(INTERVENTIONS) * len(asked), K)``, sets in that order.
+            painted_logits: ``(len(sets) * len(asked), K)``, sets in that order.
             kind, labels: as :func:`confidence_lost` (``labels`` of the asked probes).
 
         Returns:
-            ``(run, per_probe)`` as :func:`intervention_numbers`, over the probes asked in the
-            last ``window`` asked epochs; ``per_probe`` arrays are ``(n,)``, NaN elsewhere.
+            ``(run, per_probe)``, each a dict by set name: the pooled share lost (a float), and
+            the ``(n,)`` per-probe shares, NaN for the probes not asked in the last ``window``
+            asked epochs.
         """
         asked = np.asarray(asked, np.int64)
-        for s, z in enumerate(np.split(np.asarray(painted_logits), len(INTERVENTIONS))):
+        for s, z in enumerate(np.split(np.asarray(painted_logits), len(self.sets))):
             drop, above, counted = _shares(logits, z, kind, labels)
             self._drop[s, asked] = drop
         self._above[asked], self._counted[asked] = above, counted
@@ -493,10 +498,24 @@ class Window:
         recent = self._turn_of >= self.turn - self.window
         above, counted = self._above[recent], self._counted[recent]
         lost, per = {}, {}
-        for name, drop in zip(INTERVENTIONS, self._drop[:, recent]):
+        for name, drop in zip(self.sets, self._drop[:, recent]):
             lost[name] = _pooled(drop, above, counted)
             per[name] = np.full(self.n, np.nan)
             per[name][recent] = _per_probe(drop, above)
+        return lost, per
+
+    def add(self, asked, logits, painted_logits, kind="softmax", labels=None):
+        """Record one asked epoch of the interventions and return the window's numbers.
+
+        Args:
+            asked, logits, kind, labels: as :meth:`pool`.
+            painted_logits: ``(len(INTERVENTIONS) * len(asked), K)``, sets in that order.
+
+        Returns:
+            ``(run, per_probe)`` as :func:`intervention_numbers`, over the probes asked in the
+            last ``window`` asked epochs; ``per_probe`` arrays are ``(n,)``, NaN elsewhere.
+        """
+        lost, per = self.pool(asked, logits, painted_logits, kind, labels)
         run = {
             "band_lost": lost["band"],
             "band_chance": lost["centre"],

@@ -3,7 +3,10 @@
 Each probe's object is painted over, and a region of the same shape elsewhere as its control
 (:func:`reliance_inputs`); :func:`object_reliance` is the confidence the object takes away
 beyond the control's. Painted (``interventions.fill``) and read (``interventions.confidence_lost``)
-by the same functions as the mask-free interventions.
+by the same functions as the mask-free interventions. The monitor asks its probes in turns and
+pools the last two logged epochs (``monitor.epoch_numbers.RELIANCE_WINDOW``) with
+``interventions.Window`` over :data:`SETS`: over one epoch, the very number of
+:func:`object_reliance`.
 """
 
 from __future__ import annotations
@@ -12,7 +15,10 @@ import numpy as np
 
 from keras_saliency_monitor.signals import interventions
 
-__all__ = ["object_reliance", "reliance_inputs"]
+__all__ = ["SETS", "object_reliance", "reliance_inputs"]
+
+# The painted sets of `reliance_inputs`, in its order (names for `interventions.Window`).
+SETS = ("object", "control")
 
 
 def reliance_inputs(images, masks):
