@@ -100,7 +100,8 @@ class SaliencyMonitor(keras.callbacks.Callback):
             masks (2 probes or more) ``saliency_object_reliance`` is logged too: the share of the
             model's confidence (above chance) lost when each probe's object is painted over,
             beyond a same-shape patch elsewhere (0 = chance, 1 = all of it; 2 forward passes per
-            probe); the alarm fires below ``alarm_reliance_threshold``.
+            probe, the first 16 probes in two turns of 8, pooled over the last 2 logged epochs);
+            the alarm fires below ``alarm_reliance_threshold``.
         every_n_epochs: log epochs ``0, n, 2n, ...``. Defaults to 1. On the epochs in
             between, ``logs`` repeat the last logged epoch's numbers, so that callbacks see a
             value at every epoch as Keras's convention has it (``EarlyStopping`` warns about a
