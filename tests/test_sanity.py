@@ -281,3 +281,22 @@ def test_monitor_sanity_check_waits_on_the_training_skill_as_the_alarm(tmp_path,
     assert numbers["saliency_probe_skill"] < 0.5  # the old gate (probe skill >= 0.5) waits
     assert monitor.alarm.learned(numbers)
     assert np.isfinite(numbers["saliency_sanity_rank_correlation"])
+
+
+def test_a_deep_copied_check_runs_on_the_same_model(trained):
+    """A deep-copied monitor (keras-tuner's per trial) copies its sanity check: the copy, run on
+    the same model, makes its own model copy and explainer (it kept an unbound explainer and
+    faulted) and gives the original's result."""
+    import copy
+
+    from keras_saliency_monitor.attribution.sanity import SanityCheck
+
+    probes, _ = shapes_data(4, seed=3)
+    check = SanityCheck("vanilla", max_blocks=2)
+    first = check.run(trained, probes)
+    twin = copy.deepcopy(check)
+    assert twin._clone is None and twin._explainer is None  # nothing of the original's model
+    again = twin.run(trained, probes)
+    assert twin._clone is not check._clone
+    np.testing.assert_array_equal(again.rank_correlation, first.rank_correlation)
+    np.testing.assert_array_equal(again.ssim, first.ssim)

@@ -345,6 +345,12 @@ class SanityCheck:
         self._model_ref = None
         self._clone = self._explainer = None
 
+    def __getstate__(self):
+        """Copies (a deep-copied monitor, keras-tuner's per trial) hold no model of this one's:
+        the copy of the model and its bound explainer are made again at the copy's first run.
+        Without this, a copy run on the same model kept an unbound copy of the explainer."""
+        return {**self.__dict__, "_model_ref": None, "_clone": None, "_explainer": None}
+
     def _prepare(self, model, x):
         """The copy with the trained weights, and its explainer (built once per model)."""
         if self._model_ref is None or self._model_ref() is not model:
