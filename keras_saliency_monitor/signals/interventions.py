@@ -378,23 +378,28 @@ def confidence_lost(logits, painted_logits, kind="softmax", labels=None):
 
 
 def _shares(logits, painted_logits, kind, labels):
-    """``(drop, above, counted)``, each ``(N,)``: ``p - q``, ``p - chance``, whether it counts.
+    """``(drop, above, counted)``: ``p - q``, ``p - chance``, whether it counts.
 
-    NaN ``drop`` and ``above`` for a regression output (``K = 1``, not sigmoid).
+    ``painted_logits`` is ``(N, K)``, or ``(S, N, K)`` for S painted sets of the same probes
+    (``drop`` is then ``(S, N)``: the intact probes' probabilities are computed once, and every
+    set's rows go through one softmax, row by row the same values as one set at a time).
+    ``above`` and ``counted`` are ``(N,)``. NaN ``drop`` and ``above`` for a regression output
+    (``K = 1``, not sigmoid).
     """
     z = np.asarray(logits, np.float64)
     n, k = z.shape
-    if n == 0 or (k == 1 and kind != "sigmoid"):
-        return np.full(n, np.nan), np.full(n, np.nan), np.zeros(n, bool)
-    p, chance, cls = _probabilities(z, kind)
     painted = np.asarray(painted_logits, np.float64)
+    if n == 0 or (k == 1 and kind != "sigmoid"):
+        return np.full(painted.shape[:-1], np.nan), np.full(n, np.nan), np.zeros(n, bool)
+    p, chance, cls = _probabilities(z, kind)
+    rows = np.arange(n)
     if k == 1:
         side = np.where(z[:, 0] > 0, 1.0, -1.0)
-        q = special.expit(side * painted[:, 0])
+        q = special.expit(side * painted[..., 0])
     elif kind == "sigmoid":
-        q = special.expit(painted[np.arange(n), cls])
+        q = special.expit(painted[..., rows, cls])
     else:
-        q = special.softmax(painted, axis=1)[np.arange(n), cls]
+        q = special.softmax(painted, axis=-1)[..., rows, cls]
     counted = np.ones(n, bool)
     labels = None if labels is None else np.asarray(labels)
     if labels is not None and labels.shape == (n,):
@@ -489,9 +494,9 @@ class Window:
             asked epochs.
         """
         asked = np.asarray(asked, np.int64)
-        for s, z in enumerate(np.split(np.asarray(painted_logits), len(self.sets))):
-            drop, above, counted = _shares(logits, z, kind, labels)
-            self._drop[s, asked] = drop
+        painted = np.asarray(painted_logits).reshape(len(self.sets), len(asked), -1)
+        drop, above, counted = _shares(logits, painted, kind, labels)  # every set at once
+        self._drop[:, asked] = drop
         self._above[asked], self._counted[asked] = above, counted
         self._turn_of[asked] = self.turn
         self.turn += 1

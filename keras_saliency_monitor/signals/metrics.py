@@ -535,5 +535,10 @@ def nanmean(x) -> float:
         The mean of the non-NaN values, or NaN if there are none.
     """
     values = np.asarray(x, dtype=np.float64)
-    # np.nanmean warns ("Mean of empty slice") when nothing is left; that is plain NaN here.
-    return float("nan") if np.isnan(values).all() else float(np.nanmean(values))
+    missing = np.isnan(values)
+    count = values.size - int(np.count_nonzero(missing))
+    if count == 0:  # np.nanmean warns ("Mean of empty slice"); that is plain NaN here
+        return float("nan")
+    # np.nanmean's own arithmetic (NaNs as 0, summed, over the count): the same value, without
+    # its checks and copies (about 15 us a call, a dozen calls an epoch).
+    return float(np.where(missing, 0.0, values).sum() / count)
