@@ -79,9 +79,9 @@ def _ranks_and_sorted(x: np.ndarray):
     ends_run = np.empty(n * m, dtype=bool)
     ends_run[:-1] = starts_run[1:]
     ends_run[-1] = True
-    # Centred ranks in sorted order: the 1-based position in the row minus
-    # (M + 1) / 2, then the average over each run of ties.
-    sorted_ranks = np.tile(np.arange(1.0, m + 1.0) - (m + 1) / 2.0, n)  # (N * M,)
+    # Centred ranks in sorted order: the 1-based position in the row minus (M + 1) / 2, the
+    # same for every row; then, for each run of ties, the average of its positions.
+    centred = np.arange(1.0, m + 1.0) - (m + 1) / 2.0  # (M,)
     tied = np.flatnonzero(~(starts_run & ends_run))  # positions in runs of length > 1
     if tied.size:
         # Typically few for float maps, many in few runs for quantised ones.
@@ -90,13 +90,16 @@ def _ranks_and_sorted(x: np.ndarray):
         lengths = np.diff(np.append(np.flatnonzero(is_start), tied.size))
         # Average of the 1-based positions start + 1 .. start + length, centred.
         average = starts + (lengths + 1) / 2.0 - (m + 1) / 2.0
-        sorted_ranks[tied] = np.repeat(average, lengths)
     # Without a sign bit the keys are the floats' own bits, so the sorted keys are the sorted
     # values, bit for bit (NaN last, as np.sort puts them); read before the keys are cleared.
     values = None if signed else ascending.view(np.float32).copy()
     packed &= 0xFFFFFFFF  # keep the low 32 bits: the flat indices
+    # Back to pixel order: every row's positions at once (broadcast, not an (N * M,) tiled
+    # copy: 0.3 of rank_maps' 2.2 ms at 32 maps of 64x64), then the tied positions' averages.
     ranks = np.empty(n * m)
-    ranks[packed.ravel()] = sorted_ranks  # back to pixel order
+    ranks[packed] = centred
+    if tied.size:
+        ranks[packed.ravel()[tied]] = np.repeat(average, lengths)
     return ranks.reshape(n, m), values
 
 
