@@ -405,3 +405,34 @@ def test_window_pools_the_last_turns_as_one_epoch_of_all_probes_would():
     )
     assert run == one
     assert np.isnan(per_probe["hot_excess"][4:]).all()
+
+
+@pytest.mark.parametrize("units", [1, 4])
+def test_window_pools_sigmoid_heads_set_by_set(units):
+    """Every set goes through one call (one expit over all sets' rows); each set's share is
+    still its own, computed here from the logits with plain numpy."""
+    rng = np.random.default_rng(11)
+    sets = ("a", "b", "c")
+    z, painted = rng.normal(size=(5, units)) * 3, rng.normal(size=(3, 5, units)) * 3
+
+    def expit(v):
+        return 1 / (1 + np.exp(-v))
+
+    if units == 1:  # one unit: the probability of the side the intact logit is on
+        side = np.where(z[:, 0] > 0, 1.0, -1.0)
+        p, q = expit(side * z[:, 0]), expit(side * painted[..., 0])
+    else:  # independent units: the predicted (largest) unit's probability
+        cls = z.argmax(axis=1)
+        p, q = expit(z[np.arange(5), cls]), expit(painted[:, np.arange(5), cls])
+    run, per_probe = interventions.Window(5, 1, sets).pool(
+        np.arange(5), z, painted.reshape(-1, units), "sigmoid"
+    )
+    for s, name in enumerate(sets):
+        assert run[name] == pytest.approx((p - q[s]).sum() / (p - 0.5).sum(), rel=1e-12)
+        np.testing.assert_allclose(per_probe[name], (p - q[s]) / (p - 0.5), rtol=1e-12)
+    # A regression output has nothing to lose: NaN for every set.
+    run, per_probe = interventions.Window(5, 1, sets).pool(
+        np.arange(5), z[:, :1], painted[..., :1].reshape(-1, 1), "linear"
+    )
+    assert all(np.isnan(v) for v in run.values())
+    assert all(np.isnan(v).all() for v in per_probe.values())
