@@ -36,13 +36,14 @@ RELIANCE_PROBES = 16
 # Those probes take turns in this many groups (interventions.rotation and Window, as the
 # interventions'): each logged epoch paints one group (16 images, not 32) and the logged
 # saliency_object_reliance pools every probe's latest values from the last RELIANCE_WINDOW
-# logged epochs (the first logged epoch of a run rests on its own group only). Saves: with
-# masks, 32 probes 64x64, on_epoch_end over the floor 1.69 -> 1.43 (median of 20 alternated
-# pairs in one process, a loaded 2-core machine; turns against every probe every epoch).
-# Costs: half of each value is an epoch old. Checked on issue 22's TUNE seeds 0-1
-# (benchmarks/shortcuts.py, 26 runs x 2 masks monitors, against main): the same alarms at the
-# same epochs naming the same signals; the lowest reliance of a control at an epoch past the
-# gate 0.66 -> 0.61 (threshold 0.25), lower values only before the gate opens.
+# logged epochs (the first logged epoch of a run rests on its own group only). Saves: 16
+# forward images an epoch, about 0.18x the gradient floor with masks at 32 probes 64x64
+# (benchmarks/overhead.py's model; docs/guides/performance.md, Round 3, measures it with the
+# worker thread: 2.24 -> 1.98 x the floor). Costs: half of each value is an epoch old.
+# Checked on issue 22's TUNE seeds 0-1 (benchmarks/shortcuts.py, 26 runs x 2 masks monitors,
+# against main): the same alarms at the same epochs naming the same signals; the lowest
+# reliance of a control at an epoch past the gate 0.66 -> 0.61 (threshold 0.25), lower values
+# only before the gate opens.
 RELIANCE_WINDOW = 2
 
 
