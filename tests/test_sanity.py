@@ -238,9 +238,11 @@ def test_monitor_logs_the_sanity_curve_once_per_fit_and_changes_nothing(tmp_path
     assert len(passes) == 3
     for a, b in zip(watched.get_weights(), bare.get_weights()):
         np.testing.assert_array_equal(a, b)
-    assert len(history.history["saliency_sanity_rank_correlation"]) == 1  # epoch 0 only
-    assert "saliency_sanity_ssim_top3" in monitor.history[0]
-    assert "saliency_sanity_rank_correlation" not in monitor.history[1]
+    # Measured at epoch 0 only; the keys are at every epoch (NaN where not measured).
+    measured = history.history["saliency_sanity_rank_correlation"]
+    assert len(measured) == 2 and np.isfinite(measured[0]) and np.isnan(measured[1])
+    assert np.isfinite(monitor.history[0]["saliency_sanity_ssim_top3"])
+    assert np.isnan(monitor.history[1]["saliency_sanity_rank_correlation"])
     run = str(tmp_path / "saliency")
     logged = read_scalars(run, "saliency/sanity_rank_correlation_top3")
     assert list(logged) == [0]
@@ -256,6 +258,53 @@ def test_monitor_logs_the_sanity_curve_once_per_fit_and_changes_nothing(tmp_path
         expected.rank_correlation[-1], abs=1e-6
     )
     assert "sanity" not in monitor.faults
+
+
+def test_every_epoch_carries_the_check_keys_so_history_and_csv_line_up(tmp_path, trained):
+    """The check runs once, at the first epoch past the gate: here epoch 1 (epoch 0 trains
+    fresh weights at learning rate 0, at chance; the trained weights are loaded before epoch
+    1). Every epoch carries its keys, NaN but at that one: History's lists are as long as the
+    others', CSVLogger (columns from epoch 0) writes the value in epoch 1's row, and
+    TensorBoard holds the one measured point."""
+    import csv
+
+    from keras_saliency_monitor import SaliencyMonitor
+
+    x, y = shapes_data(64, seed=5)
+    model = small_cnn()
+    weights = trained.get_weights()
+
+    class TrainedFromEpoch1(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 1:
+                self.model.set_weights(weights)
+
+    rate = keras.callbacks.LearningRateScheduler(lambda epoch, lr: 0.0 if epoch == 0 else 1e-4)
+    monitor = SaliencyMonitor(tmp_path, (x, y), num_probes=6, background=False, sanity_blocks=2)
+    table = tmp_path / "log.csv"
+    history = model.fit(
+        x,
+        y,
+        epochs=3,
+        batch_size=16,
+        verbose=0,
+        callbacks=[rate, TrainedFromEpoch1(), monitor, keras.callbacks.CSVLogger(str(table))],
+    )
+    h = history.history
+    assert h["accuracy"][0] < 2 / 3 < h["accuracy"][1]  # the gate: closed, then open
+    keys = [k for k in h if k.startswith("saliency_sanity_")]
+    assert len(keys) == 6  # the last step's two, then two per block
+    for key in keys:
+        assert len(h[key]) == len(h["loss"]) == 3, key
+        assert np.isnan(h[key][0]) and np.isfinite(h[key][1]) and np.isnan(h[key][2]), key
+    with open(table) as f:
+        rows = list(csv.DictReader(f))
+    assert set(keys) <= set(rows[0])
+    assert float(rows[1]["saliency_sanity_ssim_top2"]) == pytest.approx(
+        h["saliency_sanity_ssim_top2"][1]
+    )
+    logged = read_scalars(str(tmp_path / "saliency"), "saliency/sanity_ssim_top2")
+    assert list(logged) == [1]
 
 
 def test_monitor_sanity_check_waits_on_the_training_skill_as_the_alarm(tmp_path, trained):

@@ -87,14 +87,18 @@ class SanityResult:
 
     def numbers(self) -> dict:
         """The curve as ``saliency_sanity_*`` numbers: the last step, then one per step."""
-        out = {
-            "saliency_sanity_rank_correlation": float(self.rank_correlation[-1]),
-            "saliency_sanity_ssim": float(self.ssim[-1]),
-        }
-        for k, (rho, s) in enumerate(zip(self.rank_correlation, self.ssim), start=1):
-            out[f"saliency_sanity_rank_correlation_top{k}"] = float(rho)
-            out[f"saliency_sanity_ssim_top{k}"] = float(s)
-        return out
+        values = [self.rank_correlation[-1], self.ssim[-1]]
+        for rho, s in zip(self.rank_correlation, self.ssim):
+            values += [rho, s]
+        return dict(zip(number_names(len(self.rank_correlation)), map(float, values)))
+
+
+def number_names(steps: int) -> list[str]:
+    """The names of :meth:`SanityResult.numbers` for a check of ``steps`` blocks, in order."""
+    names = ["saliency_sanity_rank_correlation", "saliency_sanity_ssim"]
+    for k in range(1, steps + 1):
+        names += [f"saliency_sanity_rank_correlation_top{k}", f"saliency_sanity_ssim_top{k}"]
+    return names
 
 
 # ------------------------------------------------------------------------------------------------
@@ -408,6 +412,11 @@ class SanityCheck:
             ssim_per_image=ssims,
             threshold=self.threshold,
         )
+
+    def number_names(self, model) -> list[str]:
+        """The names of the numbers a run on ``model`` logs (its blocks are read, not changed);
+        raises as :meth:`run` would when ``blocks`` names no layer of the model."""
+        return number_names(len(_resolve_blocks(model, self.blocks, self.max_blocks)))
 
     def _fixed_by_classes(self) -> bool:
         return isinstance(self.target, str) and self.target == "predicted"

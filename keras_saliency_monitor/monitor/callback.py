@@ -176,8 +176,10 @@ class SaliencyMonitor(keras.callbacks.Callback):
             after another and the probes' maps compared with the trained ones; logged as
             ``saliency_sanity_rank_correlation`` and ``saliency_sanity_ssim`` (all blocks
             random) and ``saliency_sanity_*_top{k}`` (the curve), with a warning when the maps
-            survive randomisation. Costs one saliency pass per block and keeps a copy of the
-            weights. 0 or None switches it off. Defaults to 4.
+            survive randomisation; every epoch's ``logs`` carry these keys, NaN but at the epoch
+            the check ran (History's lists line up; TensorBoard gets the one point). Costs one
+            saliency pass per block and keeps a copy of the weights. 0 or None switches it off.
+            Defaults to 4.
         strict: raise faults during training (non-finite maps, failing disk, any exception while
             computing, rendering or writing, including those of the background thread at the
             next hook) out of ``fit`` instead of warning once per kind and going on. Defaults to
@@ -274,6 +276,7 @@ class SaliencyMonitor(keras.callbacks.Callback):
                 max_blocks=blocks, **method_options,
             )  # fmt: skip
         self._sanity_due = False  # set at each fit's start, cleared once the check ran
+        self._sanity_keys = {}  # NaN for each of the check's numbers (see _sanity_placeholders)
         alpha = real_number("alpha", alpha, 0, 1, "an opacity in [0, 1]")
         smoothing = real_number("smoothing", smoothing, 0, None, "a Gaussian sigma >= 0 (0: none)")
         clip_percentile = real_number(
@@ -359,6 +362,7 @@ class SaliencyMonitor(keras.callbacks.Callback):
         self._measure.reset()
         self._last_numbers = {}
         self._sanity_due = self._sanity is not None
+        self._sanity_keys = self._sanity_placeholders()
         self._log.reset()
         self.alarm.reset()
         self.alarm_message = None
@@ -380,7 +384,7 @@ class SaliencyMonitor(keras.callbacks.Callback):
             self._measure.start()  # object reliance's forward pass, beside the gradient
             explanation = self.explainer.explain(self.probes.x, self.probes.labels)
             numbers, per_probe = self._measure(explanation, logs)
-            numbers.update(self._check_sanity(epoch, explanation, numbers))
+            numbers.update({**self._sanity_keys, **self._check_sanity(epoch, explanation, numbers)})
             message = self._check_alarm(epoch, numbers, per_probe)
             self.history[step] = self._last_numbers = numbers
             if logs is not None:
@@ -455,6 +459,20 @@ class SaliencyMonitor(keras.callbacks.Callback):
         if self.stop_on_alarm and self.model is not None:
             self.model.stop_training = True
         return message
+
+    def _sanity_placeholders(self):
+        """NaN for each ``saliency_sanity_*`` number of this fit's check, logged at every epoch
+        but the one it runs at: History's lists then line up with the epochs (a list of one
+        value beside lists of N broke ``pandas.DataFrame(history.history)``), and CSVLogger,
+        which takes its columns from the first epoch, keeps the check's row. TensorBoard gets
+        only the measured point. {} when the model's blocks cannot be read (the check reports
+        why when it runs)."""
+        if self._sanity is None:
+            return {}
+        try:
+            return dict.fromkeys(self._sanity.number_names(self.model), float("nan"))
+        except Exception:  # noqa: BLE001 - the check itself records the fault when it runs
+            return {}
 
     def _check_sanity(self, epoch, explanation, numbers):
         """The sanity check's numbers at a fit's first logged epoch at which the model has learned

@@ -88,6 +88,8 @@ class EpochLog:
         w = writer
         try:
             for key, value in numbers.items():
+                if key.startswith("saliency_sanity_") and not np.isfinite(value):
+                    continue  # measured once a fit: its point, not a NaN at every other epoch
                 w.add_scalar("saliency/" + key[len("saliency_") :], value, step)
             for key, values in per_probe.items():
                 finite = values[np.isfinite(values)]
