@@ -494,7 +494,8 @@ class Window:
             asked epochs.
         """
         asked = np.asarray(asked, np.int64)
-        painted = np.asarray(painted_logits).reshape(len(self.sets), len(asked), -1)
+        k = np.shape(logits)[-1]  # (from the intact logits: no rows asked reshapes too)
+        painted = np.asarray(painted_logits).reshape(len(self.sets), len(asked), k)
         drop, above, counted = _shares(logits, painted, kind, labels)  # every set at once
         self._drop[:, asked] = drop
         self._above[asked], self._counted[asked] = above, counted
