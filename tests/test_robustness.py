@@ -518,18 +518,18 @@ class _RecordBatchSize(keras.layers.Layer):
             return tf.identity(x)
 
 
-@pytest.mark.skipif(
-    keras.backend.backend() != "tensorflow", reason="the batch-size recorder is a TF layer"
-)
-def test_large_probe_set_is_chunked_and_equals_unchunked(tmp_path):
+def _one_epoch_of_300_probes(tmp_path, *first_layers):
+    """A small CNN (after ``first_layers``) watched with 300 probes in chunks of 16, one epoch:
+    the monitor and the epoch's logs, after checking there was no fault and that the chunked
+    maps equal one unchunked pass (``compute_saliency`` with a batch of 300)."""
     rng = np.random.default_rng(0)
     x = rng.normal(size=(300, 32, 32, 3)).astype("float32")
     y = np.arange(300) % 3
-    sizes = []  # batch sizes the model saw: memory is bounded by the chunk, not by 300
+    keras.utils.set_random_seed(0)
     model = keras.Sequential(
         [
             keras.Input((32, 32, 3)),
-            _RecordBatchSize(sizes),
+            *first_layers,
             keras.layers.Conv2D(4, 3, activation="relu"),
             keras.layers.GlobalAveragePooling2D(),
             keras.layers.Dense(3, activation="softmax"),
@@ -547,11 +547,25 @@ def test_large_probe_set_is_chunked_and_equals_unchunked(tmp_path):
         monitor.on_epoch_end(0, logs)
     monitor.on_train_end()
     assert monitor.faults == {} and np.isfinite(logs["saliency_concentration"])
-    assert max(sizes) == 16 and sum(sizes) == 300  # vanilla: one pass over the probes
-    assert monitor.explainer.trace_count == 1  # the last, smaller chunk did not retrace
+    return monitor, model
+
+
+def _chunked_equals_unchunked(monitor, model):
     chunked = monitor.explainer.explain(monitor.probes.x).maps
     whole = compute_saliency(model, monitor.probes.x, batch_size=300)
+    assert chunked.shape == whole.shape == (300, 32, 32)
     np.testing.assert_allclose(chunked, whole, rtol=1e-5, atol=1e-8)
+
+
+@pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow", reason="the batch-size recorder is a TF layer"
+)
+def test_large_probe_set_is_chunked_and_equals_unchunked(tmp_path):
+    sizes = []  # batch sizes the model saw: memory is bounded by the chunk, not by 300
+    monitor, model = _one_epoch_of_300_probes(tmp_path, _RecordBatchSize(sizes))
+    assert max(sizes) == 16 and sum(sizes) == 300  # vanilla: one pass over the probes
+    assert monitor.explainer.trace_count == 1  # the last, smaller chunk did not retrace
+    _chunked_equals_unchunked(monitor, model)
     provider, ctx, eid = store.open_logdir(os.path.join(tmp_path, "saliency"))
     index = store.read_run(provider, ctx, eid, ".")
     assert index["probe_set"]["num_probes"] == 300 and len(index["epochs"]["0"]["classes"]) == 300
@@ -559,37 +573,10 @@ def test_large_probe_set_is_chunked_and_equals_unchunked(tmp_path):
 
 
 def test_large_probe_set_chunked_equals_unchunked_on_every_backend(tmp_path):
-    """The numbers of the test above that every backend has (JAX pads the last chunk to the
+    """The part of the test above that every backend has (JAX pads the last chunk to the
     first's row count, PyTorch runs eagerly): 300 probes in chunks of 16, the epoch without a
     fault, and maps equal to one unchunked pass."""
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(300, 32, 32, 3)).astype("float32")
-    y = np.arange(300) % 3
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential(
-        [
-            keras.Input((32, 32, 3)),
-            keras.layers.Conv2D(4, 3, activation="relu"),
-            keras.layers.GlobalAveragePooling2D(),
-            keras.layers.Dense(3, activation="softmax"),
-        ]
-    )
-    with pytest.warns(UserWarning, match="num_probes=300 is more than 256"):
-        monitor = SaliencyMonitor(
-            tmp_path, (x, y), num_probes=300, batch_size=16, background=False, sanity_blocks=0
-        )
-    monitor.set_model(model)
-    monitor.on_train_begin()
-    logs = {}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # the grid shows the probes that fit
-        monitor.on_epoch_end(0, logs)
-    monitor.on_train_end()
-    assert monitor.faults == {} and np.isfinite(logs["saliency_concentration"])
-    chunked = monitor.explainer.explain(monitor.probes.x)
-    whole = compute_saliency(model, monitor.probes.x, batch_size=300)
-    assert chunked.maps.shape == whole.shape == (300, 32, 32)
-    np.testing.assert_allclose(chunked.maps, whole, rtol=1e-5, atol=1e-8)
+    _chunked_equals_unchunked(*_one_epoch_of_300_probes(tmp_path))
 
 
 def test_a_large_uint8_pool_is_not_copied_to_float32(tmp_path):
